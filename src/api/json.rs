@@ -1,0 +1,75 @@
+//! The JSON shapes of users, keys and nodes: Headscale's CLI/API fields in
+//! snake_case, ids as numbers, times as RFC 3339 strings (null when unset).
+
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::state::secrets::{masked, AUTH_KEY_PREFIX};
+use crate::state::{has_passed, Snapshot};
+use crate::store::{Node, PreAuthKey, User};
+
+fn time(t: Option<i64>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(clock::rfc3339(t)))
+}
+
+pub fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id,
+        "name": u.name,
+        "created_at": clock::rfc3339(u.created_at),
+        "display_name": u.display_name,
+        "email": u.email,
+        "provider_id": u.provider_id,
+        "provider": u.provider,
+        "profile_pic_url": u.profile_pic_url,
+    })
+}
+
+/// A pre-auth key; `full` is the whole key, given only when it was just made.
+pub fn preauth_key_json(snap: &Snapshot, k: &PreAuthKey, full: Option<&str>, now: i64) -> Value {
+    let user = k.user_id.and_then(|id| snap.users.get(&id)).map_or(Value::Null, |u| user_json(u));
+    json!({
+        "id": k.id,
+        "key": full.map_or_else(|| masked(AUTH_KEY_PREFIX, &k.prefix), str::to_string),
+        "user": user,
+        "reusable": k.reusable,
+        "ephemeral": k.ephemeral,
+        "used": k.used,
+        "expiration": clock::rfc3339(k.expiration),
+        "expired": has_passed(k.expiration, now),
+        "created_at": clock::rfc3339(k.created_at),
+        "acl_tags": k.tags,
+    })
+}
+
+fn register_method(m: &str) -> &'static str {
+    match m {
+        "authkey" => "REGISTER_METHOD_AUTH_KEY",
+        "cli" => "REGISTER_METHOD_CLI",
+        "oidc" => "REGISTER_METHOD_OIDC",
+        _ => "REGISTER_METHOD_UNSPECIFIED",
+    }
+}
+
+pub fn node_json(snap: &Snapshot, n: &Node, now: i64) -> Value {
+    let user = snap.users.get(&n.user_id).map_or(Value::Null, |u| user_json(u));
+    let ips: Vec<String> = n.ipv4.map(|a| a.to_string()).into_iter().chain(n.ipv6.map(|a| a.to_string())).collect();
+    json!({
+        "id": n.id,
+        "machine_key": n.machine_key,
+        "node_key": n.node_key,
+        "ip_addresses": ips,
+        "name": n.hostname,
+        "given_name": n.given_name,
+        "user": user,
+        "last_seen": time(n.last_seen),
+        "expiry": time(n.expiry),
+        "expired": n.expiry.is_some_and(|e| has_passed(e, now)),
+        "created_at": clock::rfc3339(n.created_at),
+        "register_method": register_method(&n.register_method),
+        // Connections arrive with the control protocol; until then nothing is online.
+        "online": false,
+        "tags": n.tags,
+        "ephemeral": n.ephemeral,
+    })
+}

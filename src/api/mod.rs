@@ -1,0 +1,299 @@
+//! The admin API: JSON over HTTP, Headscale's `/api/v1` routes and snake_case
+//! shapes. Served on the local unix socket (the CLI's way in; file permissions
+//! are the authentication). Later issues serve it over TCP behind API keys.
+//!
+//! [`handle`] is synchronous and does the state's blocking writes: the socket
+//! server runs it in `spawn_blocking`.
+
+mod json;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::state::{NewPreAuthKey, NewUser, Snapshot, State, StateError};
+
+pub use json::{node_json, preauth_key_json, user_json};
+
+/// Largest request body accepted (a policy file will be the biggest thing sent).
+pub const MAX_BODY: usize = 256 * 1024;
+
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+fn ok(body: Value) -> Response {
+    Response { status: 200, body }
+}
+
+fn error(status: u16, message: impl Into<String>) -> Response {
+    Response { status, body: json!({ "code": status, "message": message.into() }) }
+}
+
+impl From<StateError> for Response {
+    fn from(e: StateError) -> Self {
+        let status = match &e {
+            StateError::NotFound(_) => 404,
+            StateError::Exists(_) | StateError::InUse(_) => 409,
+            StateError::Invalid(_) => 400,
+            StateError::PoolFull(_) => 507,
+            StateError::Store(_) | StateError::Random => 500,
+        };
+        if status == 500 {
+            log::error!("api: {e}");
+        }
+        error(status, e.to_string())
+    }
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// Decodes `%XX` escapes (the CLI escapes every byte outside [A-Za-z0-9-._~]).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The inverse of [`percent_decode`], for building request paths.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+    serde_json::from_slice(if body.is_empty() { b"{}" } else { body })
+        .map_err(|e| error(400, format!("bad request body: {e}")))
+}
+
+fn id_of(seg: &str, what: &str) -> Result<u64, Response> {
+    seg.parse().map_err(|_| error(400, format!("{seg:?} is not a {what} id")))
+}
+
+/// `user` as sent by a client: an id or a name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserRef {
+    Id(u64),
+    Text(String),
+}
+
+fn resolve_user(snap: &Snapshot, r: &UserRef) -> Result<u64, Response> {
+    let found = match r {
+        UserRef::Id(id) => snap.users.get(id),
+        UserRef::Text(t) => snap.find_user(t),
+    };
+    found.map(|u| u.id).ok_or_else(|| {
+        let shown = match r {
+            UserRef::Id(id) => id.to_string(),
+            UserRef::Text(t) => t.clone(),
+        };
+        error(404, format!("no user {shown:?}"))
+    })
+}
+
+#[derive(Deserialize)]
+struct CreateUser {
+    name: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    picture_url: String,
+}
+
+#[derive(Deserialize)]
+struct CreateKey {
+    user: Option<UserRef>,
+    #[serde(default)]
+    reusable: bool,
+    #[serde(default)]
+    ephemeral: bool,
+    /// RFC 3339; Headscale's default is an hour from now.
+    expiration: Option<String>,
+    #[serde(default)]
+    acl_tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ById {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct CreateNode {
+    user: UserRef,
+    name: String,
+    key: String,
+}
+
+/// Answers one API request.
+pub fn handle(state: &Arc<State>, req: &Request) -> Response {
+    match route(state, req, clock::now_unix()) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Response> {
+    let path = req.path.trim_end_matches('/');
+    let segs: Vec<&str> = path.strip_prefix("/api/v1/").unwrap_or("").split('/').collect();
+    let snap = state.snapshot();
+    Ok(match (req.method, segs.as_slice()) {
+        ("GET", ["health"]) => ok(json!({ "database_connectivity": true })),
+
+        ("GET", ["user"]) => {
+            let (id, name, email) =
+                (query_param(req.query, "id"), query_param(req.query, "name"), query_param(req.query, "email"));
+            let users: Vec<Value> = snap
+                .users
+                .values()
+                .filter(|u| id.as_ref().is_none_or(|i| *i == u.id.to_string()))
+                .filter(|u| name.as_ref().is_none_or(|n| *n == u.name))
+                .filter(|u| email.as_ref().is_none_or(|e| *e == u.email))
+                .map(|u| user_json(u))
+                .collect();
+            ok(json!({ "users": users }))
+        }
+        ("POST", ["user"]) => {
+            let b: CreateUser = parse_body(req.body)?;
+            let u = state.create_user(
+                NewUser { name: b.name, display_name: b.display_name, email: b.email, profile_pic_url: b.picture_url },
+                now,
+            )?;
+            ok(json!({ "user": user_json(&u) }))
+        }
+        ("POST", ["user", id, "rename", new_name]) => {
+            let u = state.rename_user(id_of(id, "user")?, &percent_decode(new_name))?;
+            ok(json!({ "user": user_json(&u) }))
+        }
+        ("DELETE", ["user", id]) => {
+            state.destroy_user(id_of(id, "user")?)?;
+            ok(json!({}))
+        }
+
+        ("GET", ["preauthkey"]) => {
+            let user = match query_param(req.query, "user") {
+                Some(u) => Some(resolve_user(&snap, &UserRef::Text(u))?),
+                None => None,
+            };
+            let keys: Vec<Value> = snap
+                .preauth_keys
+                .values()
+                .filter(|k| user.is_none() || k.user_id == user)
+                .map(|k| preauth_key_json(&snap, k, None, now))
+                .collect();
+            ok(json!({ "pre_auth_keys": keys }))
+        }
+        ("POST", ["preauthkey"]) => {
+            let b: CreateKey = parse_body(req.body)?;
+            let user = b.user.as_ref().map(|u| resolve_user(&snap, u)).transpose()?;
+            let expiration = match b.expiration {
+                None => now + 3600,
+                Some(t) => clock::parse_rfc3339(&t)
+                    .ok_or_else(|| error(400, format!("expiration {t:?} is not an RFC 3339 time")))?,
+            };
+            let (k, full) = state.create_preauth_key(
+                NewPreAuthKey { user, reusable: b.reusable, ephemeral: b.ephemeral, tags: b.acl_tags, expiration },
+                now,
+            )?;
+            let snap = state.snapshot();
+            ok(json!({ "pre_auth_key": preauth_key_json(&snap, &k, Some(&full), now) }))
+        }
+        ("POST", ["preauthkey", "expire"]) => {
+            let b: ById = parse_body(req.body)?;
+            let k = state.expire_preauth_key(b.id, now)?;
+            ok(json!({ "pre_auth_key": preauth_key_json(&state.snapshot(), &k, None, now) }))
+        }
+        ("DELETE", ["preauthkey"]) => {
+            let id = query_param(req.query, "id").ok_or_else(|| error(400, "missing ?id="))?;
+            state.delete_preauth_key(id_of(&id, "pre-auth key")?)?;
+            ok(json!({}))
+        }
+
+        ("GET", ["node"]) => {
+            let user = match query_param(req.query, "user") {
+                Some(u) => Some(resolve_user(&snap, &UserRef::Text(u))?),
+                None => None,
+            };
+            let nodes: Vec<Value> = snap
+                .nodes
+                .values()
+                .filter(|n| user.is_none_or(|u| n.user_id == u))
+                .map(|n| node_json(&snap, n, now))
+                .collect();
+            ok(json!({ "nodes": nodes }))
+        }
+        ("GET", ["node", id]) => {
+            let id = id_of(id, "node")?;
+            let n = snap.nodes.get(&id).ok_or_else(|| error(404, format!("no node with id {id}")))?;
+            ok(json!({ "node": node_json(&snap, n, now) }))
+        }
+        ("POST", ["node", id, "rename", new_name]) => {
+            let n = state.rename_node(id_of(id, "node")?, &percent_decode(new_name))?;
+            ok(json!({ "node": node_json(&state.snapshot(), &n, now) }))
+        }
+        ("POST", ["node", id, "expire"]) => {
+            let at = match query_param(req.query, "expiry") {
+                Some(t) => clock::parse_rfc3339(&t)
+                    .ok_or_else(|| error(400, format!("expiry {t:?} is not an RFC 3339 time")))?,
+                None => now,
+            };
+            let n = state.expire_node(id_of(id, "node")?, at)?;
+            ok(json!({ "node": node_json(&state.snapshot(), &n, now) }))
+        }
+        ("DELETE", ["node", id]) => {
+            state.delete_node(id_of(id, "node")?)?;
+            ok(json!({}))
+        }
+        ("POST", ["debug", "node"]) => {
+            let b: CreateNode = parse_body(req.body)?;
+            let user = resolve_user(&snap, &b.user)?;
+            let n = state.create_node(user, &b.name, &b.key, now)?;
+            ok(json!({ "node": node_json(&state.snapshot(), &n, now) }))
+        }
+        (_, _) => error(404, format!("no API route {} {}", req.method, req.path)),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use super::*;
+use crate::config::{Allocation, Prefixes};
+use crate::store::Store;
+
+fn state(dir: &std::path::Path) -> Arc<State> {
+    let p = Prefixes { v4: Some("100.64.0.0/10".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
+    Arc::new(State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), p).unwrap())
+}
+
+fn call(s: &Arc<State>, method: &str, target: &str, body: &str) -> Response {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    handle(s, &Request { method, path, query, body: body.as_bytes() })
+}
+
+#[test]
+fn users_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    let r = call(&s, "POST", "/api/v1/user", r#"{"name":"alice","email":"a@example.com"}"#);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["user"]["id"], 1);
+    assert_eq!(call(&s, "POST", "/api/v1/user", r#"{"name":"alice"}"#).status, 409);
+    assert_eq!(call(&s, "POST", "/api/v1/user", r#"{"name":"1erin"}"#).status, 400);
+    assert_eq!(call(&s, "POST", "/api/v1/user", r#"{"nam"#).status, 400);
+    let r = call(&s, "GET", "/api/v1/user?name=alice", "");
+    assert_eq!(r.body["users"].as_array().unwrap().len(), 1);
+    let r = call(&s, "GET", "/api/v1/user?email=nobody%40example.com", "");
+    assert!(r.body["users"].as_array().unwrap().is_empty());
+    let r = call(&s, "POST", "/api/v1/user/1/rename/al%2Dice", "");
+    assert_eq!(r.body["user"]["name"], "al-ice");
+    assert_eq!(call(&s, "DELETE", "/api/v1/user/7", "").status, 404);
+    assert_eq!(call(&s, "DELETE", "/api/v1/user/x", "").status, 400);
+    assert_eq!(call(&s, "DELETE", "/api/v1/user/1", "").status, 200);
+    assert_eq!(call(&s, "GET", "/api/v1/nothing", "").status, 404);
+}
+
+#[test]
+fn keys_and_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    call(&s, "POST", "/api/v1/user", r#"{"name":"alice"}"#);
+    let r = call(
+        &s,
+        "POST",
+        "/api/v1/preauthkey",
+        r#"{"user":"alice","reusable":true,"expiration":"2099-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let full = r.body["pre_auth_key"]["key"].as_str().unwrap().to_string();
+    assert!(full.starts_with("tskey-auth-") && !full.ends_with("***"));
+    assert_eq!(r.body["pre_auth_key"]["user"]["name"], "alice");
+    // Lists never show the secret.
+    let r = call(&s, "GET", "/api/v1/preauthkey?user=1", "");
+    let listed = r.body["pre_auth_keys"][0]["key"].as_str().unwrap();
+    assert!(listed.ends_with("-***") && !listed.contains(full.rsplit('-').next().unwrap()));
+    assert_eq!(call(&s, "POST", "/api/v1/preauthkey", r#"{"user":"bob"}"#).status, 404);
+    assert_eq!(call(&s, "POST", "/api/v1/preauthkey", r#"{"user":"alice","expiration":"soon"}"#).status, 400);
+    let r = call(&s, "POST", "/api/v1/preauthkey/expire", r#"{"id":1}"#);
+    assert_eq!(r.body["pre_auth_key"]["expired"], true, "{:?}", r.body);
+    assert_eq!(call(&s, "DELETE", "/api/v1/preauthkey?id=1", "").status, 200);
+    assert_eq!(call(&s, "DELETE", "/api/v1/preauthkey?id=1", "").status, 404);
+
+    let key = format!("nodekey:{}", "ab".repeat(32));
+    let r = call(&s, "POST", "/api/v1/debug/node", &format!(r#"{{"user":"alice","name":"Laptop","key":"{key}"}}"#));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let n = &r.body["node"];
+    assert_eq!(n["given_name"], "laptop");
+    assert_eq!(n["ip_addresses"], json!(["100.64.0.1"]));
+    assert_eq!(n["user"]["name"], "alice");
+    assert_eq!(n["online"], false);
+    assert_eq!(call(&s, "POST", "/api/v1/node/1/rename/desk", "").body["node"]["given_name"], "desk");
+    let r = call(&s, "POST", "/api/v1/node/1/expire", "");
+    assert!(r.body["node"]["expiry"].is_string());
+    assert_eq!(call(&s, "DELETE", "/api/v1/user/1", "").status, 409);
+    assert_eq!(call(&s, "DELETE", "/api/v1/node/1", "").status, 200);
+    assert!(call(&s, "GET", "/api/v1/node", "").body["nodes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn percent_coding_round_trips() {
+    for s in ["plain", "a b/c%d", "ü@x.y"] {
+        assert_eq!(percent_decode(&percent_encode(s)), s);
+    }
+    assert_eq!(percent_decode("%zz%4"), "%zz%4");
+}

@@ -1,0 +1,203 @@
+//! Wall-clock time as Unix seconds, RFC 3339 text, and Headscale-style durations.
+//!
+//! Pure functions take `now` as a parameter; only [`now_unix`] reads the clock.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch. A router without an RTC boots in 1970 until NTP
+/// answers; callers that expire things compare against [`build_epoch`] first.
+pub fn now_unix() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        // A clock before 1970 is as untrustworthy as one at 1970.
+        Err(_) => 0,
+    }
+}
+
+/// When this binary was built (Unix seconds). The wall clock is not trusted
+/// while it reads earlier than this.
+pub fn build_epoch() -> i64 {
+    env!("TINYSCALE_BUILD_EPOCH").parse().unwrap_or(0)
+}
+
+/// Whether the wall clock can be believed (it is not behind the build time).
+pub fn clock_is_sane(now: i64) -> bool {
+    now >= build_epoch()
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A Unix timestamp as RFC 3339 UTC, e.g. `2026-11-27T15:37:01Z`.
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+/// Parses RFC 3339 (`2026-11-27T15:37:01Z`, fractional seconds and offsets allowed).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    if h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// A span of time in whole seconds (sub-second parts of a config value are dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Span(pub u64);
+
+impl Span {
+    pub fn secs(self) -> u64 {
+        self.0
+    }
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = self.0;
+        if s == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+            if s >= len {
+                write!(f, "{}{unit}", s / len)?;
+                s %= len;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses durations as Headscale accepts them: Go's `1h30m`, `90s`, `500ms`, and
+/// Prometheus' `90d`, `2w`, `1y`; a bare `0` means zero.
+pub fn parse_span(s: &str) -> Result<Span, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Span(0));
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total_ms: u128 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return Err(format!("{s:?} is not a duration (expected e.g. 30s, 15m, 1h, 90d)"));
+        }
+        let value: u128 = rest[..n].parse().map_err(|_| format!("{s:?}: number too large"))?;
+        rest = &rest[n..];
+        let u = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let ms_per: u128 = match &rest[..u] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            "" => return Err(format!("{s:?} needs a unit (ms, s, m, h, d, w, y)")),
+            other => return Err(format!("{s:?} has unknown unit {other:?} (use ms, s, m, h, d, w, y)")),
+        };
+        rest = &rest[u..];
+        total_ms = total_ms.saturating_add(value.saturating_mul(ms_per));
+    }
+    Ok(Span(u64::try_from(total_ms / 1000).unwrap_or(u64::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for t in [0, 123, 951_782_400, 1_764_257_821, 4_102_444_800, -86_400] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{t}");
+        }
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(123), "1970-01-01T00:02:03Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_fractions_and_offsets() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.999Z"), Some(1));
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00-00:30"), Some(1800));
+        for bad in ["", "1970-01-01", "1970-13-01T00:00:00Z", "1970-01-01T00:00:00", "x970-01-01T00:00:00Z"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn spans_parse_go_and_prometheus_forms() {
+        assert_eq!(parse_span("0"), Ok(Span(0)));
+        assert_eq!(parse_span("30m"), Ok(Span(1800)));
+        assert_eq!(parse_span("1h30m"), Ok(Span(5400)));
+        assert_eq!(parse_span("90d"), Ok(Span(90 * 86_400)));
+        assert_eq!(parse_span("2w"), Ok(Span(14 * 86_400)));
+        assert_eq!(parse_span("1500ms"), Ok(Span(1)));
+        assert!(parse_span("10").is_err());
+        assert!(parse_span("3 hours").is_err());
+        assert!(parse_span("1x").is_err());
+        assert!(parse_span("").is_err());
+        assert_eq!(Span(5400).to_string(), "1h30m");
+        assert_eq!(Span(0).to_string(), "0s");
+    }
+}

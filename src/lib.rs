@@ -1,0 +1,15 @@
+//! tinyscale: a Tailscale-compatible coordination server for the home router.
+//!
+//! The module map follows ARCHITECTURE.md: pure protocol and policy logic in
+//! `tailcfg` (and later `noise`, `mapper`, `policy`), the one mutation path in
+//! `state`, durable bytes in `store`, and I/O at the edges (`server`, `api`, `cli`).
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod logger;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tailcfg;

@@ -1,0 +1,95 @@
+//! The main HTTP(S) listener: `/health` now; `/key`, `/ts2021`, `/register`,
+//! `/oidc` and `/derp` join it in later issues.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::state::State;
+
+/// Slow clients may not hold a connection open by trickling headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Http {
+    pub state: Arc<State>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub max_connections: usize,
+}
+
+fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+async fn route(req: Request<Incoming>, _state: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(match (req.method().as_str(), req.uri().path()) {
+        ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
+        _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
+    })
+}
+
+async fn serve_conn<S>(io: S, state: Arc<State>, mut shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), hyper::service::service_fn(move |req| route(req, state.clone())))
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { log::debug!("http connection: {e}") },
+        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+    }
+}
+
+impl Http {
+    /// Accepts connections until `shutdown` turns true.
+    pub async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        loop {
+            let (stream, peer): (_, SocketAddr) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        log::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                log::debug!("refusing {peer}: {} connections already open", self.max_connections);
+                continue;
+            };
+            let (state, tls, rx) = (self.state.clone(), self.tls.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tls {
+                    None => serve_conn(stream, state, rx).await,
+                    Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_conn(tls, state, rx).await,
+                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                    },
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,135 @@
+use super::*;
+use crate::config::Allocation;
+
+fn prefixes(v4: &str) -> Prefixes {
+    Prefixes {
+        v4: Some(v4.parse().unwrap()),
+        v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
+        allocation: Allocation::Sequential,
+    }
+}
+
+fn open(dir: &std::path::Path, v4: &str) -> State {
+    State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), prefixes(v4)).unwrap()
+}
+
+fn nk(i: u8) -> String {
+    format!("nodekey:{}", format!("{i:02x}").repeat(32))
+}
+
+fn user(s: &State, name: &str) -> Arc<User> {
+    s.create_user(NewUser { name: name.into(), ..Default::default() }, 100).unwrap()
+}
+
+#[test]
+fn users_are_unique_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path(), "100.64.0.0/10");
+        let a = user(&s, "alice");
+        assert_eq!(a.id, 1);
+        assert!(matches!(
+            s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1),
+            Err(StateError::Exists(_))
+        ));
+        assert!(matches!(
+            s.create_user(NewUser { name: "1erin".into(), ..Default::default() }, 1),
+            Err(StateError::Invalid(_))
+        ));
+        let b = user(&s, "bob");
+        s.rename_user(b.id, "robert").unwrap();
+        assert!(matches!(s.rename_user(b.id, "alice"), Err(StateError::Exists(_))));
+        assert!(matches!(s.rename_user(99, "zed"), Err(StateError::NotFound(_))));
+    }
+    let s = open(dir.path(), "100.64.0.0/10");
+    let snap = s.snapshot();
+    let names: Vec<&str> = snap.users.values().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["alice", "robert"]);
+    // Ids keep counting after a restart and are never reused.
+    s.destroy_user(2).unwrap();
+    assert_eq!(user(&s, "carol").id, 3);
+}
+
+#[test]
+fn preauth_keys_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "100.64.0.0/10");
+    let a = user(&s, "alice");
+    let new = NewPreAuthKey { user: Some(a.id), reusable: true, ephemeral: false, tags: vec![], expiration: 5000 };
+    let (rec, full) = s.create_preauth_key(new.clone(), 1000).unwrap();
+    assert!(full.starts_with("tskey-auth-"));
+    assert!(!format!("{rec:?}").contains(full.rsplit('-').next().unwrap()));
+    assert_eq!(s.find_preauth_key(&full).unwrap().id, rec.id);
+    assert_eq!(s.find_preauth_key(&rec.prefix).unwrap().id, rec.id);
+    let expired = s.expire_preauth_key(rec.id, 2000).unwrap();
+    assert_eq!(expired.expiration, 2000);
+    s.delete_preauth_key(rec.id).unwrap();
+    assert!(s.find_preauth_key(&full).is_none());
+    // Tags must be tag:name; a key needs a user or tags; the user must exist.
+    let bad = NewPreAuthKey { tags: vec!["server".into()], ..new.clone() };
+    assert!(matches!(s.create_preauth_key(bad, 1), Err(StateError::Invalid(_))));
+    let none = NewPreAuthKey { user: None, ..new.clone() };
+    assert!(matches!(s.create_preauth_key(none, 1), Err(StateError::Invalid(_))));
+    let ghost = NewPreAuthKey { user: Some(42), ..new.clone() };
+    assert!(matches!(s.create_preauth_key(ghost, 1), Err(StateError::NotFound(_))));
+    let tagged = NewPreAuthKey { user: None, tags: vec!["tag:server".into()], ..new };
+    assert!(s.create_preauth_key(tagged, 1).is_ok());
+    // Destroying the user takes its keys along.
+    s.create_preauth_key(
+        NewPreAuthKey { user: Some(a.id), reusable: false, ephemeral: true, tags: vec![], expiration: 9 },
+        1,
+    )
+    .unwrap();
+    s.destroy_user(a.id).unwrap();
+    assert!(s.snapshot().preauth_keys.values().all(|k| k.user_id.is_none()));
+}
+
+#[test]
+fn nodes_get_unique_addresses_and_names_and_addresses_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "100.64.0.0/29");
+    let a = user(&s, "alice");
+    let n1 = s.create_node(a.id, "Laptop", &nk(1), 1).unwrap();
+    let n2 = s.create_node(a.id, "laptop", &nk(2), 1).unwrap();
+    assert_eq!(n1.ipv4.unwrap().to_string(), "100.64.0.1");
+    assert_eq!(n1.ipv6.unwrap().to_string(), "fd7a:115c:a1e0::1");
+    assert_eq!(n2.ipv4.unwrap().to_string(), "100.64.0.2");
+    assert_eq!((n1.given_name.as_str(), n2.given_name.as_str()), ("laptop", "laptop-1"));
+    assert!(matches!(s.create_node(a.id, "x", &nk(1), 1), Err(StateError::Exists(_))));
+    assert!(matches!(s.create_node(a.id, "x", "nodekey:00", 1), Err(StateError::Invalid(_))));
+    // A user with nodes cannot be destroyed.
+    assert!(matches!(s.destroy_user(a.id), Err(StateError::InUse(_))));
+    // Rename, with clashes and bad names refused.
+    assert!(matches!(s.rename_node(n2.id, "laptop"), Err(StateError::Exists(_))));
+    assert!(matches!(s.rename_node(n2.id, "Bad Name"), Err(StateError::Invalid(_))));
+    assert_eq!(s.rename_node(n2.id, "desk").unwrap().given_name, "desk");
+    // Delete frees the address for the next node.
+    s.delete_node(n1.id).unwrap();
+    let n3 = s.create_node(a.id, "phone", &nk(3), 1).unwrap();
+    assert_eq!(n3.ipv4.unwrap().to_string(), "100.64.0.1");
+    assert_eq!(n3.id, 3, "ids are not reused");
+    // Fill the /29 (six usable addresses), then a clean error.
+    for i in 4..=7 {
+        s.create_node(a.id, "n", &nk(i), 1).unwrap();
+    }
+    match s.create_node(a.id, "n", &nk(8), 1) {
+        Err(StateError::PoolFull(m)) => assert!(m.contains("100.64.0.0/29"), "{m}"),
+        other => panic!("expected PoolFull, got {other:?}"),
+    }
+    // Expire sets the expiry; nothing is lost across a restart.
+    s.expire_node(n3.id, 77).unwrap();
+    drop(s);
+    let s = open(dir.path(), "100.64.0.0/29");
+    let snap = s.snapshot();
+    assert_eq!(snap.nodes.len(), 6);
+    assert_eq!(snap.nodes[&n3.id].expiry, Some(77));
+    assert_eq!(snap.nodes[&n2.id].given_name, "desk");
+}
+
+#[test]
+fn a_clock_in_1970_expires_nothing() {
+    assert!(!has_passed(10, 20), "1970 is before any build time");
+    let now = clock::build_epoch() + 100;
+    assert!(has_passed(now - 1, now));
+    assert!(!has_passed(now + 1, now));
+}

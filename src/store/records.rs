@@ -1,0 +1,110 @@
+//! What the store keeps, as serde records.
+//!
+//! Fields added later carry `#[serde(default)]`, so older records still decode;
+//! a change that needs more than that gets a migration in `migrations.rs`.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub profile_pic_url: String,
+    /// "" for users made by the CLI, "oidc" for users from the identity provider.
+    #[serde(default)]
+    pub provider: String,
+    /// Issuer + subject for OIDC users: the identity, never the name.
+    #[serde(default)]
+    pub provider_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub id: u64,
+    /// `mkey:<hex>`: the device's Noise key.
+    pub machine_key: String,
+    /// `nodekey:<hex>`: its WireGuard key, rotated on re-authentication.
+    pub node_key: String,
+    pub user_id: u64,
+    /// As the client reported it.
+    pub hostname: String,
+    /// The DNS-safe, unique name the tailnet knows it by.
+    pub given_name: String,
+    #[serde(default)]
+    pub ipv4: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
+    pub created_at: i64,
+    /// Unix seconds; `None` never expires.
+    #[serde(default)]
+    pub expiry: Option<i64>,
+    /// Written at most every few minutes, never per keep-alive.
+    #[serde(default)]
+    pub last_seen: Option<i64>,
+    /// "authkey", "cli" or "oidc".
+    #[serde(default)]
+    pub register_method: String,
+    #[serde(default)]
+    pub auth_key_id: Option<u64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PreAuthKey {
+    pub id: u64,
+    /// The public part of the key, shown in lists and used to find it.
+    pub prefix: String,
+    /// SHA-256 of the secret part, hex.
+    pub hash: String,
+    /// `None` for a key that only tags (tagged keys belong to no user).
+    pub user_id: Option<u64>,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub used: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: i64,
+    pub expiration: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: u64,
+    pub prefix: String,
+    pub hash: String,
+    pub created_at: i64,
+    pub expiration: i64,
+    #[serde(default)]
+    pub last_seen: Option<i64>,
+}
+
+/// A machine waiting for an admin (or the identity provider) to approve it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub id: String,
+    pub machine_key: String,
+    pub node_key: String,
+    pub hostname: String,
+    pub created_at: i64,
+}
+
+/// The next free id of each kind. Ids are never reused.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextIds {
+    pub user: u64,
+    pub node: u64,
+    pub preauth_key: u64,
+    pub api_key: u64,
+}

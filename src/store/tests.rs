@@ -1,0 +1,153 @@
+use super::*;
+
+fn user(id: u64, name: &str) -> User {
+    User {
+        id,
+        name: name.into(),
+        display_name: String::new(),
+        email: String::new(),
+        profile_pic_url: String::new(),
+        provider: String::new(),
+        provider_id: String::new(),
+        created_at: 1,
+    }
+}
+
+fn node(id: u64, v4: &str) -> Node {
+    Node {
+        id,
+        machine_key: format!("mkey:{id:064x}"),
+        node_key: format!("nodekey:{id:064x}"),
+        user_id: 1,
+        hostname: format!("host{id}"),
+        given_name: format!("host{id}"),
+        ipv4: Some(v4.parse().unwrap()),
+        ipv6: None,
+        created_at: 1,
+        expiry: None,
+        last_seen: None,
+        register_method: "authkey".into(),
+        auth_key_id: None,
+        tags: vec![],
+        ephemeral: false,
+    }
+}
+
+#[test]
+fn commit_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open(&path, 1 << 20).unwrap();
+        let mut b = Batch::new();
+        b.put_user(&user(1, "alice"));
+        b.put_user(&user(2, "bob"));
+        b.put_node(&node(1, "100.64.0.1"));
+        b.set_next_ids(&NextIds { user: 3, node: 2, preauth_key: 1, api_key: 1 });
+        b.set_policy("{}");
+        s.commit(&b).unwrap();
+        let mut b = Batch::new();
+        b.delete_user(2);
+        s.commit(&b).unwrap();
+    }
+    let s = Store::open(&path, 1 << 20).unwrap();
+    let c = s.load().unwrap();
+    assert_eq!(c.users, vec![user(1, "alice")]);
+    assert_eq!(c.nodes.len(), 1);
+    assert_eq!(c.next_ids.user, 3);
+    assert_eq!(c.policy.as_deref(), Some("{}"));
+    assert_eq!(s.schema_version().unwrap(), CURRENT_SCHEMA);
+}
+
+#[test]
+fn the_store_refuses_a_duplicate_address_and_frees_it_on_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("db"), 1 << 20).unwrap();
+    let mut b = Batch::new();
+    b.put_node(&node(1, "100.64.0.1"));
+    s.commit(&b).unwrap();
+    let mut b = Batch::new();
+    b.put_user(&user(9, "not-written"));
+    b.put_node(&node(2, "100.64.0.1"));
+    match s.commit(&b) {
+        Err(StoreError::AddressTaken { owner: 1, .. }) => {}
+        other => panic!("expected AddressTaken, got {other:?}"),
+    }
+    // The whole batch was refused, including the user.
+    assert!(s.load().unwrap().users.is_empty());
+    // Re-putting node 1 with a new address frees the old one.
+    let mut b = Batch::new();
+    b.put_node(&node(1, "100.64.0.5"));
+    b.put_node(&node(2, "100.64.0.1"));
+    s.commit(&b).unwrap();
+    let mut b = Batch::new();
+    b.delete_node(2);
+    b.put_node(&node(3, "100.64.0.1"));
+    s.commit(&b).unwrap();
+}
+
+/// A store as schema 1 left it: records, no address index.
+fn write_schema_1(path: &std::path::Path, nodes: &[Node]) {
+    let db = sled::Config::new().path(path).open().unwrap();
+    db.insert(layout::SCHEMA_VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+    db.insert(layout::id_key(layout::USERS, 1), encode(&user(1, "alice"))).unwrap();
+    for n in nodes {
+        db.insert(layout::id_key(layout::NODES, n.id), encode(n)).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+#[test]
+fn opening_a_schema_1_store_migrates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    write_schema_1(&path, &[node(1, "100.64.0.1"), node(2, "100.64.0.2")]);
+    let s = Store::open(&path, 1 << 20).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 2);
+    let c = s.load().unwrap();
+    assert_eq!(c.users.len(), 1);
+    assert_eq!(c.nodes.len(), 2);
+    // The index built by the migration guards the old addresses.
+    let mut b = Batch::new();
+    b.put_node(&node(3, "100.64.0.2"));
+    assert!(matches!(s.commit(&b), Err(StoreError::AddressTaken { owner: 2, .. })));
+}
+
+#[test]
+fn a_schema_1_store_with_duplicate_addresses_is_refused_and_left_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    write_schema_1(&path, &[node(1, "100.64.0.1"), node(2, "100.64.0.1")]);
+    match Store::open(&path, 1 << 20) {
+        Err(StoreError::Migration { to: 2, reason }) => assert!(reason.contains("100.64.0.1"), "{reason}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a store with duplicate addresses migrated"),
+    }
+    let db = sled::Config::new().path(&path).open().unwrap();
+    assert_eq!(migrations::version(&db).unwrap(), 1);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = sled::Config::new().path(&path).open().unwrap();
+        db.insert(layout::SCHEMA_VERSION_KEY, &(CURRENT_SCHEMA + 1).to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(Store::open(&path, 1 << 20), Err(StoreError::SchemaTooNew { .. })));
+}
+
+#[test]
+fn a_corrupt_record_is_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open(&path, 1 << 20).unwrap();
+        s.db.insert(layout::id_key(layout::USERS, 1), &b"{not json"[..]).unwrap();
+        s.flush().unwrap();
+    }
+    let s = Store::open(&path, 1 << 20).unwrap();
+    assert!(matches!(s.load(), Err(StoreError::Corrupt { .. })));
+}
