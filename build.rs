@@ -10,4 +10,7 @@ fn main() {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
     println!("cargo:rustc-env=TINYSCALE_BUILD_EPOCH={epoch}");
+    // The Rust target triple, for `tinyscale version`.
+    let target = std::env::var("TARGET").unwrap_or_default();
+    println!("cargo:rustc-env=TINYSCALE_TARGET={target}");
 }

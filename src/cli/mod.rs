@@ -248,7 +248,7 @@ fn version(args: &[String]) -> Result<(), Failure> {
     no_extra_words(&p, 0, "version")?;
     let v = json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "target": format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+        "target": env!("TINYSCALE_TARGET"),
         "built": clock::rfc3339(clock::build_epoch()),
     });
     emit(c.format, &v, || {
