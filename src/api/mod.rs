@@ -48,6 +48,7 @@ impl From<StateError> for Response {
             StateError::Exists(_) | StateError::InUse(_) => 409,
             StateError::Invalid(_) => 400,
             StateError::PoolFull(_) => 507,
+            StateError::Store(crate::store::StoreError::Full(_)) => 507,
             StateError::Store(_) | StateError::Random => 500,
         };
         if status == 500 {

@@ -49,7 +49,9 @@ pub enum StoreError {
         ip: IpAddr,
         owner: u64,
     },
-    /// A write or flush failed (e.g. a full flash); the change is not acknowledged.
+    /// The flash is full; the change is not acknowledged.
+    Full(String),
+    /// A write or flush failed; the change is not acknowledged.
     Io(String),
 }
 
@@ -69,15 +71,25 @@ impl fmt::Display for StoreError {
             StoreError::Migration { to, reason } => write!(f, "migrating the store to schema {to} failed: {reason}"),
             StoreError::Corrupt { what, reason } => write!(f, "the store holds an unreadable {what}: {reason}"),
             StoreError::AddressTaken { ip, owner } => write!(f, "address {ip} already belongs to node {owner}"),
-            StoreError::Io(e) => write!(f, "writing the store failed (is the flash full?): {e}"),
+            StoreError::Full(e) => write!(f, "the flash is full, nothing was written ({e}); free some space"),
+            StoreError::Io(e) => write!(f, "writing the store failed: {e}"),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
 
+/// Whether sled failed for lack of space (it re-wraps OS errors, keeping the kind).
+fn is_full(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull)
+}
+
 fn io_err(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+    if is_full(&e) {
+        StoreError::Full("no space left on device".into())
+    } else {
+        StoreError::Io(e.to_string())
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -185,6 +197,10 @@ impl Store {
                 let reason = e.to_string();
                 if reason.contains("could not acquire lock") {
                     StoreError::Locked { path: path.to_path_buf() }
+                } else if is_full(&e) {
+                    // sled writes on open; nothing acknowledged is lost, it just needs room.
+                    let reason = format!("{reason}; the flash is full: free some space and start again");
+                    StoreError::Open { path: path.to_path_buf(), reason }
                 } else {
                     StoreError::Open { path: path.to_path_buf(), reason }
                 }

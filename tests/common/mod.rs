@@ -55,10 +55,16 @@ impl Server {
     /// Starts `serve` in `dir` with `env`, and waits for its "listening on" line.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut c = cmd(dir);
-        c.arg("serve").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        c.arg("serve").args(args);
         for (k, v) in env {
             c.env(k, v);
         }
+        Server::spawn(dir, c)
+    }
+
+    /// Runs a prepared `serve` command and waits for its "listening on" line.
+    pub fn spawn(dir: &Path, mut c: Command) -> Server {
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn tinyscale serve");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
