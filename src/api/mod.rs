@@ -132,6 +132,15 @@ fn resolve_user(snap: &Snapshot, r: &UserRef) -> Result<u64, Response> {
     })
 }
 
+/// The `?user=` of a list request (an id or a name), if any.
+fn user_filter(snap: &Snapshot, query: &str) -> Result<Option<u64>, Response> {
+    query_param(query, "user").map(|u| resolve_user(snap, &UserRef::Text(u))).transpose()
+}
+
+fn time_param(text: &str, what: &str) -> Result<i64, Response> {
+    clock::parse_rfc3339(text).ok_or_else(|| error(400, format!("{what} {text:?} is not an RFC 3339 time")))
+}
+
 #[derive(Deserialize)]
 struct CreateUser {
     name: String,
@@ -213,10 +222,7 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
         }
 
         ("GET", ["preauthkey"]) => {
-            let user = match query_param(req.query, "user") {
-                Some(u) => Some(resolve_user(&snap, &UserRef::Text(u))?),
-                None => None,
-            };
+            let user = user_filter(&snap, req.query)?;
             let keys: Vec<Value> = snap
                 .preauth_keys
                 .values()
@@ -230,8 +236,7 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
             let user = b.user.as_ref().map(|u| resolve_user(&snap, u)).transpose()?;
             let expiration = match b.expiration {
                 None => now + 3600,
-                Some(t) => clock::parse_rfc3339(&t)
-                    .ok_or_else(|| error(400, format!("expiration {t:?} is not an RFC 3339 time")))?,
+                Some(t) => time_param(&t, "expiration")?,
             };
             let (k, full) = state.create_preauth_key(
                 NewPreAuthKey { user, reusable: b.reusable, ephemeral: b.ephemeral, tags: b.acl_tags, expiration },
@@ -252,10 +257,7 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
         }
 
         ("GET", ["node"]) => {
-            let user = match query_param(req.query, "user") {
-                Some(u) => Some(resolve_user(&snap, &UserRef::Text(u))?),
-                None => None,
-            };
+            let user = user_filter(&snap, req.query)?;
             let nodes: Vec<Value> = snap
                 .nodes
                 .values()
@@ -275,8 +277,7 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
         }
         ("POST", ["node", id, "expire"]) => {
             let at = match query_param(req.query, "expiry") {
-                Some(t) => clock::parse_rfc3339(&t)
-                    .ok_or_else(|| error(400, format!("expiry {t:?} is not an RFC 3339 time")))?,
+                Some(t) => time_param(&t, "expiry")?,
                 None => now,
             };
             let n = state.expire_node(id_of(id, "node")?, at)?;

@@ -102,6 +102,13 @@ impl Ctx {
         }
     }
 
+    /// GETs a list (optionally `?user=`) and returns the array under `field`.
+    fn list_for_user(&self, path: &str, field: &str, user: Option<&str>) -> Result<Vec<Value>, Failure> {
+        let q = user.map(|u| format!("?user={}", percent_encode(u))).unwrap_or_default();
+        let r = self.call("GET", &format!("{path}{q}"), None)?;
+        Ok(r[field].as_array().cloned().unwrap_or_default())
+    }
+
     fn confirm(&self, question: &str) -> Result<(), Failure> {
         if self.force {
             return Ok(());
@@ -422,9 +429,7 @@ fn preauthkeys(args: &[String]) -> Result<(), Failure> {
         }
         "list" | "ls" | "show" => {
             no_extra_words(&p, 1, "preauthkeys list")?;
-            let q = p.get("user").map(|u| format!("?user={}", percent_encode(u))).unwrap_or_default();
-            let r = c.call("GET", &format!("/api/v1/preauthkey{q}"), None)?;
-            let list = r["pre_auth_keys"].as_array().cloned().unwrap_or_default();
+            let list = c.list_for_user("/api/v1/preauthkey", "pre_auth_keys", p.get("user"))?;
             emit(c.format, &Value::Array(list.clone()), || {
                 let rows: Vec<_> = list.iter().map(|k| key_row(k, now)).collect();
                 table(&["ID", "Key/Prefix", "Reusable", "Ephemeral", "Used", "Expiration", "Created", "Owner"], &rows)
@@ -476,9 +481,7 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
     match verb.as_str() {
         "list" | "ls" | "show" => {
             no_extra_words(&p, 1, "nodes list")?;
-            let q = p.get("user").map(|u| format!("?user={}", percent_encode(u))).unwrap_or_default();
-            let r = c.call("GET", &format!("/api/v1/node{q}"), None)?;
-            let list = r["nodes"].as_array().cloned().unwrap_or_default();
+            let list = c.list_for_user("/api/v1/node", "nodes", p.get("user"))?;
             emit(c.format, &Value::Array(list.clone()), || {
                 let mut headers = vec![
                     "ID",
