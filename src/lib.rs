@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod logger;
+pub mod noise;
 pub mod server;
 pub mod state;
 pub mod store;
