@@ -5,10 +5,14 @@
 //! `state`, durable bytes in `store`, and I/O at the edges (`server`, `api`, `cli`).
 
 pub mod api;
+pub mod base64;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
+pub mod dns;
 pub mod logger;
+pub mod mapper;
 pub mod noise;
 pub mod server;
 pub mod state;

@@ -12,11 +12,12 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 t0=$(date +%s)
 step() { echo; echo "=== $* ($(( $(date +%s) - t0 ))s)"; }
 
-step "tools for the process tests (openssl, curl)"
+step "tools for the process tests (openssl, curl, file, zstd)"
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
+command -v zstd >/dev/null || missing+=(zstd)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::state::secrets::{masked, AUTH_KEY_PREFIX};
+use crate::state::register::TAGGED_DEVICES;
 use crate::state::{has_passed, Snapshot};
 use crate::store::{Node, PreAuthKey, User};
 
@@ -51,8 +52,13 @@ fn register_method(m: &str) -> &'static str {
     }
 }
 
-pub fn node_json(snap: &Snapshot, n: &Node, now: i64) -> Value {
-    let user = snap.users.get(&n.user_id).map_or(Value::Null, |u| user_json(u));
+/// A node; `online` and `last_seen` come from the live presence when known.
+pub fn node_json(snap: &Snapshot, n: &Node, online: bool, last_seen: Option<i64>, now: i64) -> Value {
+    let user = match snap.users.get(&n.user_id) {
+        Some(u) => user_json(u),
+        None if n.user_id == TAGGED_DEVICES => json!({"id": n.user_id, "name": "tagged-devices"}),
+        None => Value::Null,
+    };
     let ips: Vec<String> = n.ipv4.map(|a| a.to_string()).into_iter().chain(n.ipv6.map(|a| a.to_string())).collect();
     json!({
         "id": n.id,
@@ -62,13 +68,12 @@ pub fn node_json(snap: &Snapshot, n: &Node, now: i64) -> Value {
         "name": n.hostname,
         "given_name": n.given_name,
         "user": user,
-        "last_seen": time(n.last_seen),
+        "last_seen": time(last_seen.or(n.last_seen)),
         "expiry": time(n.expiry),
         "expired": n.expiry.is_some_and(|e| has_passed(e, now)),
         "created_at": clock::rfc3339(n.created_at),
         "register_method": register_method(&n.register_method),
-        // Connections arrive with the control protocol; until then nothing is online.
-        "online": false,
+        "online": online,
         "tags": n.tags,
         "ephemeral": n.ephemeral,
     })

@@ -171,6 +171,18 @@ struct ById {
 }
 
 #[derive(Deserialize)]
+struct AuthRegister {
+    auth_id: String,
+    user: UserRef,
+}
+
+/// A node with its live online state.
+fn live_node(state: &State, snap: &Snapshot, n: &crate::store::Node, now: i64) -> Value {
+    let (online, seen) = state.with_presence(|p| p.get(&n.id).map_or((false, None), |p| (p.online(), p.last_seen)));
+    node_json(snap, n, online, seen, now)
+}
+
+#[derive(Deserialize)]
 struct CreateNode {
     user: UserRef,
     name: String,
@@ -262,18 +274,18 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
                 .nodes
                 .values()
                 .filter(|n| user.is_none_or(|u| n.user_id == u))
-                .map(|n| node_json(&snap, n, now))
+                .map(|n| live_node(state, &snap, n, now))
                 .collect();
             ok(json!({ "nodes": nodes }))
         }
         ("GET", ["node", id]) => {
             let id = id_of(id, "node")?;
             let n = snap.nodes.get(&id).ok_or_else(|| error(404, format!("no node with id {id}")))?;
-            ok(json!({ "node": node_json(&snap, n, now) }))
+            ok(json!({ "node": live_node(state, &snap, n, now) }))
         }
         ("POST", ["node", id, "rename", new_name]) => {
             let n = state.rename_node(id_of(id, "node")?, &percent_decode(new_name))?;
-            ok(json!({ "node": node_json(&state.snapshot(), &n, now) }))
+            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("POST", ["node", id, "expire"]) => {
             let at = match query_param(req.query, "expiry") {
@@ -281,7 +293,7 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
                 None => now,
             };
             let n = state.expire_node(id_of(id, "node")?, at)?;
-            ok(json!({ "node": node_json(&state.snapshot(), &n, now) }))
+            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("DELETE", ["node", id]) => {
             state.delete_node(id_of(id, "node")?)?;
@@ -291,7 +303,24 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
             let b: CreateNode = parse_body(req.body)?;
             let user = resolve_user(&snap, &b.user)?;
             let n = state.create_node(user, &b.name, &b.key, now)?;
-            ok(json!({ "node": node_json(&state.snapshot(), &n, now) }))
+            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+        }
+        ("POST", ["auth", "register"]) => {
+            let b: AuthRegister = parse_body(req.body)?;
+            let user = resolve_user(&snap, &b.user)?;
+            let n = state.approve_login(&b.auth_id, user, "cli", now)?;
+            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+        }
+        ("GET", ["auth", "pending"]) => {
+            let list: Vec<Value> = state
+                .pending_logins()
+                .into_iter()
+                .map(|p| {
+                    json!({"auth_id": p.id, "hostname": p.hostname, "machine_key": p.machine_key,
+                           "node_key": p.node_key, "age_seconds": p.age_secs})
+                })
+                .collect();
+            ok(json!({ "pending": list }))
         }
         (_, _) => error(404, format!("no API route {} {}", req.method, req.path)),
     })

@@ -4,7 +4,7 @@ use crate::store::Store;
 
 fn state(dir: &std::path::Path) -> Arc<State> {
     let p = Prefixes { v4: Some("100.64.0.0/10".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
-    Arc::new(State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), p).unwrap())
+    Arc::new(State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), crate::state::Settings::new(p)).unwrap())
 }
 
 fn call(s: &Arc<State>, method: &str, target: &str, body: &str) -> Response {

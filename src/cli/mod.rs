@@ -40,6 +40,9 @@ Commands:
   nodes rename -i ID NEW         rename a node (its MagicDNS name)
   nodes expire -i ID             expire a node's key now
   nodes delete -i ID [--force]   delete a node
+  nodes register --key ID -u USER  approve a waiting device (older form of auth register)
+  auth register --auth-id ID -u USER   approve a device waiting at its login URL
+  auth pending                   list devices waiting for a login
   debug create-node              add a node without a device (-u USER --name N --key nodekey:...)
 
 Global flags:
@@ -147,6 +150,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
         "users" | "user" | "namespaces" | "namespace" => users(&rest),
         "preauthkeys" | "preauthkey" | "authkey" | "authkeys" | "pre" => preauthkeys(&rest),
         "nodes" | "node" | "machines" | "machine" => nodes(&rest),
+        "auth" => auth(&rest),
         "debug" => debug(&rest),
         "help" => {
             print!("{USAGE}");
@@ -475,10 +479,16 @@ fn node_id(p: &Parsed) -> Result<u64, Failure> {
 }
 
 fn nodes(args: &[String]) -> Result<(), Failure> {
-    const FLAGS: &[Flag] = &[value("user", Some('u')), value("identifier", Some('i')), switch("tags", Some('t'))];
+    const FLAGS: &[Flag] =
+        &[value("user", Some('u')), value("identifier", Some('i')), switch("tags", Some('t')), value("key", Some('k'))];
     let (p, c) = parse(args, FLAGS, "nodes")?;
-    let verb = sub(&p, "nodes", "list, rename, expire, delete")?;
+    let verb = sub(&p, "nodes", "list, rename, expire, delete, register")?;
     match verb.as_str() {
+        "register" => {
+            no_extra_words(&p, 1, "nodes register")?;
+            let id = p.get("key").ok_or_else(|| usage_err("usage: tinyscale nodes register --key AUTH_ID --user USER"))?;
+            approve(&c, id, p.get("user"))?;
+        }
         "list" | "ls" | "show" => {
             no_extra_words(&p, 1, "nodes list")?;
             let list = c.list_for_user("/api/v1/node", "nodes", p.get("user"))?;
@@ -528,6 +538,44 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
         other => return Err(usage_err(format!("unknown verb `nodes {other}` (list, rename, expire, delete)"))),
     }
     Ok(())
+}
+
+/// Approves the waiting registration `auth_id` for `user`.
+fn approve(c: &Ctx, auth_id: &str, user: Option<&str>) -> Result<(), Failure> {
+    let user = user.ok_or_else(|| usage_err("say whose device it is: --user NAME"))?;
+    // The id is what follows /register/ in the login URL; take the URL too.
+    let auth_id = auth_id.rsplit('/').next().unwrap_or(auth_id);
+    let r = c.call("POST", "/api/v1/auth/register", Some(json!({ "auth_id": auth_id, "user": user })))?;
+    emit(c.format, &r["node"], || {
+        format!("Node {} registered for {} ({})", cell(&r["node"]["given_name"]), cell(&r["node"]["user"]["name"]), cell(&r["node"]["ip_addresses"]))
+    });
+    Ok(())
+}
+
+fn auth(args: &[String]) -> Result<(), Failure> {
+    const FLAGS: &[Flag] = &[value("auth-id", Some('a')), value("user", Some('u'))];
+    let (p, c) = parse(args, FLAGS, "auth")?;
+    match sub(&p, "auth", "register, pending")?.as_str() {
+        "register" | "approve" => {
+            no_extra_words(&p, 1, "auth register")?;
+            let id = p.get("auth-id").ok_or_else(|| usage_err("usage: tinyscale auth register --auth-id ID --user USER"))?;
+            approve(&c, id, p.get("user"))
+        }
+        "pending" | "list" | "ls" => {
+            no_extra_words(&p, 1, "auth pending")?;
+            let r = c.call("GET", "/api/v1/auth/pending", None)?;
+            let list = r["pending"].as_array().cloned().unwrap_or_default();
+            emit(c.format, &Value::Array(list.clone()), || {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|p| vec![cell(&p["auth_id"]), cell(&p["hostname"]), format!("{}s", cell(&p["age_seconds"]))])
+                    .collect();
+                table(&["Auth ID", "Hostname", "Waiting"], &rows)
+            });
+            Ok(())
+        }
+        other => Err(usage_err(format!("unknown verb `auth {other}` (register, pending)"))),
+    }
 }
 
 fn debug(args: &[String]) -> Result<(), Failure> {

@@ -1,5 +1,6 @@
-//! The main HTTP(S) listener: `/health` now; `/key`, `/ts2021`, `/register`,
-//! `/oidc` and `/derp` join it in later issues.
+//! The main HTTP(S) listener: `/health`, and the control protocol's plain-HTTP
+//! side (`/key`, the `/ts2021` upgrade, `/register/<id>`). `/oidc` and `/derp`
+//! join it in later issues.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,13 +15,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::state::State;
+use crate::control::Control;
 
 /// Slow clients may not hold a connection open by trickling headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Http {
-    pub state: Arc<State>,
+    pub control: Arc<Control>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub max_connections: usize,
 }
@@ -34,21 +35,25 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     r
 }
 
-async fn route(req: Request<Incoming>, _state: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(match (req.method().as_str(), req.uri().path()) {
+async fn route(req: Request<Incoming>, control: Arc<Control>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    Ok(match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
+        ("GET", "/key") => control.key(req.uri().query()),
+        ("POST" | "GET", "/ts2021") => control.upgrade(req),
+        ("GET", p) if p.starts_with("/register/") => control.register_page(&p["/register/".len()..]),
         _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     })
 }
 
-async fn serve_conn<S>(io: S, state: Arc<State>, mut shutdown: watch::Receiver<bool>)
+async fn serve_conn<S>(io: S, control: Arc<Control>, mut shutdown: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), hyper::service::service_fn(move |req| route(req, state.clone())))
+        .serve_connection(TokioIo::new(io), hyper::service::service_fn(move |req| route(req, control.clone())))
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -78,13 +83,13 @@ impl Http {
                 log::debug!("refusing {peer}: {} connections already open", self.max_connections);
                 continue;
             };
-            let (state, tls, rx) = (self.state.clone(), self.tls.clone(), shutdown.clone());
+            let (control, tls, rx) = (self.control.clone(), self.tls.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 match tls {
-                    None => serve_conn(stream, state, rx).await,
+                    None => serve_conn(stream, control, rx).await,
                     Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_conn(tls, state, rx).await,
+                        Ok(Ok(tls)) => serve_conn(tls, control, rx).await,
                         Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                     },

@@ -8,11 +8,15 @@ mod tls;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::state::{State, StateError};
+use crate::control::Control;
+use crate::mapper;
+use crate::tailcfg::DerpMap;
+use crate::state::{Settings, State, StateError};
 use crate::store::{Store, StoreError};
 
 /// Concurrent TCP connections before new ones are turned away (board profiles tune it later).
@@ -20,6 +24,7 @@ const MAX_CONNECTIONS: usize = 512;
 
 #[derive(Debug)]
 pub enum ServeError {
+    Config(String),
     Store(StoreError),
     State(StateError),
     Key(keyfile::KeyFileError),
@@ -31,6 +36,7 @@ pub enum ServeError {
 impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ServeError::Config(e) => f.write_str(e),
             ServeError::Store(e) => e.fmt(f),
             ServeError::State(e) => e.fmt(f),
             ServeError::Key(e) => e.fmt(f),
@@ -43,10 +49,43 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
+/// The DERP map from the `derp.paths` files (Headscale's YAML form), merged in order.
+pub fn load_derp_paths(paths: &[std::path::PathBuf]) -> Result<DerpMap, String> {
+    let mut map = DerpMap::default();
+    for p in paths {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("derp.paths: cannot read {}: {e}", p.display()))?;
+        let m: DerpMap = serde_yaml::from_str(&text).map_err(|e| format!("derp.paths: {}: {e}", p.display()))?;
+        map.merge(m);
+    }
+    Ok(map)
+}
+
+/// What every map carries, from the config.
+fn map_context(cfg: &Config, derp_map: DerpMap) -> mapper::Context {
+    let base_domain = if cfg.dns.magic_dns { cfg.dns.base_domain.clone() } else { String::new() };
+    let domain = if cfg.dns.base_domain.is_empty() {
+        cfg.server_url.split("://").nth(1).unwrap_or("tinyscale").split(['/', ':']).next().unwrap_or("tinyscale").to_string()
+    } else {
+        cfg.dns.base_domain.clone()
+    };
+    mapper::Context {
+        base_domain,
+        derp_map: Arc::new(derp_map),
+        dns: Arc::new(crate::dns::client_config(&cfg.dns)),
+        domain,
+        taildrop: cfg.taildrop_enabled,
+    }
+}
+
 pub fn run(cfg: Config) -> Result<(), ServeError> {
+    let derp_map = load_derp_paths(&cfg.derp.paths).map_err(ServeError::Config)?;
+    if derp_map.regions.is_empty() {
+        log::warn!("the DERP map is empty: clients stay in \"Starting\" until it names a region (derp.paths)");
+    }
     let store = Store::open(&cfg.database.path, cfg.database.cache_capacity).map_err(ServeError::Store)?;
-    let _noise_key = keyfile::load_or_create(&cfg.noise_private_key_path).map_err(ServeError::Key)?;
-    let state = Arc::new(State::load(store, cfg.prefixes.clone()).map_err(ServeError::State)?);
+    let noise_key = keyfile::load_or_create(&cfg.noise_private_key_path).map_err(ServeError::Key)?;
+    let settings = Settings { prefixes: cfg.prefixes.clone(), node_expiry: cfg.node_expiry };
+    let state = Arc::new(State::load(store, settings).map_err(ServeError::State)?);
     let tls = match &cfg.tls {
         Some(t) => Some(tls::acceptor(&t.cert_path, &t.key_path).map_err(ServeError::Tls)?),
         None => None,
@@ -75,7 +114,17 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         }
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let http = http::Http { state: state.clone(), tls, max_connections: MAX_CONNECTIONS };
+        let control = Arc::new(Control::new(
+            state.clone(),
+            &noise_key,
+            &cfg.server_url,
+            map_context(&cfg, derp_map),
+            Duration::from_secs(cfg.ephemeral_inactivity_timeout.secs()),
+            stop_rx.clone(),
+        ));
+        log::info!("Noise public key {}", control.public_key());
+        tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
+        let http = http::Http { control, tls, max_connections: MAX_CONNECTIONS };
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
         let api_task = tokio::spawn(socket::run(api_listener, cfg.unix_socket.clone(), state.clone(), stop_rx));
 
@@ -86,9 +135,31 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let _ = api_task.await;
         Ok::<(), ServeError>(())
     })?;
+    if let Err(e) = state.persist_last_seen(crate::clock::now_unix(), 0) {
+        log::warn!("could not record last-seen times: {e}");
+    }
     state.flush().map_err(ServeError::State)?;
     log::info!("store flushed; bye");
     Ok(())
+}
+
+/// Last-seen times reach flash at most this often (wear: never per keep-alive).
+const LAST_SEEN_EVERY: Duration = Duration::from_secs(5 * 60);
+
+async fn persist_last_seen(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LAST_SEEN_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = state.clone();
+        let now = crate::clock::now_unix();
+        match tokio::task::spawn_blocking(move || s.persist_last_seen(now, LAST_SEEN_EVERY.as_secs() as i64)).await {
+            Ok(Ok(n)) if n > 0 => log::debug!("recorded last-seen of {n} node(s)"),
+            Ok(Err(e)) => log::warn!("could not record last-seen times: {e}"),
+            _ => {}
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -6,18 +6,23 @@
 //! succeeded is on flash. Mutations do blocking I/O; async callers run them in
 //! `spawn_blocking`. Time comes in as a parameter, so the rules are testable.
 
+pub mod events;
 pub mod ipalloc;
 pub mod names;
+pub mod presence;
+pub mod register;
 pub mod secrets;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::clock;
+use crate::clock::{self, Span};
 use crate::config::Prefixes;
 use crate::store::{Batch, NextIds, Node, PreAuthKey, Store, StoreError, User};
+use events::{Change, Hub};
+use presence::Presence;
 
 #[derive(Debug)]
 pub enum StateError {
@@ -65,6 +70,8 @@ pub struct Snapshot {
     pub users: BTreeMap<u64, Arc<User>>,
     pub nodes: BTreeMap<u64, Arc<Node>>,
     pub preauth_keys: BTreeMap<u64, Arc<PreAuthKey>>,
+    by_node_key: HashMap<String, u64>,
+    by_machine_key: HashMap<String, u64>,
 }
 
 impl Snapshot {
@@ -80,8 +87,123 @@ impl Snapshot {
         }
     }
 
+    /// The node registered with this `nodekey:…`.
+    pub fn node_by_key(&self, node_key: &str) -> Option<&Arc<Node>> {
+        self.by_node_key.get(node_key).and_then(|id| self.nodes.get(id))
+    }
+
+    /// The node of the device with this `mkey:…`.
+    pub fn node_by_machine(&self, machine_key: &str) -> Option<&Arc<Node>> {
+        self.by_machine_key.get(machine_key).and_then(|id| self.nodes.get(id))
+    }
+
     fn used_ips(&self) -> BTreeSet<IpAddr> {
-        self.nodes.values().flat_map(|n| n.ipv4.map(IpAddr::V4).into_iter().chain(n.ipv6.map(IpAddr::V6))).collect()
+        self.nodes
+            .values()
+            .flat_map(|n| n.ipv4.map(IpAddr::V4).into_iter().chain(n.ipv6.map(IpAddr::V6)))
+            .collect()
+    }
+
+    fn index(&mut self, n: &Node) {
+        self.by_node_key.insert(n.node_key.clone(), n.id);
+        // Nodes added by `debug create-node` have no machine.
+        if !n.machine_key.ends_with(&"0".repeat(64)) {
+            self.by_machine_key.insert(n.machine_key.clone(), n.id);
+        }
+    }
+
+    fn unindex(&mut self, n: &Node) {
+        if self.by_node_key.get(&n.node_key) == Some(&n.id) {
+            self.by_node_key.remove(&n.node_key);
+        }
+        if self.by_machine_key.get(&n.machine_key) == Some(&n.id) {
+            self.by_machine_key.remove(&n.machine_key);
+        }
+    }
+}
+
+/// One mutation in progress: the next snapshot, the id counters, the store
+/// batch and the change events, kept in step by its methods.
+pub struct Tx<'a> {
+    pub snap: &'a mut Snapshot,
+    ids: &'a mut NextIds,
+    batch: &'a mut Batch,
+    changes: &'a mut Vec<Change>,
+}
+
+impl Tx<'_> {
+    pub fn put_user(&mut self, u: Arc<User>) {
+        self.batch.put_user(&u);
+        // Nodes carry their owner's profile: peers must hear of the change.
+        let owned: Vec<u64> = self.snap.nodes.values().filter(|n| n.user_id == u.id).map(|n| n.id).collect();
+        self.changes.extend(owned.into_iter().map(Change::NodeChanged));
+        self.snap.users.insert(u.id, u);
+    }
+
+    pub fn remove_user(&mut self, id: u64) {
+        self.batch.delete_user(id);
+        self.snap.users.remove(&id);
+    }
+
+    pub fn put_node(&mut self, n: Arc<Node>) {
+        self.batch.put_node(&n);
+        if let Some(old) = self.snap.nodes.get(&n.id).cloned() {
+            self.snap.unindex(&old);
+        }
+        self.snap.index(&n);
+        self.changes.push(Change::NodeChanged(n.id));
+        self.snap.nodes.insert(n.id, n);
+    }
+
+    pub fn remove_node(&mut self, id: u64) -> Option<Arc<Node>> {
+        let n = self.snap.nodes.remove(&id)?;
+        self.snap.unindex(&n);
+        self.batch.delete_node(id);
+        self.changes.push(Change::NodeRemoved(id));
+        Some(n)
+    }
+
+    pub fn put_key(&mut self, k: Arc<PreAuthKey>) {
+        self.batch.put_preauth_key(&k);
+        self.snap.preauth_keys.insert(k.id, k);
+    }
+
+    pub fn remove_key(&mut self, id: u64) -> Option<Arc<PreAuthKey>> {
+        let k = self.snap.preauth_keys.remove(&id)?;
+        self.batch.delete_preauth_key(id);
+        Some(k)
+    }
+
+    fn next_user_id(&mut self) -> u64 {
+        let id = self.ids.user.max(1);
+        self.ids.user = id + 1;
+        id
+    }
+
+    fn next_node_id(&mut self) -> u64 {
+        let id = self.ids.node.max(1);
+        self.ids.node = id + 1;
+        id
+    }
+
+    fn next_key_id(&mut self) -> u64 {
+        let id = self.ids.preauth_key.max(1);
+        self.ids.preauth_key = id + 1;
+        id
+    }
+}
+
+/// The parts of the config the rules need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub prefixes: Prefixes,
+    /// Zero: nodes do not expire.
+    pub node_expiry: Span,
+}
+
+impl Settings {
+    pub fn new(prefixes: Prefixes) -> Self {
+        Settings { prefixes, node_expiry: Span(0) }
     }
 }
 
@@ -110,10 +232,13 @@ struct Writer {
 
 pub struct State {
     store: Store,
-    prefixes: Prefixes,
+    settings: Settings,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Held for the whole of a mutation: one writer at a time, in order.
     writer: Mutex<Writer>,
+    pub hub: Arc<Hub>,
+    presence: RwLock<HashMap<u64, Presence>>,
+    pending: Mutex<register::PendingRegs>,
 }
 
 fn check_tags(tags: &[String]) -> Result<(), StateError> {
@@ -126,15 +251,20 @@ fn check_tags(tags: &[String]) -> Result<(), StateError> {
     Ok(())
 }
 
+fn not_found(what: &str, id: u64) -> StateError {
+    StateError::NotFound(format!("no {what} with id {id}"))
+}
+
 impl State {
     /// Loads everything from `store`.
-    pub fn load(store: Store, prefixes: Prefixes) -> Result<State, StateError> {
+    pub fn load(store: Store, settings: Settings) -> Result<State, StateError> {
         let c = store.load()?;
         let mut snap = Snapshot::default();
         for u in c.users {
             snap.users.insert(u.id, Arc::new(u));
         }
         for n in c.nodes {
+            snap.index(&n);
             snap.nodes.insert(n.id, Arc::new(n));
         }
         for k in c.preauth_keys {
@@ -146,45 +276,60 @@ impl State {
         next.node = next.node.max(snap.nodes.keys().max().map_or(1, |m| m + 1));
         next.preauth_key = next.preauth_key.max(snap.preauth_keys.keys().max().map_or(1, |m| m + 1));
         next.api_key = next.api_key.max(c.api_keys.iter().map(|k| k.id + 1).max().unwrap_or(1));
-        Ok(State { store, prefixes, snapshot: RwLock::new(Arc::new(snap)), writer: Mutex::new(Writer { next }) })
+        Ok(State {
+            store,
+            settings,
+            snapshot: RwLock::new(Arc::new(snap)),
+            writer: Mutex::new(Writer { next }),
+            hub: Arc::new(Hub::default()),
+            presence: RwLock::new(HashMap::new()),
+            pending: Mutex::new(register::PendingRegs::default()),
+        })
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     pub fn flush(&self) -> Result<(), StateError> {
         Ok(self.store.flush()?)
     }
 
-    /// Runs one mutation: `f` sees the current snapshot and the id counters,
-    /// fills a batch and edits a copy of the snapshot; both land or neither.
-    fn mutate<T>(
-        &self,
-        f: impl FnOnce(&mut Snapshot, &mut NextIds, &mut Batch) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
+    /// Runs one mutation: `f` edits a copy of the snapshot through a [`Tx`];
+    /// the store batch lands (flushed) before the new snapshot is swapped in
+    /// and its change events go out. Either all of it happens or none.
+    fn mutate<T>(&self, f: impl FnOnce(&mut Tx) -> Result<T, StateError>) -> Result<T, StateError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut next_snap = (*self.snapshot()).clone();
         let mut next_ids = w.next;
         let mut batch = Batch::new();
-        let out = f(&mut next_snap, &mut next_ids, &mut batch)?;
+        let mut changes = Vec::new();
+        let out = f(&mut Tx { snap: &mut next_snap, ids: &mut next_ids, batch: &mut batch, changes: &mut changes })?;
         if next_ids != w.next {
             batch.set_next_ids(&next_ids);
         }
         self.store.commit(&batch)?;
         w.next = next_ids;
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next_snap);
+        drop(w);
+        for c in changes {
+            self.hub.publish(c);
+        }
         Ok(out)
     }
 
     pub fn create_user(&self, new: NewUser, now: i64) -> Result<Arc<User>, StateError> {
         names::check_username(&new.name).map_err(StateError::Invalid)?;
-        self.mutate(|snap, ids, batch| {
-            if snap.user_by_name(&new.name).is_some() {
+        self.mutate(|tx| {
+            if tx.snap.user_by_name(&new.name).is_some() {
                 return Err(StateError::Exists(format!("user {:?} already exists", new.name)));
             }
             let user = Arc::new(User {
-                id: ids.user.max(1),
+                id: tx.next_user_id(),
                 name: new.name,
                 display_name: new.display_name,
                 email: new.email,
@@ -193,48 +338,42 @@ impl State {
                 provider_id: String::new(),
                 created_at: now,
             });
-            ids.user = user.id + 1;
-            batch.put_user(&user);
-            snap.users.insert(user.id, user.clone());
+            tx.put_user(user.clone());
             Ok(user)
         })
     }
 
     pub fn rename_user(&self, id: u64, new_name: &str) -> Result<Arc<User>, StateError> {
         names::check_username(new_name).map_err(StateError::Invalid)?;
-        self.mutate(|snap, _, batch| {
-            let old = snap.users.get(&id).ok_or_else(|| StateError::NotFound(format!("no user with id {id}")))?;
-            if let Some(other) = snap.user_by_name(new_name) {
+        self.mutate(|tx| {
+            let old = tx.snap.users.get(&id).cloned().ok_or_else(|| not_found("user", id))?;
+            if let Some(other) = tx.snap.user_by_name(new_name) {
                 if other.id != id {
                     return Err(StateError::Exists(format!("user {new_name:?} already exists")));
                 }
             }
-            let user = Arc::new(User { name: new_name.to_string(), ..(**old).clone() });
-            batch.put_user(&user);
-            snap.users.insert(id, user.clone());
+            let user = Arc::new(User { name: new_name.to_string(), ..(*old).clone() });
+            tx.put_user(user.clone());
             Ok(user)
         })
     }
 
     /// Deletes a user and its pre-auth keys; refused while it still owns nodes.
     pub fn destroy_user(&self, id: u64) -> Result<Arc<User>, StateError> {
-        self.mutate(|snap, _, batch| {
-            let user =
-                snap.users.get(&id).cloned().ok_or_else(|| StateError::NotFound(format!("no user with id {id}")))?;
-            let owned = snap.nodes.values().filter(|n| n.user_id == id).count();
+        self.mutate(|tx| {
+            let user = tx.snap.users.get(&id).cloned().ok_or_else(|| not_found("user", id))?;
+            let owned = tx.snap.nodes.values().filter(|n| n.user_id == id).count();
             if owned > 0 {
                 return Err(StateError::InUse(format!(
                     "user {:?} still owns {owned} node(s); delete them first (tinyscale nodes list --user {})",
                     user.name, user.name
                 )));
             }
-            let keys: Vec<u64> = snap.preauth_keys.values().filter(|k| k.user_id == Some(id)).map(|k| k.id).collect();
+            let keys: Vec<u64> = tx.snap.preauth_keys.values().filter(|k| k.user_id == Some(id)).map(|k| k.id).collect();
             for k in keys {
-                batch.delete_preauth_key(k);
-                snap.preauth_keys.remove(&k);
+                tx.remove_key(k);
             }
-            batch.delete_user(id);
-            snap.users.remove(&id);
+            tx.remove_user(id);
             Ok(user)
         })
     }
@@ -246,14 +385,14 @@ impl State {
             return Err(StateError::Invalid("a pre-auth key needs a user (--user) or tags (--tags)".into()));
         }
         let key = secrets::new_key(secrets::AUTH_KEY_PREFIX)?;
-        self.mutate(|snap, ids, batch| {
+        self.mutate(|tx| {
             if let Some(u) = new.user {
-                if !snap.users.contains_key(&u) {
-                    return Err(StateError::NotFound(format!("no user with id {u}")));
+                if !tx.snap.users.contains_key(&u) {
+                    return Err(not_found("user", u));
                 }
             }
             let rec = Arc::new(PreAuthKey {
-                id: ids.preauth_key.max(1),
+                id: tx.next_key_id(),
                 prefix: key.prefix,
                 hash: key.hash,
                 user_id: new.user,
@@ -264,36 +403,23 @@ impl State {
                 created_at: now,
                 expiration: new.expiration,
             });
-            ids.preauth_key = rec.id + 1;
-            batch.put_preauth_key(&rec);
-            snap.preauth_keys.insert(rec.id, rec.clone());
+            tx.put_key(rec.clone());
             Ok((rec, key.full))
         })
     }
 
     /// Expires a key now (it stays listed until deleted).
     pub fn expire_preauth_key(&self, id: u64, now: i64) -> Result<Arc<PreAuthKey>, StateError> {
-        self.mutate(|snap, _, batch| {
-            let old = snap
-                .preauth_keys
-                .get(&id)
-                .ok_or_else(|| StateError::NotFound(format!("no pre-auth key with id {id}")))?;
-            let rec = Arc::new(PreAuthKey { expiration: old.expiration.min(now), ..(**old).clone() });
-            batch.put_preauth_key(&rec);
-            snap.preauth_keys.insert(id, rec.clone());
+        self.mutate(|tx| {
+            let old = tx.snap.preauth_keys.get(&id).cloned().ok_or_else(|| not_found("pre-auth key", id))?;
+            let rec = Arc::new(PreAuthKey { expiration: old.expiration.min(now), ..(*old).clone() });
+            tx.put_key(rec.clone());
             Ok(rec)
         })
     }
 
     pub fn delete_preauth_key(&self, id: u64) -> Result<Arc<PreAuthKey>, StateError> {
-        self.mutate(|snap, _, batch| {
-            let rec = snap
-                .preauth_keys
-                .remove(&id)
-                .ok_or_else(|| StateError::NotFound(format!("no pre-auth key with id {id}")))?;
-            batch.delete_preauth_key(id);
-            Ok(rec)
-        })
+        self.mutate(|tx| tx.remove_key(id).ok_or_else(|| not_found("pre-auth key", id)))
     }
 
     /// Finds a pre-auth key by its prefix or its whole text.
@@ -305,98 +431,200 @@ impl State {
 
     pub fn rename_node(&self, id: u64, new_name: &str) -> Result<Arc<Node>, StateError> {
         names::check_given_name(new_name).map_err(StateError::Invalid)?;
-        self.mutate(|snap, _, batch| {
-            let old = snap.nodes.get(&id).ok_or_else(|| StateError::NotFound(format!("no node with id {id}")))?;
-            if snap.nodes.values().any(|n| n.id != id && n.given_name == new_name) {
+        self.mutate(|tx| {
+            let old = tx.snap.nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))?;
+            if tx.snap.nodes.values().any(|n| n.id != id && n.given_name == new_name) {
                 return Err(StateError::Exists(format!("another node is already named {new_name:?}")));
             }
-            let node = Arc::new(Node { given_name: new_name.to_string(), ..(**old).clone() });
-            batch.put_node(&node);
-            snap.nodes.insert(id, node.clone());
+            let node = Arc::new(Node { given_name: new_name.to_string(), ..(*old).clone() });
+            tx.put_node(node.clone());
             Ok(node)
         })
     }
 
     /// Sets a node's expiry (now, unless `at` says otherwise).
     pub fn expire_node(&self, id: u64, at: i64) -> Result<Arc<Node>, StateError> {
-        self.mutate(|snap, _, batch| {
-            let old = snap.nodes.get(&id).ok_or_else(|| StateError::NotFound(format!("no node with id {id}")))?;
-            let node = Arc::new(Node { expiry: Some(at), ..(**old).clone() });
-            batch.put_node(&node);
-            snap.nodes.insert(id, node.clone());
+        self.mutate(|tx| {
+            let old = tx.snap.nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))?;
+            let node = Arc::new(Node { expiry: Some(at), ..(*old).clone() });
+            tx.put_node(node.clone());
             Ok(node)
         })
     }
 
     pub fn delete_node(&self, id: u64) -> Result<Arc<Node>, StateError> {
-        self.mutate(|snap, _, batch| {
-            let node = snap.nodes.remove(&id).ok_or_else(|| StateError::NotFound(format!("no node with id {id}")))?;
-            batch.delete_node(id);
-            Ok(node)
-        })
+        let node = self.mutate(|tx| tx.remove_node(id).ok_or_else(|| not_found("node", id)))?;
+        self.presence.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        Ok(node)
     }
 
     /// Adds a node directly, without a client: `tinyscale debug create-node`,
     /// for trying the node verbs and for tests. Addresses are allocated as for
     /// a real registration.
     pub fn create_node(&self, user_id: u64, hostname: &str, node_key: &str, now: i64) -> Result<Arc<Node>, StateError> {
-        let hex = node_key.strip_prefix("nodekey:").unwrap_or("");
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StateError::Invalid(format!("{node_key:?} is not a node key (nodekey: and 64 hex digits)")));
-        }
-        let node_key = node_key.to_ascii_lowercase();
-        let prefixes = self.prefixes.clone();
-        self.mutate(|snap, ids, batch| {
-            if !snap.users.contains_key(&user_id) {
-                return Err(StateError::NotFound(format!("no user with id {user_id}")));
+        let key = crate::tailcfg::NodePublic::parse(&node_key.to_ascii_lowercase())
+            .filter(|k| !k.is_zero())
+            .ok_or_else(|| StateError::Invalid(format!("{node_key:?} is not a node key (nodekey: and 64 hex digits)")))?;
+        self.mutate(|tx| {
+            if !tx.snap.users.contains_key(&user_id) {
+                return Err(not_found("user", user_id));
             }
-            if snap.nodes.values().any(|n| n.node_key == node_key) {
-                return Err(StateError::Exists(format!("a node with key {node_key} already exists")));
+            if tx.snap.node_by_key(&key.to_string()).is_some() {
+                return Err(StateError::Exists(format!("a node with key {key} already exists")));
             }
-            let used = snap.used_ips();
-            let mut random = || {
-                let mut b = [0u8; 16];
-                // Falls back to sequential-like behaviour if the RNG fails; allocation stays correct.
-                let _ = secrets::random_bytes(&mut b);
-                u128::from_le_bytes(b)
-            };
-            let mut alloc = |p: &Option<crate::tailcfg::Prefix>| -> Result<Option<IpAddr>, StateError> {
-                p.as_ref()
-                    .map(|p| ipalloc::allocate(p, prefixes.allocation, &used, &mut random))
-                    .transpose()
-                    .map_err(|e| StateError::PoolFull(e.to_string()))
-            };
-            let v4 = alloc(&prefixes.v4)?;
-            let v6 = alloc(&prefixes.v6)?;
-            let base = names::dns_label(hostname);
-            let given = names::unique(&base, |n| snap.nodes.values().any(|o| o.given_name == n));
-            let node = Arc::new(Node {
-                id: ids.node.max(1),
+            let spec = register::NodeSpec {
                 machine_key: format!("mkey:{}", "0".repeat(64)),
-                node_key,
+                node_key: key.to_string(),
                 user_id,
                 hostname: hostname.to_string(),
-                given_name: given,
-                ipv4: v4.and_then(|ip| match ip {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                }),
-                ipv6: v6.and_then(|ip| match ip {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => None,
-                }),
-                created_at: now,
-                expiry: None,
-                last_seen: None,
-                register_method: "cli".into(),
+                register_method: "cli",
                 auth_key_id: None,
                 tags: Vec::new(),
                 ephemeral: false,
-            });
-            ids.node = node.id + 1;
-            batch.put_node(&node);
-            snap.nodes.insert(node.id, node.clone());
-            Ok(node)
+                expiry: None,
+            };
+            self.new_node(tx, spec, now)
+        })
+    }
+
+    /// Creates a node in `tx`: a fresh id, addresses from the pools and a
+    /// unique DNS name derived from the hostname.
+    fn new_node(&self, tx: &mut Tx, spec: register::NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
+        let used = tx.snap.used_ips();
+        let prefixes = &self.settings.prefixes;
+        let mut random = || {
+            let mut b = [0u8; 16];
+            // If the RNG fails the start point is 0: allocation stays correct, only less random.
+            let _ = secrets::random_bytes(&mut b);
+            u128::from_le_bytes(b)
+        };
+        let mut alloc = |p: &Option<crate::tailcfg::Prefix>| -> Result<Option<IpAddr>, StateError> {
+            p.as_ref()
+                .map(|p| ipalloc::allocate(p, prefixes.allocation, &used, &mut random))
+                .transpose()
+                .map_err(|e| StateError::PoolFull(e.to_string()))
+        };
+        let v4 = alloc(&prefixes.v4)?;
+        let v6 = alloc(&prefixes.v6)?;
+        let base = names::dns_label(&spec.hostname);
+        let given = names::unique(&base, |n| tx.snap.nodes.values().any(|o| o.given_name == n));
+        let node = Arc::new(Node {
+            id: tx.next_node_id(),
+            machine_key: spec.machine_key,
+            node_key: spec.node_key,
+            user_id: spec.user_id,
+            hostname: spec.hostname,
+            given_name: given,
+            ipv4: v4.and_then(|ip| match ip {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            }),
+            ipv6: v6.and_then(|ip| match ip {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            }),
+            created_at: now,
+            expiry: spec.expiry,
+            last_seen: None,
+            register_method: spec.register_method.into(),
+            auth_key_id: spec.auth_key_id,
+            tags: spec.tags,
+            ephemeral: spec.ephemeral,
+        });
+        tx.put_node(node.clone());
+        Ok(node)
+    }
+
+    /// Runs `f` over the volatile state of every node.
+    pub fn with_presence<R>(&self, f: impl FnOnce(&HashMap<u64, Presence>) -> R) -> R {
+        f(&self.presence.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Records what a map request reported and tells peers what changed.
+    pub fn report(
+        &self,
+        id: u64,
+        disco: crate::tailcfg::DiscoPublic,
+        endpoints: Option<Vec<String>>,
+        hostinfo: Option<Box<serde_json::value::RawValue>>,
+        cap: u32,
+    ) -> presence::Update {
+        let u = {
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            presence::apply(map.entry(id).or_default(), disco, endpoints, hostinfo, cap)
+        };
+        if u.hostinfo {
+            self.hub.publish(Change::NodeChanged(id));
+        } else if u.endpoints {
+            self.hub.publish(Change::Endpoints(id));
+        }
+        u
+    }
+
+    /// A map stream opened; the first one makes the node online.
+    pub fn stream_opened(&self, id: u64) {
+        let first = {
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            let p = map.entry(id).or_default();
+            p.streams += 1;
+            p.streams == 1
+        };
+        if first {
+            self.hub.publish(Change::Online(id, true));
+        }
+    }
+
+    /// A map stream closed; returns whether the node has none left.
+    pub fn stream_closed(&self, id: u64, now: i64) -> bool {
+        let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = map.get_mut(&id) else { return true };
+        p.streams = p.streams.saturating_sub(1);
+        if p.streams == 0 {
+            p.last_seen = Some(now);
+        }
+        p.streams == 0
+    }
+
+    /// After the grace period: announce the node offline if it did not come back.
+    pub fn announce_if_offline(&self, id: u64) -> bool {
+        let offline = self.with_presence(|m| m.get(&id).is_some_and(|p| !p.online()));
+        if offline {
+            self.hub.publish(Change::Online(id, false));
+        }
+        offline
+    }
+
+    pub fn is_online(&self, id: u64) -> bool {
+        self.with_presence(|m| m.get(&id).is_some_and(Presence::online))
+    }
+
+    /// Writes last-seen times that moved on by more than `min_step` seconds:
+    /// called every few minutes and at shutdown, never per keep-alive.
+    pub fn persist_last_seen(&self, now: i64, min_step: i64) -> Result<usize, StateError> {
+        let seen: Vec<(u64, i64)> = self.with_presence(|m| {
+            m.iter().filter_map(|(id, p)| if p.online() { Some((*id, now)) } else { p.last_seen.map(|t| (*id, t)) }).collect()
+        });
+        let stale: Vec<(u64, i64)> = {
+            let snap = self.snapshot();
+            seen.into_iter()
+                .filter(|(id, t)| snap.nodes.get(id).is_some_and(|n| n.last_seen.is_none_or(|old| t - old >= min_step)))
+                .collect()
+        };
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        self.mutate(|tx| {
+            let mut n = 0;
+            for (id, t) in &stale {
+                if let Some(old) = tx.snap.nodes.get(id).cloned() {
+                    let node = Arc::new(Node { last_seen: Some(*t), ..(*old).clone() });
+                    // Last-seen is not news for peers: write it without an event.
+                    tx.batch.put_node(&node);
+                    tx.snap.nodes.insert(*id, node);
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
     }
 }

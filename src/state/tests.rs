@@ -10,7 +10,7 @@ fn prefixes(v4: &str) -> Prefixes {
 }
 
 fn open(dir: &std::path::Path, v4: &str) -> State {
-    State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), prefixes(v4)).unwrap()
+    State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), Settings::new(prefixes(v4))).unwrap()
 }
 
 fn nk(i: u8) -> String {

@@ -24,7 +24,7 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
-fn decode_hex32(s: &str) -> Result<[u8; 32], KeyError> {
+pub(crate) fn decode_hex32(s: &str) -> Result<[u8; 32], KeyError> {
     if s.len() != 64 {
         return Err(KeyError::Length(s.len()));
     }

@@ -1,0 +1,230 @@
+//! The control protocol's I/O: `GET /key`, the `/ts2021` upgrade into Noise,
+//! HTTP/2 inside it, and the `/register/<id>` login page. The rules live in
+//! `state` (who may register) and `mapper` (what a node sees); this module
+//! moves bytes and holds connections.
+
+mod machine;
+mod noise_io;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, RwLock, Semaphore};
+
+use crate::mapper;
+use crate::noise;
+use crate::state::secrets::random_bytes;
+use crate::state::State;
+use crate::tailcfg::{MachinePrivate, MachinePublic, MIN_CAPABILITY_VERSION};
+
+pub use noise_io::NoiseIo;
+
+/// Handshakes in flight at once (beyond it new ones get 503).
+const MAX_HANDSHAKES: usize = 64;
+/// HTTP/2 streams per client connection (register, map stream, lite updates).
+const MAX_STREAMS: u32 = 16;
+
+pub struct Control {
+    pub state: Arc<State>,
+    noise_key: [u8; 32],
+    noise_public: MachinePublic,
+    server_url: String,
+    ctx: RwLock<Arc<mapper::Context>>,
+    handshakes: Arc<Semaphore>,
+    pub ephemeral_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+impl Control {
+    pub fn new(
+        state: Arc<State>,
+        key: &MachinePrivate,
+        server_url: &str,
+        ctx: mapper::Context,
+        ephemeral_timeout: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Control {
+        Control {
+            state,
+            noise_key: *key.bytes(),
+            noise_public: MachinePublic(noise::public_key(key.bytes())),
+            server_url: server_url.trim_end_matches('/').to_string(),
+            ctx: RwLock::new(Arc::new(ctx)),
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            ephemeral_timeout,
+            shutdown,
+        }
+    }
+
+    pub fn public_key(&self) -> MachinePublic {
+        self.noise_public
+    }
+
+    pub async fn context(&self) -> Arc<mapper::Context> {
+        self.ctx.read().await.clone()
+    }
+
+    /// `GET /key?v=<capver>`: the server's Noise public key.
+    pub fn key(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let v = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("v="))).and_then(|v| v.parse::<u32>().ok());
+        if v.is_none() {
+            return text(StatusCode::BAD_REQUEST, "missing or bad ?v=<capability version>\n");
+        }
+        let body = format!(r#"{{"legacyPublicKey":"mkey:{}","publicKey":"{}"}}"#, "0".repeat(64), self.noise_public);
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+        r
+    }
+
+    /// `POST /ts2021`: checks the upgrade, answers the Noise handshake and
+    /// hands the connection to HTTP/2 once hyper has switched protocols.
+    pub fn upgrade(self: &Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !upgrade.eq_ignore_ascii_case("tailscale-control-protocol") {
+            return text(StatusCode::BAD_REQUEST, "this endpoint needs Upgrade: tailscale-control-protocol\n");
+        }
+        let init = req
+            .headers()
+            .get("X-Tailscale-Handshake")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::base64::decode)
+            .filter(|b| b.len() == noise::INITIATION_LEN);
+        let Some(init) = init else {
+            log::debug!("ts2021: missing or malformed X-Tailscale-Handshake");
+            return text(StatusCode::BAD_REQUEST, "bad X-Tailscale-Handshake\n");
+        };
+        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "too many handshakes; retry\n");
+        };
+        let version = noise::initiation_version(&init).unwrap_or(0);
+        // Too old a client: finish the upgrade only to tell it why (message type 3).
+        let first_bytes = if version < MIN_CAPABILITY_VERSION {
+            log::info!("refusing a client of capability version {version} (tinyscale needs {MIN_CAPABILITY_VERSION} or newer)");
+            Err(noise::error_message(&format!(
+                "this Tailscale client (capability version {version}) is too old for this server; it needs {MIN_CAPABILITY_VERSION} or newer (Tailscale 1.80+): please upgrade"
+            )))
+        } else {
+            let mut eph = [0u8; 32];
+            if random_bytes(&mut eph).is_err() {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "no randomness\n");
+            }
+            match noise::respond(&self.noise_key, &eph, &init) {
+                Ok((resp, session)) => Ok((resp, session)),
+                Err(e) => {
+                    log::debug!("ts2021: handshake failed: {e}");
+                    return text(StatusCode::BAD_REQUEST, format!("handshake failed: {e}\n"));
+                }
+            }
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => {
+                    log::debug!("ts2021: upgrade failed: {e}");
+                    return;
+                }
+            };
+            let mut io = TokioIo::new(upgraded);
+            let (resp, session) = match first_bytes {
+                Ok(x) => x,
+                Err(refusal) => {
+                    let _ = io.write_all(&refusal).await;
+                    let _ = io.shutdown().await;
+                    return;
+                }
+            };
+            let machine = MachinePublic(session.peer_static);
+            drop(permit);
+            let noise = NoiseIo::new(io, session.rx, session.tx, resp.to_vec());
+            this.serve_h2(noise, machine, version).await;
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("tailscale-control-protocol"));
+        r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("upgrade"));
+        r
+    }
+
+    async fn serve_h2<S>(self: Arc<Self>, io: NoiseIo<S>, machine: MachinePublic, version: u16)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        log::debug!("ts2021: {machine} connected (capability version {version})");
+        let this = self.clone();
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_header_list_size(16 * 1024)
+            .serve_connection(
+                TokioIo::new(io),
+                hyper::service::service_fn(move |req| {
+                    let this = this.clone();
+                    async move { Ok::<_, std::convert::Infallible>(this.machine_request(req, machine).await) }
+                }),
+            );
+        tokio::pin!(conn);
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = conn.as_mut() => if let Err(e) = r { log::debug!("ts2021: {machine}: {e}") },
+            _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+        }
+    }
+
+    /// `GET /register/<id>`: without OIDC, tells the admin what to run.
+    pub fn register_page(&self, auth_id: &str) -> Response<Full<Bytes>> {
+        if !crate::state::register::valid_auth_id(auth_id) {
+            return text(StatusCode::NOT_FOUND, "no such registration\n");
+        }
+        let waiting = self.state.pending_logins().into_iter().find(|p| p.id == auth_id);
+        let body = match waiting {
+            None => format!(
+                "<!doctype html><meta charset=utf-8><title>tinyscale</title><h1>Registration not found</h1>\
+                 <p>The registration <code>{auth_id}</code> is unknown or expired (they last 15 minutes). \
+                 Run <code>tailscale up</code> again for a new link.</p>"
+            ),
+            Some(p) => format!(
+                "<!doctype html><meta charset=utf-8><title>tinyscale: register {host}</title>\
+                 <h1>Register this device</h1><p>The device <b>{host}</b> asks to join the tailnet.</p>\
+                 <p>To let it in, run this on the tinyscale server, with the user it belongs to:</p>\
+                 <pre>tinyscale auth register --auth-id {auth_id} --user USERNAME</pre>\
+                 <p>(The older form works too: <code>tinyscale nodes register --key {auth_id} --user USERNAME</code>.)</p>\
+                 <p>The device joins as soon as you do; this page does not need to stay open.</p>",
+                host = html_escape(&p.hostname)
+            ),
+        };
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+        r
+    }
+}
+
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

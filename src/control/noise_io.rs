@@ -1,0 +1,170 @@
+//! The Noise transport as an async byte stream, so hyper can speak HTTP/2
+//! inside it. Records are decrypted as they arrive and writes are cut into
+//! records of at most 4077 plaintext bytes. Memory per connection is bounded:
+//! one record in, one record out.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::noise::{open_record, record_len, seal_record, CipherState, MAX_PLAINTEXT, MAX_RECORD};
+
+pub struct NoiseIo<S> {
+    inner: S,
+    rx: CipherState,
+    tx: CipherState,
+    /// Ciphertext read but not yet a whole record.
+    rbuf: Vec<u8>,
+    /// Plaintext of the last record, from `rpos` on not yet read.
+    plain: Vec<u8>,
+    rpos: usize,
+    /// A sealed record (or the early bytes) not yet fully written.
+    wbuf: Vec<u8>,
+    wpos: usize,
+}
+
+fn bad(e: crate::noise::NoiseError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl<S> NoiseIo<S> {
+    /// `pending` is written before anything else (e.g. the handshake response).
+    pub fn new(inner: S, rx: CipherState, tx: CipherState, pending: Vec<u8>) -> Self {
+        NoiseIo { inner, rx, tx, rbuf: Vec::with_capacity(MAX_RECORD), plain: Vec::new(), rpos: 0, wbuf: pending, wpos: 0 }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> NoiseIo<S> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wpos < self.wbuf.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wpos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for NoiseIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.rpos < this.plain.len() {
+                let n = (this.plain.len() - this.rpos).min(buf.remaining());
+                buf.put_slice(&this.plain[this.rpos..this.rpos + n]);
+                this.rpos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(len) = record_len(&this.rbuf).map_err(bad)? {
+                if this.rbuf.len() >= len {
+                    let plain = open_record(&mut this.rx, &mut this.rbuf[..len]).map_err(bad)?.to_vec();
+                    this.rbuf.drain(..len);
+                    this.plain = plain;
+                    this.rpos = 0;
+                    continue;
+                }
+            }
+            // Read at most up to the end of one record.
+            let want = match record_len(&this.rbuf).map_err(bad)? {
+                Some(len) => len - this.rbuf.len(),
+                None => crate::noise::HEADER_LEN - this.rbuf.len(),
+            };
+            let mut tmp = [0u8; MAX_RECORD];
+            let mut rb = ReadBuf::new(&mut tmp[..want]);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                return if this.rbuf.is_empty() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
+                };
+            }
+            this.rbuf.extend_from_slice(rb.filled());
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for NoiseIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(this.poll_drain(cx))?;
+        let n = data.len().min(MAX_PLAINTEXT);
+        seal_record(&mut this.tx, &data[..n], &mut this.wbuf).map_err(bad)?;
+        // Start writing now; whatever is left goes out on the next call or flush.
+        let _ = this.poll_drain(cx)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::{public_key, respond, Initiator};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (crate::noise::Session, crate::noise::Session) {
+        let server = [5u8; 32];
+        let (init, i) = Initiator::start(130, &[3u8; 32], &[4u8; 32], &public_key(&server)).unwrap();
+        let (resp, srv) = respond(&server, &[6u8; 32], &init).unwrap();
+        (i.finish(&resp).unwrap(), srv)
+    }
+
+    #[tokio::test]
+    async fn streams_of_any_size_cross_in_records() {
+        let (cli, srv) = pair();
+        let (a, b) = tokio::io::duplex(1024);
+        let mut c = NoiseIo::new(a, cli.rx, cli.tx, Vec::new());
+        let mut s = NoiseIo::new(b, srv.rx, srv.tx, b"early".to_vec());
+        let big: Vec<u8> = (0..50_000u32).map(|i| i as u8).collect();
+        let send = big.clone();
+        let w = tokio::spawn(async move {
+            c.write_all(&send).await.unwrap();
+            c.flush().await.unwrap();
+            let mut early = [0u8; 5];
+            c.inner.read_exact(&mut early).await.unwrap();
+            assert_eq!(&early, b"early");
+            c
+        });
+        let mut got = vec![0u8; big.len()];
+        // The server's pending bytes go out with its first write.
+        s.write_all(b"").await.unwrap();
+        s.flush().await.unwrap();
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, big);
+        w.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_is_an_error_not_a_panic() {
+        let (_, srv) = pair();
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut s = NoiseIo::new(b, srv.rx, srv.tx, Vec::new());
+        a.write_all(&[4, 0, 20]).await.unwrap();
+        a.write_all(&[0u8; 20]).await.unwrap();
+        let mut buf = [0u8; 10];
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let (mut a, b) = tokio::io::duplex(1024);
+        let (_, srv) = pair();
+        let mut s = NoiseIo::new(b, srv.rx, srv.tx, Vec::new());
+        a.write_all(&[4, 0x20, 0]).await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::InvalidData, "oversized record");
+        drop(a);
+    }
+}

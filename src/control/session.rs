@@ -1,0 +1,157 @@
+//! A map session: the long-poll stream of one node. It sends the full map,
+//! then the smallest delta for each batch of changes, and keep-alives when
+//! quiet. Its outgoing queue is a channel of a few frames: a client that does
+//! not read stalls only its own session, whose change queue then coalesces
+//! into one fresh full map.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use hyper::body::{Bytes, Frame};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Control;
+use crate::clock;
+use crate::mapper::{self, frame, Delta};
+use crate::state::events::Subscription;
+use crate::state::secrets::random_bytes;
+use crate::tailcfg::MapResponse;
+
+/// Frames queued towards one client.
+const OUT_FRAMES: usize = 4;
+/// Keep-alive period (plus up to 9 s of jitter); clients give up after 120 s.
+const KEEPALIVE: Duration = Duration::from_secs(50);
+/// How long a node may be gone before peers are told it is offline.
+const OFFLINE_GRACE: Duration = Duration::from_secs(10);
+
+/// The streaming response body: frames as the session produces them.
+pub struct MapBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for MapBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn encode(resp: &MapResponse, zstd: bool) -> Bytes {
+    // MapResponse holds only strings, numbers and raw JSON: it always serializes.
+    let json = serde_json::to_vec(resp).unwrap_or_default();
+    if zstd {
+        Bytes::from(frame::map_frame(&json))
+    } else {
+        let mut v = Vec::with_capacity(4 + json.len());
+        v.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        v.extend_from_slice(&json);
+        Bytes::from(v)
+    }
+}
+
+/// A full map for `node_id`, built off the async runtime (it is O(peers)).
+pub async fn full_frame(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<Bytes> {
+    let ctx = control.context().await;
+    let state = control.state.clone();
+    tokio::task::spawn_blocking(move || {
+        let snap = state.snapshot();
+        let now = clock::now_unix();
+        let resp = state.with_presence(|p| mapper::full(&ctx, &snap, p, node_id, now))?;
+        Some(encode(&resp, zstd))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn keepalive_deadline() -> Instant {
+    let mut b = [0u8; 1];
+    let _ = random_bytes(&mut b);
+    Instant::now() + KEEPALIVE + Duration::from_millis(b[0] as u64 * 9000 / 255)
+}
+
+pub fn start(control: Arc<Control>, node_id: u64, zstd: bool) -> MapBody {
+    let (tx, rx) = mpsc::channel(OUT_FRAMES);
+    // Subscribe before the full map is built, so no change falls between them.
+    let sub = control.state.hub.subscribe(node_id);
+    tokio::spawn(run(control, node_id, zstd, sub, tx));
+    MapBody { rx }
+}
+
+async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription, tx: mpsc::Sender<Bytes>) {
+    let Some(first) = full_frame(&control, node_id, zstd).await else { return };
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    let state = &control.state;
+    state.stream_opened(node_id);
+    log::debug!("node {node_id}: map stream open");
+    let mut keepalive = keepalive_deadline();
+    let mut shutdown = control.shutdown.clone();
+    loop {
+        let out = tokio::select! {
+            _ = sub.changed() => {
+                let pending = sub.take();
+                let delta = if pending.resync {
+                    Delta::Full
+                } else {
+                    let ctx = control.context().await;
+                    let snap = state.snapshot();
+                    let now = clock::now_unix();
+                    state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &pending.changes, now))
+                };
+                match delta {
+                    Delta::Nothing => continue,
+                    Delta::Send(resp) => encode(&resp, zstd),
+                    Delta::Full => match full_frame(&control, node_id, zstd).await {
+                        Some(f) => f,
+                        None => break,
+                    },
+                    Delta::SelfGone => break,
+                }
+            }
+            _ = tokio::time::sleep_until(keepalive) => encode(&mapper::keepalive(), zstd),
+            _ = tx.closed() => break,
+            _ = shutdown.changed() => break,
+        };
+        if tx.send(out).await.is_err() {
+            break;
+        }
+        keepalive = keepalive_deadline();
+    }
+    drop(sub);
+    log::debug!("node {node_id}: map stream closed");
+    if state.stream_closed(node_id, clock::now_unix()) {
+        tokio::spawn(went_away(control.clone(), node_id));
+    }
+}
+
+/// After a node's last stream closed: tell peers it is offline unless it
+/// came back within the grace period, and remove it if it was ephemeral and
+/// stayed away.
+async fn went_away(control: Arc<Control>, node_id: u64) {
+    tokio::time::sleep(OFFLINE_GRACE).await;
+    if !control.state.announce_if_offline(node_id) {
+        return;
+    }
+    let ephemeral = control.state.snapshot().nodes.get(&node_id).is_some_and(|n| n.ephemeral);
+    if !ephemeral {
+        return;
+    }
+    tokio::time::sleep(control.ephemeral_timeout.saturating_sub(OFFLINE_GRACE)).await;
+    if control.state.is_online(node_id) {
+        return;
+    }
+    let state = control.state.clone();
+    match tokio::task::spawn_blocking(move || state.delete_node(node_id)).await {
+        Ok(Ok(n)) => log::info!("ephemeral node {} ({}) removed after inactivity", n.id, n.given_name),
+        Ok(Err(e)) => log::debug!("ephemeral node {node_id}: {e}"),
+        Err(e) => log::error!("ephemeral cleanup failed: {e}"),
+    }
+}

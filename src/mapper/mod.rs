@@ -1,0 +1,213 @@
+//! Network maps: the full MapResponse a session starts with, and the
+//! smallest delta for each batch of changes after it. Pure: it reads a
+//! snapshot and the volatile presence, and takes `now` as an argument.
+
+pub mod frame;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::clock;
+use crate::dns;
+use crate::state::events::Change;
+use crate::state::presence::Presence;
+use crate::state::register::TAGGED_DEVICES;
+use crate::state::{has_passed, Snapshot};
+use crate::store;
+use crate::tailcfg::{
+    self, DerpMap, DnsConfig, FilterRule, MachinePublic, MapResponse, NodePublic, PeerChange, UserProfile,
+};
+
+/// What every map carries that comes from the configuration.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub base_domain: String,
+    pub derp_map: Arc<DerpMap>,
+    pub dns: Arc<DnsConfig>,
+    /// The tailnet's display name.
+    pub domain: String,
+    pub taildrop: bool,
+}
+
+const CAP_FILE_SHARING: &str = "https://tailscale.com/cap/file-sharing";
+
+fn time(t: i64) -> String {
+    clock::rfc3339(t)
+}
+
+pub fn user_profile(snap: &Snapshot, user_id: u64) -> UserProfile {
+    if user_id == TAGGED_DEVICES {
+        return UserProfile {
+            id: user_id,
+            login_name: "tagged-devices".into(),
+            display_name: "Tagged Devices".into(),
+            profile_pic_url: String::new(),
+        };
+    }
+    match snap.users.get(&user_id) {
+        Some(u) => UserProfile {
+            id: u.id,
+            login_name: if u.email.is_empty() { u.name.clone() } else { u.email.clone() },
+            display_name: if u.display_name.is_empty() { u.name.clone() } else { u.display_name.clone() },
+            profile_pic_url: u.profile_pic_url.clone(),
+        },
+        None => UserProfile { id: user_id, login_name: format!("user-{user_id}"), display_name: String::new(), profile_pic_url: String::new() },
+    }
+}
+
+/// A node as a client sees it (`is_self`: its own node).
+pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_self: bool) -> tailcfg::Node {
+    let addrs: Vec<String> =
+        n.ipv4.map(|a| format!("{a}/32")).into_iter().chain(n.ipv6.map(|a| format!("{a}/128"))).collect();
+    let online = p.is_some_and(Presence::online);
+    let home = p.map_or(0, |p| p.home_derp);
+    let mut cap_map = BTreeMap::new();
+    if is_self && ctx.taildrop {
+        cap_map.insert(CAP_FILE_SHARING.to_string(), Vec::new());
+    }
+    tailcfg::Node {
+        id: n.id,
+        stable_id: n.id.to_string(),
+        name: dns::fqdn(&n.given_name, &ctx.base_domain),
+        user: n.user_id,
+        // Stored keys were written from parsed keys; a damaged one reads as zero.
+        key: NodePublic::parse(&n.node_key).unwrap_or_default(),
+        key_expiry: n.expiry.map(time),
+        machine: MachinePublic::parse(&n.machine_key).unwrap_or_default(),
+        disco_key: p.map(|p| p.disco_key).unwrap_or_default(),
+        allowed_ips: addrs.clone(),
+        addresses: addrs,
+        endpoints: p.map(|p| p.endpoints.clone()).unwrap_or_default(),
+        home_derp: home,
+        legacy_derp: if home > 0 { format!("127.3.3.40:{home}") } else { String::new() },
+        hostinfo: p.and_then(|p| p.hostinfo.clone()),
+        created: time(n.created_at),
+        cap: p.map_or(0, |p| p.cap),
+        tags: n.tags.clone(),
+        last_seen: if online { None } else { p.and_then(|p| p.last_seen).or(n.last_seen).map(time) },
+        online: Some(online),
+        machine_authorized: true,
+        cap_map,
+        expired: n.expiry.is_some_and(|e| has_passed(e, now)),
+    }
+}
+
+/// The first map of a session; `None` when the node no longer exists.
+pub fn full(ctx: &Context, snap: &Snapshot, presence: &HashMap<u64, Presence>, self_id: u64, now: i64) -> Option<MapResponse> {
+    let me = snap.nodes.get(&self_id)?;
+    let peers: Vec<tailcfg::Node> = snap
+        .nodes
+        .values()
+        .filter(|n| n.id != self_id)
+        .map(|n| node(ctx, n, presence.get(&n.id), now, false))
+        .collect();
+    let users: BTreeSet<u64> = snap.nodes.values().map(|n| n.user_id).collect();
+    Some(MapResponse {
+        node: Some(node(ctx, me, presence.get(&self_id), now, true)),
+        derp_map: Some(ctx.derp_map.clone()),
+        peers: (!peers.is_empty()).then_some(peers),
+        dns_config: Some(ctx.dns.clone()),
+        domain: ctx.domain.clone(),
+        packet_filter: Some(FilterRule::allow_all()),
+        user_profiles: users.into_iter().map(|u| user_profile(snap, u)).collect(),
+        control_time: Some(time(now)),
+        debug: Some(tailcfg::Debug { disable_log_tail: true }),
+        ..Default::default()
+    })
+}
+
+#[derive(Debug)]
+pub enum Delta {
+    Nothing,
+    Send(Box<MapResponse>),
+    /// Too much changed for a delta: send a full map.
+    Full,
+    /// The session's own node is gone: end the stream.
+    SelfGone,
+}
+
+/// The smallest update for `self_id` after `changes` (which may repeat ids).
+pub fn delta(
+    ctx: &Context,
+    snap: &Snapshot,
+    presence: &HashMap<u64, Presence>,
+    self_id: u64,
+    changes: &[Change],
+    now: i64,
+) -> Delta {
+    let (mut self_changed, mut changed, mut removed) = (false, BTreeSet::new(), BTreeSet::new());
+    let (mut patched, mut online) = (BTreeSet::new(), BTreeMap::new());
+    for c in changes {
+        match *c {
+            Change::Everything => return Delta::Full,
+            Change::NodeChanged(id) if id == self_id => self_changed = true,
+            Change::NodeRemoved(id) if id == self_id => return Delta::SelfGone,
+            // A node's own endpoints and online state are news only to others.
+            Change::Endpoints(id) | Change::Online(id, _) if id == self_id => {}
+            Change::NodeChanged(id) => {
+                removed.remove(&id);
+                changed.insert(id);
+            }
+            Change::NodeRemoved(id) => {
+                changed.remove(&id);
+                removed.insert(id);
+            }
+            Change::Endpoints(id) => {
+                patched.insert(id);
+            }
+            Change::Online(id, on) => {
+                online.insert(id, on);
+            }
+        }
+    }
+    let mut resp = MapResponse::default();
+    let mut users = BTreeSet::new();
+    if self_changed {
+        let Some(me) = snap.nodes.get(&self_id) else { return Delta::SelfGone };
+        users.insert(me.user_id);
+        resp.node = Some(node(ctx, me, presence.get(&self_id), now, true));
+    }
+    for id in &changed {
+        match snap.nodes.get(id) {
+            Some(n) => {
+                users.insert(n.user_id);
+                resp.peers_changed.push(node(ctx, n, presence.get(id), now, false));
+            }
+            None => {
+                removed.insert(*id);
+            }
+        }
+    }
+    resp.peers_removed = removed.into_iter().filter(|id| !snap.nodes.contains_key(id)).collect();
+    let mut patches: BTreeMap<u64, PeerChange> = BTreeMap::new();
+    for id in patched.iter().filter(|id| !changed.contains(*id) && snap.nodes.contains_key(*id)) {
+        if let Some(p) = presence.get(id) {
+            let e = patches.entry(*id).or_insert_with(|| PeerChange { node_id: *id, ..Default::default() });
+            e.endpoints = Some(p.endpoints.clone());
+            e.disco_key = Some(p.disco_key);
+            e.derp_region = Some(p.home_derp);
+        }
+    }
+    for (id, on) in online.into_iter().filter(|(id, _)| !changed.contains(id) && snap.nodes.contains_key(id)) {
+        let e = patches.entry(id).or_insert_with(|| PeerChange { node_id: id, ..Default::default() });
+        e.online = Some(on);
+        if !on {
+            e.last_seen = presence.get(&id).and_then(|p| p.last_seen).map(time);
+        }
+    }
+    resp.peers_changed_patch = patches.into_values().collect();
+    if resp.node.is_none() && resp.peers_changed.is_empty() && resp.peers_removed.is_empty() && resp.peers_changed_patch.is_empty() {
+        return Delta::Nothing;
+    }
+    resp.user_profiles = users.into_iter().map(|u| user_profile(snap, u)).collect();
+    resp.control_time = Some(time(now));
+    Delta::Send(Box::new(resp))
+}
+
+/// The one-line `{"KeepAlive":true}`.
+pub fn keepalive() -> MapResponse {
+    MapResponse { keep_alive: true, ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,351 @@
+//! `/machine/register`: who may join, as protocol.md §5.3 lays it out.
+//!
+//! Identity is the machine key (from Noise) plus the node key. Pre-auth keys
+//! admit directly; otherwise the client is sent to a login URL and a pending
+//! registration waits (capped, in RAM) until an admin or the identity
+//! provider approves it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use super::secrets::{secret_matches, split_key, AUTH_KEY_PREFIX};
+use super::{has_passed, State, StateError, Tx};
+use crate::clock;
+use crate::store::{Node, PreAuthKey};
+use crate::tailcfg::{HostinfoView, MachinePublic, NodePublic, RegisterRequest};
+
+/// Registrations waiting for a login at once; the oldest goes first beyond this.
+pub const PENDING_CAP: usize = 128;
+/// How long a login URL stays valid.
+pub const PENDING_TTL: Duration = Duration::from_secs(15 * 60);
+/// The owner of nodes that joined with a tags-only key (Tailscale's "tagged-devices").
+pub const TAGGED_DEVICES: u64 = 2_147_455_555;
+
+/// What a new node is made from.
+pub struct NodeSpec {
+    pub machine_key: String,
+    pub node_key: String,
+    pub user_id: u64,
+    pub hostname: String,
+    pub register_method: &'static str,
+    pub auth_key_id: Option<u64>,
+    pub tags: Vec<String>,
+    pub ephemeral: bool,
+    pub expiry: Option<i64>,
+}
+
+#[derive(Debug)]
+pub enum Registered {
+    /// The node may use the tailnet.
+    Authorized(Arc<Node>),
+    /// Logged out, or its key expired: the client must log in again.
+    Expired,
+    /// The client must log in at `/register/<id>`.
+    NeedsLogin(String),
+}
+
+#[derive(Debug)]
+pub enum RegisterError {
+    /// The machine key does not own the node key it names (HTTP 401).
+    Unauthorized(String),
+    BadRequest(String),
+    /// Refused with a reason the client shows (`Error` in the response).
+    Refused(String),
+    State(StateError),
+}
+
+impl From<StateError> for RegisterError {
+    fn from(e: StateError) -> Self {
+        RegisterError::State(e)
+    }
+}
+
+/// How a pending login ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    Approved(u64),
+    Rejected(String),
+}
+
+struct PendingReg {
+    machine: MachinePublic,
+    node_key: NodePublic,
+    hostname: String,
+    hostinfo: Option<Box<RawValue>>,
+    ephemeral: bool,
+    created: Instant,
+    done: watch::Sender<Option<Approval>>,
+}
+
+#[derive(Default)]
+pub struct PendingRegs {
+    by_id: HashMap<String, PendingReg>,
+    order: VecDeque<String>,
+}
+
+impl PendingRegs {
+    fn expire(&mut self, now: Instant) {
+        while let Some(id) = self.order.front() {
+            match self.by_id.get(id) {
+                Some(p) if now.duration_since(p.created) < PENDING_TTL && self.by_id.len() <= PENDING_CAP => break,
+                _ => {
+                    if let Some(id) = self.order.pop_front() {
+                        self.by_id.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A summary of a waiting registration, for the CLI.
+#[derive(Debug, Clone)]
+pub struct PendingInfo {
+    pub id: String,
+    pub hostname: String,
+    pub machine_key: String,
+    pub node_key: String,
+    pub age_secs: u64,
+}
+
+/// An auth id from a followup URL (`…/register/<id>`), if it looks like one of ours.
+pub fn auth_id_of(followup: &str) -> Option<&str> {
+    let id = followup.rsplit('/').next()?;
+    valid_auth_id(id).then_some(id)
+}
+
+pub fn valid_auth_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn requested_logout(req: &RegisterRequest, now: i64) -> bool {
+    let Some(t) = req.expiry.as_deref().and_then(clock::parse_rfc3339) else { return false };
+    // Zero time is "no preference". Anything before the build is surely the
+    // past even when the router's clock still reads 1970.
+    t > clock::parse_rfc3339(crate::tailcfg::ZERO_TIME).unwrap_or(i64::MIN) && (t <= now || t < clock::build_epoch())
+}
+
+fn check_auth_key(snap: &super::Snapshot, text: &str, now: i64) -> Result<Arc<PreAuthKey>, RegisterError> {
+    let invalid = || RegisterError::Refused("invalid auth key".into());
+    let (prefix, secret) = split_key(AUTH_KEY_PREFIX, text).ok_or_else(invalid)?;
+    let key = snap.preauth_keys.values().find(|k| k.prefix == prefix).ok_or_else(invalid)?;
+    if !secret_matches(secret, &key.hash) {
+        return Err(invalid());
+    }
+    if has_passed(key.expiration, now) {
+        return Err(RegisterError::Refused("auth key expired".into()));
+    }
+    if key.used && !key.reusable {
+        return Err(RegisterError::Refused("auth key already used".into()));
+    }
+    Ok(key.clone())
+}
+
+impl State {
+    fn default_expiry(&self, tags: &[String], now: i64) -> Option<i64> {
+        // Tagged nodes never expire; nor does anything while the clock reads 1970.
+        let span = self.settings.node_expiry;
+        (!span.is_zero() && tags.is_empty() && clock::clock_is_sane(now)).then(|| now + span.secs() as i64)
+    }
+
+    fn is_expired(n: &Node, now: i64) -> bool {
+        n.expiry.is_some_and(|e| has_passed(e, now))
+    }
+
+    /// Decides a register request (all but the followup wait, which the
+    /// caller does with [`State::login_waiter`]).
+    pub fn register(&self, machine: MachinePublic, req: &RegisterRequest, now: i64) -> Result<Registered, RegisterError> {
+        if req.node_key.is_zero() {
+            return Err(RegisterError::BadRequest("no NodeKey".into()));
+        }
+        let (mk, nk) = (machine.to_string(), req.node_key.to_string());
+        let snap = self.snapshot();
+        let by_key = snap.node_by_key(&nk).cloned();
+        if let Some(n) = &by_key {
+            if n.machine_key != mk {
+                return Err(RegisterError::Unauthorized("node key belongs to another machine".into()));
+            }
+        }
+
+        if requested_logout(req, now) {
+            if let Some(n) = by_key {
+                if n.ephemeral {
+                    self.delete_node(n.id)?;
+                } else {
+                    self.expire_node(n.id, now)?;
+                }
+            }
+            return Ok(Registered::Expired);
+        }
+
+        if let Some(text) = req.auth.as_ref().map(|a| a.auth_key.as_str()).filter(|k| !k.is_empty()) {
+            // tsnet re-sends its key with the same node key at every start:
+            // the machine that registered with it stays in.
+            if let Some(n) = by_key.as_ref().filter(|n| !Self::is_expired(n, now)) {
+                self.remember_hostinfo(n.id, req);
+                return Ok(Registered::Authorized(n.clone()));
+            }
+            let key = check_auth_key(&snap, text, now)?;
+            let hostname = hostname_of(req);
+            let node = self.mutate(|tx| {
+                let spec = NodeSpec {
+                    machine_key: mk.clone(),
+                    node_key: nk.clone(),
+                    user_id: key.user_id.unwrap_or(TAGGED_DEVICES),
+                    hostname,
+                    register_method: "authkey",
+                    auth_key_id: Some(key.id),
+                    tags: key.tags.clone(),
+                    ephemeral: key.ephemeral || req.ephemeral,
+                    expiry: self.default_expiry(&key.tags, now),
+                };
+                let node = self.upsert_machine(tx, spec, now)?;
+                let used = Arc::new(PreAuthKey { used: true, ..(*key).clone() });
+                tx.put_key(used);
+                Ok(node)
+            })?;
+            self.remember_hostinfo(node.id, req);
+            return Ok(Registered::Authorized(node));
+        }
+
+        if let Some(n) = by_key {
+            if Self::is_expired(&n, now) {
+                return Ok(Registered::Expired);
+            }
+            self.remember_hostinfo(n.id, req);
+            return Ok(Registered::Authorized(n));
+        }
+
+        Ok(Registered::NeedsLogin(self.start_login(machine, req)?))
+    }
+
+    fn remember_hostinfo(&self, id: u64, req: &RegisterRequest) {
+        if let Some(h) = &req.hostinfo {
+            self.report(id, Default::default(), None, Some(h.clone()), req.version);
+        }
+    }
+
+    /// The node of `spec.machine_key` takes the new key, owner and expiry;
+    /// a machine seen for the first time becomes a new node.
+    fn upsert_machine(&self, tx: &mut Tx, spec: NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
+        match tx.snap.node_by_machine(&spec.machine_key).cloned() {
+            Some(old) => {
+                let node = Arc::new(Node {
+                    node_key: spec.node_key,
+                    user_id: spec.user_id,
+                    expiry: spec.expiry,
+                    register_method: spec.register_method.into(),
+                    auth_key_id: spec.auth_key_id.or(old.auth_key_id),
+                    tags: spec.tags,
+                    ephemeral: spec.ephemeral,
+                    ..(*old).clone()
+                });
+                tx.put_node(node.clone());
+                Ok(node)
+            }
+            None => self.new_node(tx, spec, now),
+        }
+    }
+
+    /// Remembers a registration that needs a login; returns its auth id.
+    fn start_login(&self, machine: MachinePublic, req: &RegisterRequest) -> Result<String, RegisterError> {
+        let id = super::secrets::random_text(24).map_err(|_| RegisterError::State(StateError::Random))?;
+        let (done, _) = watch::channel(None);
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.by_id.insert(
+            id.clone(),
+            PendingReg {
+                machine,
+                node_key: req.node_key,
+                hostname: hostname_of(req),
+                hostinfo: req.hostinfo.clone(),
+                ephemeral: req.ephemeral,
+                created: Instant::now(),
+                done,
+            },
+        );
+        p.order.push_back(id.clone());
+        p.expire(Instant::now());
+        Ok(id)
+    }
+
+    /// Waits on a pending login of `machine`: `None` when there is no such
+    /// login (expired, evicted, or another machine's).
+    pub fn login_waiter(&self, auth_id: &str, machine: MachinePublic) -> Option<watch::Receiver<Option<Approval>>> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.expire(Instant::now());
+        p.by_id.get(auth_id).filter(|r| r.machine == machine).map(|r| r.done.subscribe())
+    }
+
+    pub fn pending_logins(&self) -> Vec<PendingInfo> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        p.expire(now);
+        p.order
+            .iter()
+            .filter_map(|id| p.by_id.get(id).map(|r| (id, r)))
+            .map(|(id, r)| PendingInfo {
+                id: id.clone(),
+                hostname: r.hostname.clone(),
+                machine_key: r.machine.to_string(),
+                node_key: r.node_key.to_string(),
+                age_secs: now.duration_since(r.created).as_secs(),
+            })
+            .collect()
+    }
+
+    /// Approves the pending login `auth_id` for `user_id`: the device joins
+    /// (or, when it is known, takes its new key) and its waiting client is answered.
+    pub fn approve_login(&self, auth_id: &str, user_id: u64, method: &'static str, now: i64) -> Result<Arc<Node>, StateError> {
+        let reg = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.expire(Instant::now());
+            p.order.retain(|i| i != auth_id);
+            p.by_id.remove(auth_id)
+        }
+        .ok_or_else(|| StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)")))?;
+        let (mk, nk) = (reg.machine.to_string(), reg.node_key.to_string());
+        let result = self.mutate(|tx| {
+            if !tx.snap.users.contains_key(&user_id) {
+                return Err(StateError::NotFound(format!("no user with id {user_id}")));
+            }
+            if let Some(other) = tx.snap.node_by_key(&nk) {
+                if other.machine_key != mk {
+                    return Err(StateError::Exists("that node key belongs to another machine".into()));
+                }
+            }
+            let spec = NodeSpec {
+                machine_key: mk.clone(),
+                node_key: nk.clone(),
+                user_id,
+                hostname: reg.hostname.clone(),
+                register_method: method,
+                auth_key_id: None,
+                tags: Vec::new(),
+                ephemeral: reg.ephemeral,
+                expiry: self.default_expiry(&[], now),
+            };
+            self.upsert_machine(tx, spec, now)
+        });
+        match &result {
+            Ok(node) => {
+                if reg.hostinfo.is_some() {
+                    self.report(node.id, Default::default(), None, reg.hostinfo.clone(), 0);
+                }
+                let _ = reg.done.send(Some(Approval::Approved(node.id)));
+            }
+            Err(e) => {
+                let _ = reg.done.send(Some(Approval::Rejected(e.to_string())));
+            }
+        }
+        result
+    }
+}
+
+fn hostname_of(req: &RegisterRequest) -> String {
+    req.hostinfo.as_ref().map(|h| HostinfoView::of(h).hostname).filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into())
+}
