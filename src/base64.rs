@@ -76,7 +76,15 @@ mod tests {
 
     #[test]
     fn rfc4648_vectors() {
-        for (plain, b64) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (plain, b64) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(encode(plain.as_bytes()), b64);
             assert_eq!(decode(b64).unwrap(), plain.as_bytes());
             assert_eq!(decode_url(b64.trim_end_matches('=')).unwrap(), plain.as_bytes());

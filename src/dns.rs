@@ -8,7 +8,8 @@ use crate::tailcfg::{DnsConfig, DnsRecord, Resolver};
 
 pub fn client_config(dns: &Dns) -> DnsConfig {
     let resolvers: Vec<Resolver> = dns.nameservers_global.iter().map(|a| Resolver { addr: a.clone() }).collect();
-    let (resolvers, fallback_resolvers) = if dns.override_local_dns { (resolvers, Vec::new()) } else { (Vec::new(), resolvers) };
+    let (resolvers, fallback_resolvers) =
+        if dns.override_local_dns { (resolvers, Vec::new()) } else { (Vec::new(), resolvers) };
     let mut domains = Vec::new();
     if dns.magic_dns && !dns.base_domain.is_empty() {
         domains.push(dns.base_domain.clone());
@@ -19,7 +20,9 @@ pub fn client_config(dns: &Dns) -> DnsConfig {
         routes: dns
             .nameservers_split
             .iter()
-            .map(|(d, ns)| (format!("{}.", d.trim_end_matches('.')), ns.iter().map(|a| Resolver { addr: a.clone() }).collect()))
+            .map(|(d, ns)| {
+                (format!("{}.", d.trim_end_matches('.')), ns.iter().map(|a| Resolver { addr: a.clone() }).collect())
+            })
             .collect(),
         fallback_resolvers,
         domains,
@@ -54,7 +57,11 @@ mod tests {
             nameservers_global: vec!["1.1.1.1".into()],
             nameservers_split: [("corp.example".to_string(), vec!["10.0.0.53".to_string()])].into(),
             search_domains: vec!["lan".into()],
-            extra_records: vec![ExtraRecord { name: "nas.tailnet.internal".into(), kind: "A".into(), value: "100.64.0.9".into() }],
+            extra_records: vec![ExtraRecord {
+                name: "nas.tailnet.internal".into(),
+                kind: "A".into(),
+                value: "100.64.0.9".into(),
+            }],
             extra_records_path: None,
         }
     }

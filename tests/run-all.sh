@@ -12,18 +12,23 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 t0=$(date +%s)
 step() { echo; echo "=== $* ($(( $(date +%s) - t0 ))s)"; }
 
-step "tools for the process tests (openssl, curl, file, zstd)"
+step "tools for the process tests (openssl, curl, file, zstd, ip, nsenter)"
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
 command -v zstd >/dev/null || missing+=(zstd)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nsenter >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-step "unit and process tests"
+step "the real Tailscale client (../shared/realclient, into target/realclient)"
+../shared/realclient/install.sh "$PWD/target/realclient"
+
+step "unit, process and real-client tests"
 cargo test --locked
 
 for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl; do

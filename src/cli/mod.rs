@@ -486,7 +486,8 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
     match verb.as_str() {
         "register" => {
             no_extra_words(&p, 1, "nodes register")?;
-            let id = p.get("key").ok_or_else(|| usage_err("usage: tinyscale nodes register --key AUTH_ID --user USER"))?;
+            let id =
+                p.get("key").ok_or_else(|| usage_err("usage: tinyscale nodes register --key AUTH_ID --user USER"))?;
             approve(&c, id, p.get("user"))?;
         }
         "list" | "ls" | "show" => {
@@ -547,7 +548,12 @@ fn approve(c: &Ctx, auth_id: &str, user: Option<&str>) -> Result<(), Failure> {
     let auth_id = auth_id.rsplit('/').next().unwrap_or(auth_id);
     let r = c.call("POST", "/api/v1/auth/register", Some(json!({ "auth_id": auth_id, "user": user })))?;
     emit(c.format, &r["node"], || {
-        format!("Node {} registered for {} ({})", cell(&r["node"]["given_name"]), cell(&r["node"]["user"]["name"]), cell(&r["node"]["ip_addresses"]))
+        format!(
+            "Node {} registered for {} ({})",
+            cell(&r["node"]["given_name"]),
+            cell(&r["node"]["user"]["name"]),
+            cell(&r["node"]["ip_addresses"])
+        )
     });
     Ok(())
 }
@@ -558,7 +564,8 @@ fn auth(args: &[String]) -> Result<(), Failure> {
     match sub(&p, "auth", "register, pending")?.as_str() {
         "register" | "approve" => {
             no_extra_words(&p, 1, "auth register")?;
-            let id = p.get("auth-id").ok_or_else(|| usage_err("usage: tinyscale auth register --auth-id ID --user USER"))?;
+            let id =
+                p.get("auth-id").ok_or_else(|| usage_err("usage: tinyscale auth register --auth-id ID --user USER"))?;
             approve(&c, id, p.get("user"))
         }
         "pending" | "list" | "ls" => {

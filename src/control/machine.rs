@@ -13,7 +13,9 @@ use crate::mapper;
 use crate::state::register::{auth_id_of, Approval, RegisterError, Registered};
 use crate::state::Snapshot;
 use crate::store::Node;
-use crate::tailcfg::{Login, MachinePublic, MapRequest, RegisterRequest, RegisterResponse, User, MIN_CAPABILITY_VERSION};
+use crate::tailcfg::{
+    Login, MachinePublic, MapRequest, RegisterRequest, RegisterResponse, User, MIN_CAPABILITY_VERSION,
+};
 
 /// Largest request body a client may send (Headscale's limit too).
 const MAX_REQUEST: usize = 1024 * 1024;
@@ -61,7 +63,11 @@ fn authorized(snap: &Snapshot, n: &Node) -> RegisterResponse {
 }
 
 impl Control {
-    pub(super) async fn machine_request(self: Arc<Self>, req: Request<Incoming>, machine: MachinePublic) -> Response<Body> {
+    pub(super) async fn machine_request(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        machine: MachinePublic,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
         if req.method() != hyper::Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "POST only");
@@ -176,7 +182,10 @@ impl Control {
         if req.version < MIN_CAPABILITY_VERSION as u32 {
             return plain(
                 StatusCode::BAD_REQUEST,
-                &format!("client capability version {} is too old; tinyscale needs {MIN_CAPABILITY_VERSION}+", req.version),
+                &format!(
+                    "client capability version {} is too old; tinyscale needs {MIN_CAPABILITY_VERSION}+",
+                    req.version
+                ),
             );
         }
         let id = {
@@ -194,8 +203,10 @@ impl Control {
         if req.stream {
             let body = session::start(self.clone(), id, zstd);
             let mut r = Response::new(body.boxed());
-            r.headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/octet-stream"));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/octet-stream"),
+            );
             return r;
         }
         if req.omit_peers {

@@ -46,7 +46,8 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infall
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -81,13 +82,15 @@ impl Control {
 
     /// `GET /key?v=<capver>`: the server's Noise public key.
     pub fn key(&self, query: Option<&str>) -> Response<Full<Bytes>> {
-        let v = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("v="))).and_then(|v| v.parse::<u32>().ok());
+        let v =
+            query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("v="))).and_then(|v| v.parse::<u32>().ok());
         if v.is_none() {
             return text(StatusCode::BAD_REQUEST, "missing or bad ?v=<capability version>\n");
         }
         let body = format!(r#"{{"legacyPublicKey":"mkey:{}","publicKey":"{}"}}"#, "0".repeat(64), self.noise_public);
         let mut r = Response::new(Full::new(Bytes::from(body)));
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
         r
     }
 
@@ -114,7 +117,9 @@ impl Control {
         let version = noise::initiation_version(&init).unwrap_or(0);
         // Too old a client: finish the upgrade only to tell it why (message type 3).
         let first_bytes = if version < MIN_CAPABILITY_VERSION {
-            log::info!("refusing a client of capability version {version} (tinyscale needs {MIN_CAPABILITY_VERSION} or newer)");
+            log::info!(
+                "refusing a client of capability version {version} (tinyscale needs {MIN_CAPABILITY_VERSION} or newer)"
+            );
             Err(noise::error_message(&format!(
                 "this Tailscale client (capability version {version}) is too old for this server; it needs {MIN_CAPABILITY_VERSION} or newer (Tailscale 1.80+): please upgrade"
             )))
@@ -156,7 +161,8 @@ impl Control {
         });
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("tailscale-control-protocol"));
+        r.headers_mut()
+            .insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("tailscale-control-protocol"));
         r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("upgrade"));
         r
     }
@@ -209,7 +215,8 @@ impl Control {
             ),
         };
         let mut r = Response::new(Full::new(Bytes::from(body)));
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
         r
     }
 }

@@ -32,7 +32,16 @@ fn bad(e: crate::noise::NoiseError) -> io::Error {
 impl<S> NoiseIo<S> {
     /// `pending` is written before anything else (e.g. the handshake response).
     pub fn new(inner: S, rx: CipherState, tx: CipherState, pending: Vec<u8>) -> Self {
-        NoiseIo { inner, rx, tx, rbuf: Vec::with_capacity(MAX_RECORD), plain: Vec::new(), rpos: 0, wbuf: pending, wpos: 0 }
+        NoiseIo {
+            inner,
+            rx,
+            tx,
+            rbuf: Vec::with_capacity(MAX_RECORD),
+            plain: Vec::new(),
+            rpos: 0,
+            wbuf: pending,
+            wpos: 0,
+        }
     }
 }
 

@@ -51,7 +51,12 @@ pub fn user_profile(snap: &Snapshot, user_id: u64) -> UserProfile {
             display_name: if u.display_name.is_empty() { u.name.clone() } else { u.display_name.clone() },
             profile_pic_url: u.profile_pic_url.clone(),
         },
-        None => UserProfile { id: user_id, login_name: format!("user-{user_id}"), display_name: String::new(), profile_pic_url: String::new() },
+        None => UserProfile {
+            id: user_id,
+            login_name: format!("user-{user_id}"),
+            display_name: String::new(),
+            profile_pic_url: String::new(),
+        },
     }
 }
 
@@ -93,7 +98,13 @@ pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_s
 }
 
 /// The first map of a session; `None` when the node no longer exists.
-pub fn full(ctx: &Context, snap: &Snapshot, presence: &HashMap<u64, Presence>, self_id: u64, now: i64) -> Option<MapResponse> {
+pub fn full(
+    ctx: &Context,
+    snap: &Snapshot,
+    presence: &HashMap<u64, Presence>,
+    self_id: u64,
+    now: i64,
+) -> Option<MapResponse> {
     let me = snap.nodes.get(&self_id)?;
     let peers: Vec<tailcfg::Node> = snap
         .nodes
@@ -196,7 +207,11 @@ pub fn delta(
         }
     }
     resp.peers_changed_patch = patches.into_values().collect();
-    if resp.node.is_none() && resp.peers_changed.is_empty() && resp.peers_removed.is_empty() && resp.peers_changed_patch.is_empty() {
+    if resp.node.is_none()
+        && resp.peers_changed.is_empty()
+        && resp.peers_removed.is_empty()
+        && resp.peers_changed_patch.is_empty()
+    {
         return Delta::Nothing;
     }
     resp.user_profiles = users.into_iter().map(|u| user_profile(snap, u)).collect();

@@ -18,7 +18,9 @@ fn setup(dir: &std::path::Path, nodes: u8) -> (State, Vec<u64>) {
     let s = State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), Settings::new(p)).unwrap();
     let u = s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
     let ids = (1..=nodes)
-        .map(|i| s.create_node(u.id, &format!("n{i}"), &format!("nodekey:{}", format!("{i:02x}").repeat(32)), 1).unwrap().id)
+        .map(|i| {
+            s.create_node(u.id, &format!("n{i}"), &format!("nodekey:{}", format!("{i:02x}").repeat(32)), 1).unwrap().id
+        })
         .collect();
     (s, ids)
 }
@@ -61,8 +63,11 @@ fn deltas_are_the_smallest_update() {
 
     let Delta::Send(r) = d(&[Change::Endpoints(a), Change::Online(a, true)]) else { panic!() };
     let j = serde_json::to_value(&r).unwrap();
-    assert_eq!(j["PeersChangedPatch"], serde_json::json!([{"NodeID": a, "DERPRegion": 0, "Endpoints": ["1.2.3.4:41641"],
-        "DiscoKey": format!("discokey:{}", "07".repeat(32)), "Online": true}]));
+    assert_eq!(
+        j["PeersChangedPatch"],
+        serde_json::json!([{"NodeID": a, "DERPRegion": 0, "Endpoints": ["1.2.3.4:41641"],
+        "DiscoKey": format!("discokey:{}", "07".repeat(32)), "Online": true}])
+    );
     assert!(j.get("Peers").is_none() && j.get("Node").is_none());
 
     let Delta::Send(r) = d(&[Change::NodeChanged(b), Change::Endpoints(b)]) else { panic!() };
@@ -73,10 +78,14 @@ fn deltas_are_the_smallest_update() {
     // A removal of a node that no longer exists.
     s.delete_node(b).unwrap();
     let snap2 = s.snapshot();
-    let Delta::Send(r) = s.with_presence(|p| delta(&ctx(), &snap2, p, me, &[Change::NodeRemoved(b)], 100)) else { panic!() };
+    let Delta::Send(r) = s.with_presence(|p| delta(&ctx(), &snap2, p, me, &[Change::NodeRemoved(b)], 100)) else {
+        panic!()
+    };
     assert_eq!(r.peers_removed, [b]);
     // A change to a node that has since gone becomes a removal.
-    let Delta::Send(r) = s.with_presence(|p| delta(&ctx(), &snap2, p, me, &[Change::NodeChanged(b)], 100)) else { panic!() };
+    let Delta::Send(r) = s.with_presence(|p| delta(&ctx(), &snap2, p, me, &[Change::NodeChanged(b)], 100)) else {
+        panic!()
+    };
     assert_eq!(r.peers_removed, [b]);
 
     assert!(matches!(d(&[Change::Endpoints(me), Change::Online(me, true)]), Delta::Nothing));

@@ -14,7 +14,10 @@ pub use transport::{early_payload, open_record, record_len, seal_record, HEADER_
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoiseError {
-    Length { got: usize, want: usize },
+    Length {
+        got: usize,
+        want: usize,
+    },
     Malformed(&'static str),
     /// A Diffie-Hellman result of all zeros: the peer sent a low-order key.
     BadKey,

@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::control::Control;
 use crate::mapper;
-use crate::tailcfg::DerpMap;
 use crate::state::{Settings, State, StateError};
 use crate::store::{Store, StoreError};
+use crate::tailcfg::DerpMap;
 
 /// Concurrent TCP connections before new ones are turned away (board profiles tune it later).
 const MAX_CONNECTIONS: usize = 512;
@@ -64,7 +64,14 @@ pub fn load_derp_paths(paths: &[std::path::PathBuf]) -> Result<DerpMap, String> 
 fn map_context(cfg: &Config, derp_map: DerpMap) -> mapper::Context {
     let base_domain = if cfg.dns.magic_dns { cfg.dns.base_domain.clone() } else { String::new() };
     let domain = if cfg.dns.base_domain.is_empty() {
-        cfg.server_url.split("://").nth(1).unwrap_or("tinyscale").split(['/', ':']).next().unwrap_or("tinyscale").to_string()
+        cfg.server_url
+            .split("://")
+            .nth(1)
+            .unwrap_or("tinyscale")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("tinyscale")
+            .to_string()
     } else {
         cfg.dns.base_domain.clone()
     };

@@ -98,10 +98,7 @@ impl Snapshot {
     }
 
     fn used_ips(&self) -> BTreeSet<IpAddr> {
-        self.nodes
-            .values()
-            .flat_map(|n| n.ipv4.map(IpAddr::V4).into_iter().chain(n.ipv6.map(IpAddr::V6)))
-            .collect()
+        self.nodes.values().flat_map(|n| n.ipv4.map(IpAddr::V4).into_iter().chain(n.ipv6.map(IpAddr::V6))).collect()
     }
 
     fn index(&mut self, n: &Node) {
@@ -369,7 +366,8 @@ impl State {
                     user.name, user.name
                 )));
             }
-            let keys: Vec<u64> = tx.snap.preauth_keys.values().filter(|k| k.user_id == Some(id)).map(|k| k.id).collect();
+            let keys: Vec<u64> =
+                tx.snap.preauth_keys.values().filter(|k| k.user_id == Some(id)).map(|k| k.id).collect();
             for k in keys {
                 tx.remove_key(k);
             }
@@ -462,9 +460,10 @@ impl State {
     /// for trying the node verbs and for tests. Addresses are allocated as for
     /// a real registration.
     pub fn create_node(&self, user_id: u64, hostname: &str, node_key: &str, now: i64) -> Result<Arc<Node>, StateError> {
-        let key = crate::tailcfg::NodePublic::parse(&node_key.to_ascii_lowercase())
-            .filter(|k| !k.is_zero())
-            .ok_or_else(|| StateError::Invalid(format!("{node_key:?} is not a node key (nodekey: and 64 hex digits)")))?;
+        let key =
+            crate::tailcfg::NodePublic::parse(&node_key.to_ascii_lowercase()).filter(|k| !k.is_zero()).ok_or_else(
+                || StateError::Invalid(format!("{node_key:?} is not a node key (nodekey: and 64 hex digits)")),
+            )?;
         self.mutate(|tx| {
             if !tx.snap.users.contains_key(&user_id) {
                 return Err(not_found("user", user_id));
@@ -602,7 +601,9 @@ impl State {
     /// called every few minutes and at shutdown, never per keep-alive.
     pub fn persist_last_seen(&self, now: i64, min_step: i64) -> Result<usize, StateError> {
         let seen: Vec<(u64, i64)> = self.with_presence(|m| {
-            m.iter().filter_map(|(id, p)| if p.online() { Some((*id, now)) } else { p.last_seen.map(|t| (*id, t)) }).collect()
+            m.iter()
+                .filter_map(|(id, p)| if p.online() { Some((*id, now)) } else { p.last_seen.map(|t| (*id, t)) })
+                .collect()
         });
         let stale: Vec<(u64, i64)> = {
             let snap = self.snapshot();

@@ -110,7 +110,8 @@ mod tests {
         assert_eq!(u, Update { endpoints: true, hostinfo: false });
         let u = apply(&mut p, DiscoPublic([1; 32]), Some(vec!["1.2.3.4:5".into()]), raw(r#"{"Hostname":"a"}"#), 130);
         assert_eq!(u, Update::default());
-        let u = apply(&mut p, DiscoPublic::default(), None, raw(r#"{"Hostname":"a","NetInfo":{"PreferredDERP":900}}"#), 0);
+        let u =
+            apply(&mut p, DiscoPublic::default(), None, raw(r#"{"Hostname":"a","NetInfo":{"PreferredDERP":900}}"#), 0);
         assert_eq!(u, Update { endpoints: true, hostinfo: true });
         assert_eq!(p.home_derp, 900);
         // A later Hostinfo without NetInfo keeps the home region.

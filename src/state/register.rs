@@ -158,7 +158,12 @@ impl State {
 
     /// Decides a register request (all but the followup wait, which the
     /// caller does with [`State::login_waiter`]).
-    pub fn register(&self, machine: MachinePublic, req: &RegisterRequest, now: i64) -> Result<Registered, RegisterError> {
+    pub fn register(
+        &self,
+        machine: MachinePublic,
+        req: &RegisterRequest,
+        now: i64,
+    ) -> Result<Registered, RegisterError> {
         if req.node_key.is_zero() {
             return Err(RegisterError::BadRequest("no NodeKey".into()));
         }
@@ -300,14 +305,22 @@ impl State {
 
     /// Approves the pending login `auth_id` for `user_id`: the device joins
     /// (or, when it is known, takes its new key) and its waiting client is answered.
-    pub fn approve_login(&self, auth_id: &str, user_id: u64, method: &'static str, now: i64) -> Result<Arc<Node>, StateError> {
+    pub fn approve_login(
+        &self,
+        auth_id: &str,
+        user_id: u64,
+        method: &'static str,
+        now: i64,
+    ) -> Result<Arc<Node>, StateError> {
         let reg = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.expire(Instant::now());
             p.order.retain(|i| i != auth_id);
             p.by_id.remove(auth_id)
         }
-        .ok_or_else(|| StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)")))?;
+        .ok_or_else(|| {
+            StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)"))
+        })?;
         let (mk, nk) = (reg.machine.to_string(), reg.node_key.to_string());
         let result = self.mutate(|tx| {
             if !tx.snap.users.contains_key(&user_id) {
@@ -347,5 +360,9 @@ impl State {
 }
 
 fn hostname_of(req: &RegisterRequest) -> String {
-    req.hostinfo.as_ref().map(|h| HostinfoView::of(h).hostname).filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into())
+    req.hostinfo
+        .as_ref()
+        .map(|h| HostinfoView::of(h).hostname)
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
 }

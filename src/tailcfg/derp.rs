@@ -98,7 +98,8 @@ mod tests {
     #[test]
     fn merge_later_wins() {
         let mut a: DerpMap = serde_json::from_str(r#"{"Regions":{"1":{"RegionID":1,"RegionCode":"a"}}}"#).unwrap();
-        let b: DerpMap = serde_json::from_str(r#"{"Regions":{"1":{"RegionID":1,"RegionCode":"b"},"2":{"RegionID":2}}}"#).unwrap();
+        let b: DerpMap =
+            serde_json::from_str(r#"{"Regions":{"1":{"RegionID":1,"RegionCode":"b"},"2":{"RegionID":2}}}"#).unwrap();
         a.merge(b);
         assert_eq!(a.regions.len(), 2);
         assert_eq!(a.regions[&1].region_code, "b");

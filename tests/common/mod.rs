@@ -1,6 +1,9 @@
 //! Runs the real `tinyscale` binary as a process, in a folder of its own.
 #![allow(dead_code)]
 
+pub mod client;
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

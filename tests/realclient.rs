@@ -1,0 +1,191 @@
+//! Real, unmodified Tailscale clients (tsnet v1.90.9 from ../shared/realclient)
+//! against tinyscale, each test in a closed network namespace of its own.
+//! Needs root (network namespaces) and the client installed by tests/run-all.sh.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::netns::{Netns, Node};
+use common::*;
+
+const CONTROL: &str = "http://127.0.0.1:18080";
+
+fn config(dir: &Path) {
+    std::fs::write(
+        dir.join("derp.yaml"),
+        "regions:\n  900:\n    regionid: 900\n    regioncode: local\n    regionname: local\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: 127.0.0.1\n        ipv4: 127.0.0.1\n        ipv6: none\n        stunport: -1\n        derpport: 3340\n        insecurefortests: true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "server_url: {CONTROL}\nlisten_addr: 127.0.0.1:18080\nlog:\n  level: debug\nprefixes:\n  v4: 100.70.0.0/16\n  v6: fd7a:115c:a1e0:77::/64\nderp:\n  paths: [derp.yaml]\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn serve(ns: &Netns, dir: &Path) -> Server {
+    let mut c = ns.command(BIN);
+    c.arg("serve").current_dir(dir);
+    Server::spawn(dir, c)
+}
+
+fn key(dir: &Path, user: &str, reusable: bool) -> String {
+    let mut args = vec!["preauthkeys", "create", "--user", user, "-o", "json"];
+    if reusable {
+        args.push("--reusable");
+    }
+    json(dir, &args)["key"].as_str().unwrap().to_string()
+}
+
+/// Polls `nodes list -o json` until `pred` holds.
+fn wait_nodes(dir: &Path, secs: u64, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let list = json(dir, &["nodes", "list", "-o", "json"]).as_array().unwrap().clone();
+        if pred(&list) {
+            return list;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "nodes never reached the expected state: {list:#?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn ip_of(list: &[serde_json::Value], name: &str) -> String {
+    let n = list.iter().find(|n| n["given_name"] == name).unwrap_or_else(|| panic!("no node {name}"));
+    n["ip_addresses"][0].as_str().unwrap().to_string()
+}
+
+/// `GET http://<target>/path` through `via`'s tailnet proxy, retried: the
+/// first direct path may take a while to come up.
+fn through(ns: &Netns, via: &Node, target: &str, path: &str, want: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..6 {
+        last = ns.curl(&[
+            "-H",
+            &format!("X-Ts-Target: {target}:80"),
+            &format!("http://127.0.0.1:{}{path}", via.proxy_port()),
+        ]);
+        if last.contains(want) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("{path} through the tailnet to {target} never answered {want:?}; last answer {last:?}");
+}
+
+#[test]
+fn two_clients_join_see_each_other_and_survive_a_server_restart_and_a_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    config(d);
+    let ns = Netns::new();
+    let s = serve(&ns, d);
+    ok(d, &["users", "create", "alice"]);
+    let k = key(d, "alice", true);
+    let a = ns.start_node("nodea", CONTROL, Some(&k), &d.join("a"));
+    let b = ns.start_node("nodeb", CONTROL, Some(&k), &d.join("b"));
+    assert!(a.wait_running(60), "node a never reached Running:\n{}", tail(&a.log()));
+    assert!(b.wait_running(60), "node b never reached Running:\n{}", tail(&b.log()));
+
+    let list = wait_nodes(d, 20, |l| l.len() == 2 && l.iter().all(|n| n["online"] == true));
+    for n in &list {
+        let v4 = n["ip_addresses"][0].as_str().unwrap();
+        let v6 = n["ip_addresses"][1].as_str().unwrap();
+        assert!(v4.starts_with("100.70."), "{v4} outside prefixes.v4");
+        assert!(v6.starts_with("fd7a:115c:a1e0:77::"), "{v6} outside prefixes.v6");
+        assert_eq!(n["user"]["name"], "alice");
+    }
+    // Each netmap holds the other, as each client logs it and as traffic shows.
+    assert!(a.wait_peers(1, 20) && b.wait_peers(1, 20), "a: {:?}, b: {:?}", a.peers(), b.peers());
+    let ip_a = ip_of(&list, "nodea");
+    let ip_b = ip_of(&list, "nodeb");
+    through(&ns, &a, &ip_b, "/", "hello from nodeb");
+    let who = through(&ns, &b, &ip_a, "/whoami", "login=alice");
+    assert!(who.contains(&format!("from={ip_b}")), "{who}");
+
+    // Restart tinyscale hard: the clients come back on their own, as the same nodes.
+    let ids: Vec<_> = list.iter().map(|n| n["id"].clone()).collect();
+    s.kill9();
+    let s = serve(&ns, d);
+    let again = wait_nodes(d, 90, |l| l.len() == 2 && l.iter().all(|n| n["online"] == true));
+    assert_eq!(again.iter().map(|n| n["id"].clone()).collect::<Vec<_>>(), ids);
+    assert!(!s.log().contains("registered for"), "a client registered again after the restart:\n{}", s.log());
+
+    // Deleting b takes it out of a's netmap, and b is refused from then on.
+    let id_b = again.iter().find(|n| n["given_name"] == "nodeb").unwrap()["id"].to_string();
+    ok(d, &["nodes", "delete", "-i", &id_b, "--force"]);
+    assert!(a.wait_peers(0, 20), "a still lists {:?} peers after the deletion", a.peers());
+    assert!(b.wait_log(20, |l| l.contains("initial fetch failed 404: node not found")), "{}", tail(&b.log()));
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn interactive_login_with_auth_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    config(d);
+    let ns = Netns::new();
+    let _s = serve(&ns, d);
+    ok(d, &["users", "create", "bob"]);
+    let c = ns.start_node("nodec", CONTROL, None, &d.join("c"));
+    let prefix = format!("{CONTROL}/register/");
+    assert!(c.wait_log(30, |l| l.contains(&prefix)), "the client never showed an AuthURL:\n{}", tail(&c.log()));
+    let log = c.log();
+    let at = log.find(&prefix).unwrap() + prefix.len();
+    let id: String =
+        log[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '-' || *ch == '_').collect();
+    // The page tells the admin what to run.
+    let page = ns.curl(&[&format!("{prefix}{id}")]);
+    assert!(page.contains(&format!("tinyscale auth register --auth-id {id} --user")), "{page}");
+    let pending = json(d, &["auth", "pending", "-o", "json"]);
+    assert_eq!(pending[0]["auth_id"], id.as_str());
+    assert_eq!(pending[0]["hostname"], "nodec");
+
+    let n = json(d, &["auth", "register", "--auth-id", &id, "--user", "bob", "-o", "json"]);
+    assert_eq!(n["user"]["name"], "bob");
+    assert!(c.wait_running(60), "node c never reached Running after approval:\n{}", tail(&c.log()));
+    let list = wait_nodes(d, 20, |l| l.len() == 1 && l[0]["online"] == true);
+    assert_eq!(list[0]["given_name"], "nodec");
+    assert_eq!(list[0]["register_method"], "REGISTER_METHOD_CLI");
+    // The id is single use.
+    let o = run(d, &["auth", "register", "--auth-id", &id, "--user", "bob"]);
+    assert_eq!(o.status.code(), Some(1));
+    c.stop();
+}
+
+#[test]
+fn a_single_use_key_keeps_working_for_its_machine_across_client_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    config(d);
+    let ns = Netns::new();
+    let s = serve(&ns, d);
+    ok(d, &["users", "create", "carol"]);
+    let k = key(d, "carol", false);
+    let n = ns.start_node("once", CONTROL, Some(&k), &d.join("n"));
+    assert!(n.wait_running(60), "{}", tail(&n.log()));
+    assert_eq!(json(d, &["preauthkeys", "list", "-o", "json"])[0]["used"], true);
+    n.stop();
+    // tsnet sends the same (used, single-use) key with the same node key again.
+    let n = ns.start_node("once", CONTROL, Some(&k), &d.join("n"));
+    assert!(n.wait_running(60), "the node was refused on restart:\n{}", tail(&n.log()));
+    let list = wait_nodes(d, 20, |l| l.iter().any(|n| n["online"] == true));
+    assert_eq!(list.len(), 1, "the restart made a second node: {list:#?}");
+    // Another machine cannot use the spent key.
+    let other = ns.start_node("other", CONTROL, Some(&k), &d.join("o"));
+    assert!(other.wait_log(30, |l| l.contains("auth key already used")), "{}", tail(&other.log()));
+    assert_eq!(json(d, &["nodes", "list", "-o", "json"]).as_array().unwrap().len(), 1);
+    n.stop();
+    other.stop();
+    drop(s);
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
