@@ -177,6 +177,11 @@ impl Control {
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS)
             .max_header_list_size(16 * 1024)
+            // Requests are small and answers are written as they are made:
+            // small windows and send buffers keep an idle client cheap.
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(128 * 1024)
+            .max_send_buf_size(32 * 1024)
             .serve_connection(
                 TokioIo::new(io),
                 hyper::service::service_fn(move |req| {
@@ -235,3 +240,6 @@ pub fn html_escape(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,7 @@
 //! The Noise transport as an async byte stream, so hyper can speak HTTP/2
-//! inside it. Records are decrypted as they arrive and writes are cut into
-//! records of at most 4077 plaintext bytes. Memory per connection is bounded:
-//! one record in, one record out.
+//! inside it. Records are decrypted in place as they arrive and writes are
+//! cut into records of at most 4077 plaintext bytes. Memory per connection is
+//! bounded: one record in, one record out.
 
 use std::io;
 use std::pin::Pin;
@@ -9,17 +9,16 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::noise::{open_record, record_len, seal_record, CipherState, MAX_PLAINTEXT, MAX_RECORD};
+use crate::noise::{open_record, record_len, seal_record, CipherState, MAX_PLAINTEXT};
 
 pub struct NoiseIo<S> {
     inner: S,
     rx: CipherState,
     tx: CipherState,
-    /// Ciphertext read but not yet a whole record.
+    /// Bytes of the record being read. Once whole it is decrypted in place,
+    /// and `plain` is the part of it not yet handed to the reader.
     rbuf: Vec<u8>,
-    /// Plaintext of the last record, from `rpos` on not yet read.
-    plain: Vec<u8>,
-    rpos: usize,
+    plain: std::ops::Range<usize>,
     /// A sealed record (or the early bytes) not yet fully written.
     wbuf: Vec<u8>,
     wpos: usize,
@@ -32,16 +31,7 @@ fn bad(e: crate::noise::NoiseError) -> io::Error {
 impl<S> NoiseIo<S> {
     /// `pending` is written before anything else (e.g. the handshake response).
     pub fn new(inner: S, rx: CipherState, tx: CipherState, pending: Vec<u8>) -> Self {
-        NoiseIo {
-            inner,
-            rx,
-            tx,
-            rbuf: Vec::with_capacity(MAX_RECORD),
-            plain: Vec::new(),
-            rpos: 0,
-            wbuf: pending,
-            wpos: 0,
-        }
+        NoiseIo { inner, rx, tx, rbuf: Vec::new(), plain: 0..0, wbuf: pending, wpos: 0 }
     }
 }
 
@@ -64,37 +54,43 @@ impl<S: AsyncRead + Unpin> AsyncRead for NoiseIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            if this.rpos < this.plain.len() {
-                let n = (this.plain.len() - this.rpos).min(buf.remaining());
-                buf.put_slice(&this.plain[this.rpos..this.rpos + n]);
-                this.rpos += n;
+            if !this.plain.is_empty() {
+                let n = this.plain.len().min(buf.remaining());
+                buf.put_slice(&this.rbuf[this.plain.start..this.plain.start + n]);
+                this.plain.start += n;
+                if this.plain.is_empty() {
+                    this.rbuf.clear();
+                }
                 return Poll::Ready(Ok(()));
             }
-            if let Some(len) = record_len(&this.rbuf).map_err(bad)? {
-                if this.rbuf.len() >= len {
-                    let plain = open_record(&mut this.rx, &mut this.rbuf[..len]).map_err(bad)?.to_vec();
-                    this.rbuf.drain(..len);
-                    this.plain = plain;
-                    this.rpos = 0;
+            let want = match record_len(&this.rbuf).map_err(bad)? {
+                Some(len) if this.rbuf.len() == len => {
+                    let n = open_record(&mut this.rx, &mut this.rbuf[..len]).map_err(bad)?.len();
+                    // An empty record carries nothing: read on.
+                    this.plain = if n == 0 { 0..0 } else { crate::noise::HEADER_LEN..crate::noise::HEADER_LEN + n };
+                    if n == 0 {
+                        this.rbuf.clear();
+                    }
                     continue;
                 }
-            }
-            // Read at most up to the end of one record.
-            let want = match record_len(&this.rbuf).map_err(bad)? {
                 Some(len) => len - this.rbuf.len(),
                 None => crate::noise::HEADER_LEN - this.rbuf.len(),
             };
-            let mut tmp = [0u8; MAX_RECORD];
-            let mut rb = ReadBuf::new(&mut tmp[..want]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
-            if rb.filled().is_empty() {
+            // Read no further than the end of this record.
+            let have = this.rbuf.len();
+            this.rbuf.resize(have + want, 0);
+            let mut rb = ReadBuf::new(&mut this.rbuf[have..]);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let got = rb.filled().len();
+            this.rbuf.truncate(have + got);
+            ready!(polled)?;
+            if got == 0 {
                 return if this.rbuf.is_empty() {
                     Poll::Ready(Ok(()))
                 } else {
                     Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
                 };
             }
-            this.rbuf.extend_from_slice(rb.filled());
         }
     }
 }

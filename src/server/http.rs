@@ -79,6 +79,8 @@ impl Http {
                 },
                 _ = shutdown.changed() => return,
             };
+            // Small frames (keep-alives, deltas) must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 log::debug!("refusing {peer}: {} connections already open", self.max_connections);
                 continue;

@@ -20,7 +20,7 @@ use crate::store::{Store, StoreError};
 use crate::tailcfg::DerpMap;
 
 /// Concurrent TCP connections before new ones are turned away (board profiles tune it later).
-const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS: usize = 2048;
 
 #[derive(Debug)]
 pub enum ServeError {

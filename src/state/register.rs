@@ -366,3 +366,134 @@ fn hostname_of(req: &RegisterRequest) -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Allocation, Prefixes};
+    use crate::state::{NewPreAuthKey, NewUser, Settings};
+    use crate::store::Store;
+
+    fn state(dir: &std::path::Path) -> State {
+        let p = Prefixes { v4: Some("100.64.0.0/24".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
+        let mut s = Settings::new(p);
+        s.node_expiry = crate::clock::Span(3600);
+        State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), s).unwrap()
+    }
+
+    fn req(node: u8, extra: serde_json::Value) -> RegisterRequest {
+        let mut v = serde_json::json!({"Version": 130, "NodeKey": NodePublic([node; 32]).to_string(), "Hostinfo": {"Hostname": "h"}});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn now() -> i64 {
+        clock::build_epoch() + 1000
+    }
+
+    #[test]
+    fn pre_auth_key_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let u = s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
+        let mk = |reusable, ephemeral, expiration, tags: Vec<String>| {
+            s.create_preauth_key(NewPreAuthKey { user: Some(u.id), reusable, ephemeral, tags, expiration }, 1)
+                .unwrap()
+                .1
+        };
+        let once = mk(false, false, now() + 100, vec![]);
+        let m1 = MachinePublic([1; 32]);
+        let Registered::Authorized(n) =
+            s.register(m1, &req(1, serde_json::json!({"Auth": {"AuthKey": once}})), now()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(n.expiry, Some(now() + 3600), "node.expiry applies");
+        // The same machine and node key again (tsnet): fine; another machine: spent.
+        assert!(matches!(
+            s.register(m1, &req(1, serde_json::json!({"Auth": {"AuthKey": once}})), now()),
+            Ok(Registered::Authorized(_))
+        ));
+        let m2 = MachinePublic([2; 32]);
+        let r = s.register(m2, &req(2, serde_json::json!({"Auth": {"AuthKey": once}})), now());
+        assert!(matches!(r, Err(RegisterError::Refused(ref m)) if m == "auth key already used"), "{r:?}");
+        // Expired key; a clock in 1970 expires nothing.
+        let old = mk(true, false, now() - 10, vec![]);
+        let r = s.register(m2, &req(2, serde_json::json!({"Auth": {"AuthKey": old.clone()}})), now());
+        assert!(matches!(r, Err(RegisterError::Refused(ref m)) if m == "auth key expired"));
+        assert!(matches!(
+            s.register(m2, &req(2, serde_json::json!({"Auth": {"AuthKey": old}})), 5),
+            Ok(Registered::Authorized(_))
+        ));
+        // A node key owned by another machine.
+        assert!(matches!(s.register(m2, &req(1, serde_json::json!({})), now()), Err(RegisterError::Unauthorized(_))));
+        // Tags-only keys: owned by tagged-devices, never expire.
+        let tag_key = s
+            .create_preauth_key(
+                NewPreAuthKey {
+                    user: None,
+                    reusable: false,
+                    ephemeral: true,
+                    tags: vec!["tag:srv".into()],
+                    expiration: now() + 99,
+                },
+                1,
+            )
+            .unwrap()
+            .1;
+        let Registered::Authorized(t) = s
+            .register(MachinePublic([3; 32]), &req(3, serde_json::json!({"Auth": {"AuthKey": tag_key}})), now())
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((t.user_id, t.expiry, t.ephemeral), (TAGGED_DEVICES, None, true));
+        assert_eq!(t.tags, ["tag:srv"]);
+    }
+
+    #[test]
+    fn logout_and_interactive_logins() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let u = s.create_user(NewUser { name: "bob".into(), ..Default::default() }, 1).unwrap();
+        let m = MachinePublic([9; 32]);
+        let Registered::NeedsLogin(id) = s.register(m, &req(9, serde_json::json!({})), now()).unwrap() else {
+            panic!()
+        };
+        assert!(valid_auth_id(&id));
+        assert_eq!(auth_id_of(&format!("http://x/register/{id}")), Some(id.as_str()));
+        // Only the machine that asked may wait on it.
+        assert!(s.login_waiter(&id, MachinePublic([8; 32])).is_none());
+        let rx = s.login_waiter(&id, m).unwrap();
+        let n = s.approve_login(&id, u.id, "cli", now()).unwrap();
+        assert_eq!(*rx.borrow(), Some(Approval::Approved(n.id)));
+        assert!(s.approve_login(&id, u.id, "cli", now()).is_err(), "single use");
+        // Logout with the 1970 timestamp, even on a clock still in 1970.
+        let r = s.register(m, &req(9, serde_json::json!({"Expiry": "1970-01-01T00:02:03Z"})), 200).unwrap();
+        assert!(matches!(r, Registered::Expired));
+        assert!(matches!(s.register(m, &req(9, serde_json::json!({})), now()).unwrap(), Registered::Expired));
+        // Zero expiry is not a logout.
+        let m2 = MachinePublic([7; 32]);
+        let Registered::NeedsLogin(_) =
+            s.register(m2, &req(7, serde_json::json!({"Expiry": "0001-01-01T00:00:00Z"})), now()).unwrap()
+        else {
+            panic!()
+        };
+    }
+
+    #[test]
+    fn pending_logins_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let mut first = None;
+        for i in 0..(PENDING_CAP + 10) {
+            let m = MachinePublic([(i % 250) as u8 + 1; 32]);
+            let mut r = req(1, serde_json::json!({}));
+            r.node_key = NodePublic([(i % 250) as u8 + 1; 32]);
+            let Registered::NeedsLogin(id) = s.register(m, &r, now()).unwrap() else { panic!() };
+            first.get_or_insert(id);
+        }
+        assert_eq!(s.pending_logins().len(), PENDING_CAP);
+        assert!(s.login_waiter(first.as_ref().unwrap(), MachinePublic([1; 32])).is_none(), "the oldest went first");
+    }
+}

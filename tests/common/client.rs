@@ -57,6 +57,7 @@ pub async fn server_key(addr: &str) -> MachinePublic {
 /// after the response headers, and the status.
 pub async fn upgrade(addr: &str, init: &[u8]) -> (TcpStream, u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.set_nodelay(true);
     let req = format!(
         "POST /ts2021 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
         tinyscale::base64::encode(init)

@@ -1,0 +1,248 @@
+//! The control-plane benchmark: N simulated nodes (the Rust test client) on
+//! the real tinyscale binary. Prints, for N = 50, 250, 1000: server RSS,
+//! handshakes and registrations per second, the time to a new node's first
+//! (full) map, and the fan-out latency of one node's change to every other
+//! stream (p50/p99). Figures only; nothing here asserts a time.
+//!
+//!   cargo bench --bench fanout            (BENCH_NODES=50,250 to choose sizes)
+//!   BENCH_BIN=target/x86_64-unknown-linux-musl/release/tinyscale cargo bench --bench fanout
+
+#[path = "../tests/common/client.rs"]
+mod client;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::{Client, MapStream};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// The server under test: BENCH_BIN (e.g. the static musl build a router
+/// runs, whose allocator differs from glibc's), else this build's binary.
+fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tinyscale").to_string())
+}
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = Command::new(bin()).args(args).current_dir(dir).env_clear().output().unwrap();
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Row {
+    n: usize,
+    rss_idle: u64,
+    rss_n: u64,
+    handshakes_per_s: f64,
+    registrations_per_s: f64,
+    first_map_ms: f64,
+    first_map_bytes: usize,
+    fanout_p50_ms: f64,
+    fanout_p99_ms: f64,
+}
+
+async fn bench(n: usize) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut server = Command::new(bin())
+        .arg("serve")
+        .current_dir(d)
+        .env_clear()
+        .env("TINYSCALE_LISTEN_ADDR", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = server.id();
+    let err = server.stderr.take().unwrap();
+    let (atx, arx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = atx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let addr = arx.recv_timeout(Duration::from_secs(20)).expect("the server did not start");
+    cli(d, &["users", "create", "bench"]);
+    let key: Value =
+        serde_json::from_str(&cli(d, &["preauthkeys", "create", "--user", "bench", "--reusable", "-o", "json"]))
+            .unwrap();
+    let key = Arc::new(key["key"].as_str().unwrap().to_string());
+    let server_key = client::server_key(&addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = rss_kib(pid);
+
+    // Handshakes: connect N clients, 16 at a time.
+    let t = Instant::now();
+    let mut clients = Vec::with_capacity(n);
+    let mut machines = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let futs: Vec<_> = chunk
+            .iter()
+            .map(|_| {
+                let addr = addr.clone();
+                tokio::spawn(async move { Client::connect(&addr, server_key, client::random32()).await.unwrap() })
+            })
+            .collect();
+        for f in futs {
+            let c = f.await.unwrap();
+            machines.push(c.machine_private);
+            clients.push(c);
+        }
+    }
+    let handshakes_per_s = n as f64 / t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_conn = rss_kib(pid);
+
+    // Registrations (each one is a flushed write to the store), 16 at a time.
+    let t = Instant::now();
+    let mut nodes = Vec::with_capacity(n);
+    let mut registered = Vec::with_capacity(n);
+    let mut it = clients.into_iter().enumerate().peekable();
+    while it.peek().is_some() {
+        let batch: Vec<_> = (&mut it).take(16).collect();
+        let futs: Vec<_> = batch
+            .into_iter()
+            .map(|(i, mut c)| {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let node = client::random32();
+                    c.register_with_key(&node, &key, &format!("n{i}")).await;
+                    (c, node)
+                })
+            })
+            .collect();
+        for f in futs {
+            let (c, node) = f.await.unwrap();
+            registered.push(c);
+            nodes.push(node);
+        }
+    }
+    let registrations_per_s = n as f64 / t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_reg = rss_kib(pid);
+
+    // Streams: every node opens its map stream; time the first map of the last ten.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
+    let mut first_map = Vec::new();
+    let mut first_map_bytes = 0;
+    let total = n;
+    for (i, (mut c, node)) in registered.into_iter().zip(nodes.iter().copied()).enumerate() {
+        let t = Instant::now();
+        let mut s: MapStream = c.map_stream(&Client::map_request(&node, true)).await.unwrap();
+        let first = s.next().await.unwrap();
+        if i + 10 >= total {
+            first_map.push(t.elapsed().as_secs_f64() * 1000.0);
+            first_map_bytes = first.to_string().len();
+            if let Ok(path) = std::env::var("BENCH_DUMP") {
+                let _ = std::fs::write(format!("{path}.{n}.json"), first.to_string());
+            }
+        }
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _keep = c;
+            while let Some(m) = s.next().await {
+                let hit = m["PeersChangedPatch"].as_array().into_iter().flatten().any(|p| {
+                    p["Endpoints"]
+                        .as_array()
+                        .is_some_and(|e| e.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with("203.0.113."))))
+                });
+                if hit {
+                    let _ = tx.send((i, Instant::now()));
+                }
+            }
+        });
+    }
+    // Let the online notices settle.
+    tokio::time::sleep(Duration::from_secs(2 + n as u64 / 250)).await;
+    while rx.try_recv().is_ok() {}
+    let rss_n = rss_kib(pid);
+    drop(tx);
+    if std::env::var("BENCH_VERBOSE").is_ok() {
+        eprintln!("n={n}: RSS idle {rss_idle} KiB, connected {rss_conn}, registered {rss_reg}, streaming {rss_n}");
+    }
+
+    // Fan-out: node 0 reports new endpoints five times (over a second
+    // connection of its own machine); every other stream must hear it.
+    let mut c0 = Client::connect(&addr, server_key, machines[0]).await.unwrap();
+    let mut lat = Vec::new();
+    for round in 0..5 {
+        let mut req = Client::map_request(&nodes[0], false);
+        req["Endpoints"] = json!([format!("203.0.113.{}:41641", round + 1)]);
+        let t = Instant::now();
+        let status = c0.lite(&req).await;
+        assert_eq!(status, 200, "lite update refused");
+        let mut got = 0;
+        while got < n - 1 {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some((_, at))) => {
+                    lat.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                    got += 1;
+                }
+                _ => break,
+            }
+        }
+        if got < n - 1 {
+            eprintln!("round {round}: only {got} of {} streams heard the change", n - 1);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    first_map.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let _ = server.kill();
+    let _ = server.wait();
+    Row {
+        n,
+        rss_idle,
+        rss_n,
+        handshakes_per_s,
+        registrations_per_s,
+        first_map_ms: percentile(&first_map, 0.5),
+        first_map_bytes,
+        fanout_p50_ms: percentile(&lat, 0.5),
+        fanout_p99_ms: percentile(&lat, 0.99),
+    }
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_NODES")
+        .unwrap_or_else(|_| "50,250,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    println!("| nodes | server RSS idle (MiB) | server RSS with N streams (MiB) | handshakes/s | registrations/s | first map of a new node (ms, bytes) | fan-out p50 (ms) | fan-out p99 (ms) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let r = rt.block_on(bench(n));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} ms, {} B | {:.1} | {:.1} |",
+            r.n,
+            r.rss_idle as f64 / 1024.0,
+            r.rss_n as f64 / 1024.0,
+            r.handshakes_per_s,
+            r.registrations_per_s,
+            r.first_map_ms,
+            r.first_map_bytes,
+            r.fanout_p50_ms,
+            r.fanout_p99_ms
+        );
+    }
+}
