@@ -289,3 +289,33 @@ async fn bad_input_is_refused_and_disturbs_nothing() {
     assert_eq!(http_get(&addr, "/health").0, 200);
     assert!(!s.log().contains("panicked"));
 }
+
+#[tokio::test]
+async fn the_connection_cap_holds_for_noise_connections_too() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(d.join("config.yaml"), "listen_addr: 127.0.0.1:0\ntuning:\n  max_connections: 2\n").unwrap();
+    let s = Server::start(&d, &[], &[]);
+    let addr = s.host_port();
+    let server = client::server_key(&addr).await;
+    let a = Client::connect(&addr, server, client::random32()).await.unwrap();
+    let b = Client::connect(&addr, server, client::random32()).await.unwrap();
+    // Both slots are held by live Noise connections: a third is closed at once.
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), third.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "a connection beyond the cap was served");
+    drop(a);
+    // A slot frees when a connection ends.
+    let mut ok_again = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if Client::connect(&addr, server, client::random32()).await.is_ok() {
+            ok_again = true;
+            break;
+        }
+    }
+    assert!(ok_again, "the cap did not free a slot");
+    drop(b);
+}

@@ -177,6 +177,8 @@ pub struct Config {
     pub taildrop_enabled: bool,
     pub preauth_keys_revoked_retention: Span,
     pub oidc: Option<Oidc>,
+    /// tinyscale's own `tuning.max_connections`: TCP connections served at once.
+    pub max_connections: usize,
 }
 
 /// A configuration that loaded, with what is worth telling the admin.
@@ -515,6 +517,10 @@ fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
     }
     let preauth_keys_revoked_retention = r.span("preauth_keys.revoked_retention", Span(168 * 3600));
     let oidc = read_oidc(r, base);
+    let max_connections = r.int("tuning.max_connections", 2048);
+    if !(1..=1_000_000).contains(&max_connections) {
+        r.error("tuning.max_connections", format!("{max_connections} is not between 1 and 1000000"));
+    }
 
     // State that must survive a reboot must not sit in RAM.
     for (key, p) in [
@@ -556,6 +562,7 @@ fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
         taildrop_enabled,
         preauth_keys_revoked_retention,
         oidc,
+        max_connections: max_connections.clamp(1, 1_000_000) as usize,
     }
 }
 

@@ -96,7 +96,13 @@ impl Control {
 
     /// `POST /ts2021`: checks the upgrade, answers the Noise handshake and
     /// hands the connection to HTTP/2 once hyper has switched protocols.
-    pub fn upgrade(self: &Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// `slot` is the connection's place under the connection cap: it stays
+    /// taken while the Noise stream lives.
+    pub fn upgrade<G: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        slot: G,
+    ) -> Response<Full<Bytes>> {
         let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !upgrade.eq_ignore_ascii_case("tailscale-control-protocol") {
             return text(StatusCode::BAD_REQUEST, "this endpoint needs Upgrade: tailscale-control-protocol\n");
@@ -138,6 +144,7 @@ impl Control {
         };
         let this = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
                 Err(e) => {

@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::control::Control;
 
@@ -35,25 +35,32 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     r
 }
 
-async fn route(req: Request<Incoming>, control: Arc<Control>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Holds one of the connection slots for as long as any part of the
+/// connection lives, the upgraded Noise stream included.
+pub type Slot = Arc<OwnedSemaphorePermit>;
+
+async fn route(req: Request<Incoming>, control: Arc<Control>, slot: Slot) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     Ok(match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
         ("GET", "/key") => control.key(req.uri().query()),
-        ("POST" | "GET", "/ts2021") => control.upgrade(req),
+        ("POST" | "GET", "/ts2021") => control.upgrade(req, slot),
         ("GET", p) if p.starts_with("/register/") => control.register_page(&p["/register/".len()..]),
         _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     })
 }
 
-async fn serve_conn<S>(io: S, control: Arc<Control>, mut shutdown: watch::Receiver<bool>)
+async fn serve_conn<S>(io: S, control: Arc<Control>, slot: Slot, mut shutdown: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), hyper::service::service_fn(move |req| route(req, control.clone())))
+        .serve_connection(
+            TokioIo::new(io),
+            hyper::service::service_fn(move |req| route(req, control.clone(), slot.clone())),
+        )
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -87,11 +94,11 @@ impl Http {
             };
             let (control, tls, rx) = (self.control.clone(), self.tls.clone(), shutdown.clone());
             tokio::spawn(async move {
-                let _permit = permit;
+                let slot = Arc::new(permit);
                 match tls {
-                    None => serve_conn(stream, control, rx).await,
+                    None => serve_conn(stream, control, slot, rx).await,
                     Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_conn(tls, control, rx).await,
+                        Ok(Ok(tls)) => serve_conn(tls, control, slot, rx).await,
                         Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                     },

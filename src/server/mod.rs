@@ -19,9 +19,6 @@ use crate::state::{Settings, State, StateError};
 use crate::store::{Store, StoreError};
 use crate::tailcfg::DerpMap;
 
-/// Concurrent TCP connections before new ones are turned away (board profiles tune it later).
-const MAX_CONNECTIONS: usize = 2048;
-
 #[derive(Debug)]
 pub enum ServeError {
     Config(String),
@@ -131,7 +128,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         ));
         log::info!("Noise public key {}", control.public_key());
         tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
-        let http = http::Http { control, tls, max_connections: MAX_CONNECTIONS };
+        let http = http::Http { control, tls, max_connections: cfg.max_connections };
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
         let api_task = tokio::spawn(socket::run(api_listener, cfg.unix_socket.clone(), state.clone(), stop_rx));
 

@@ -62,7 +62,10 @@ pub async fn upgrade(addr: &str, init: &[u8]) -> (TcpStream, u16, String) {
         "POST /ts2021 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
         tinyscale::base64::encode(init)
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    // A refused connection shows as status 0, not as a panic.
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (s, 0, String::new());
+    }
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
