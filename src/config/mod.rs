@@ -96,6 +96,8 @@ pub struct Derp {
     pub server: DerpServer,
     pub urls: Vec<String>,
     pub paths: Vec<PathBuf>,
+    /// The regions of the `paths` files (Headscale's YAML form), merged in order.
+    pub from_paths: crate::tailcfg::DerpMap,
     pub auto_update_enabled: bool,
     pub update_frequency: Span,
 }
@@ -682,7 +684,19 @@ fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf) -> Der
             r.error(&format!("derp.urls[{i}]"), format!("{u:?} is not an http(s) URL"));
         }
     }
-    let paths = r.string_list("derp.paths").iter().map(|p| resolve(base, p)).collect();
+    let paths: Vec<PathBuf> = r.string_list("derp.paths").iter().map(|p| resolve(base, p)).collect();
+    // Local files, read here so configtest reports a broken one (still offline).
+    let mut from_paths = crate::tailcfg::DerpMap::default();
+    for (i, p) in paths.iter().enumerate() {
+        let key = format!("derp.paths[{i}]");
+        match std::fs::read_to_string(p) {
+            Err(e) => r.error(&key, format!("cannot read {}: {e}", p.display())),
+            Ok(text) => match serde_yaml::from_str::<crate::tailcfg::DerpMap>(&text) {
+                Ok(m) => from_paths.merge(m),
+                Err(e) => r.error(&key, format!("{} is not a DERP map: {e}", p.display())),
+            },
+        }
+    }
     let auto_update_enabled = r.boolean("derp.auto_update_enabled", true);
     let update_frequency = r.span("derp.update_frequency", Span(3 * 3600));
     if auto_update_enabled && update_frequency.is_zero() {
@@ -704,6 +718,7 @@ fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf) -> Der
         },
         urls,
         paths,
+        from_paths,
         auto_update_enabled,
         update_frequency,
     }

@@ -221,3 +221,19 @@ fn env_expansion() {
     assert_eq!(expand_env("${A}/$B_2/$NOPE/${A", &e), "x/y//${A");
     assert_eq!(expand_env("cost $5", &e), "cost ");
 }
+
+#[test]
+fn derp_paths_are_read_and_checked_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("derp.yaml");
+    std::fs::write(&good, "regions:\n  900:\n    regionid: 900\n    regioncode: home\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: router.lan\n").unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "regions: [1, 2\n").unwrap();
+    let text = format!("derp:\n  paths:\n    - {}\n", good.display());
+    let c = ok(&text, &[]).config;
+    assert_eq!(c.derp.from_paths.regions[&900].nodes[0].host_name, "router.lan");
+    let text = format!("derp:\n  paths:\n    - {}\n    - {}/missing.yaml\n", broken.display(), dir.path().display());
+    let e = errs(&text, &[]);
+    let got: Vec<(String, Option<usize>)> = e.errors.iter().map(|d| (d.path.clone(), d.line())).collect();
+    assert_eq!(got, [("derp.paths[0]".to_string(), Some(3)), ("derp.paths[1]".to_string(), Some(4))], "{e}");
+}

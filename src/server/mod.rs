@@ -46,17 +46,6 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// The DERP map from the `derp.paths` files (Headscale's YAML form), merged in order.
-pub fn load_derp_paths(paths: &[std::path::PathBuf]) -> Result<DerpMap, String> {
-    let mut map = DerpMap::default();
-    for p in paths {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("derp.paths: cannot read {}: {e}", p.display()))?;
-        let m: DerpMap = serde_yaml::from_str(&text).map_err(|e| format!("derp.paths: {}: {e}", p.display()))?;
-        map.merge(m);
-    }
-    Ok(map)
-}
-
 /// What every map carries, from the config.
 fn map_context(cfg: &Config, derp_map: DerpMap) -> mapper::Context {
     let base_domain = if cfg.dns.magic_dns { cfg.dns.base_domain.clone() } else { String::new() };
@@ -82,7 +71,7 @@ fn map_context(cfg: &Config, derp_map: DerpMap) -> mapper::Context {
 }
 
 pub fn run(cfg: Config) -> Result<(), ServeError> {
-    let derp_map = load_derp_paths(&cfg.derp.paths).map_err(ServeError::Config)?;
+    let derp_map = cfg.derp.from_paths.clone();
     if derp_map.regions.is_empty() {
         log::warn!("the DERP map is empty: clients stay in \"Starting\" until it names a region (derp.paths)");
     }
