@@ -21,7 +21,6 @@ use crate::tailcfg::DerpMap;
 
 #[derive(Debug)]
 pub enum ServeError {
-    Config(String),
     Store(StoreError),
     State(StateError),
     Key(keyfile::KeyFileError),
@@ -33,7 +32,6 @@ pub enum ServeError {
 impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServeError::Config(e) => f.write_str(e),
             ServeError::Store(e) => e.fmt(f),
             ServeError::State(e) => e.fmt(f),
             ServeError::Key(e) => e.fmt(f),
