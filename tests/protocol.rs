@@ -76,14 +76,14 @@ async fn nodes_join_and_every_change_reaches_the_peers() {
     while let Some(m) = a.stream.next_update(10).await {
         for p in m["PeersChangedPatch"].as_array().into_iter().flatten() {
             assert_eq!(p["NodeID"], id_b);
-            seen_online |= p["Online"] == true;
             saw_endpoint |= p["Endpoints"] == json!(["198.51.100.7:41641"]);
         }
+        seen_online |= m["OnlineChange"][id_b.to_string()] == true;
         if seen_online && saw_endpoint {
             break;
         }
     }
-    assert!(seen_online && saw_endpoint, "a did not get b's online state and endpoints as patches");
+    assert!(seen_online && saw_endpoint, "a did not get b's online state (OnlineChange) and endpoints (patch)");
 
     // The CLI acts on live nodes: rename and expire reach the peer, and the node itself.
     ok(&d, &["nodes", "rename", "-i", &id_b.to_string(), "bee"]);

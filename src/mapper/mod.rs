@@ -199,18 +199,17 @@ pub fn delta(
             e.derp_region = Some(p.home_derp);
         }
     }
-    for (id, on) in online.into_iter().filter(|(id, _)| !changed.contains(id) && snap.nodes.contains_key(id)) {
-        let e = patches.entry(id).or_insert_with(|| PeerChange { node_id: id, ..Default::default() });
-        e.online = Some(on);
-        if !on {
-            e.last_seen = presence.get(&id).and_then(|p| p.last_seen).map(time);
-        }
-    }
+    resp.online_change = online
+        .into_iter()
+        .filter(|(id, _)| !changed.contains(id) && snap.nodes.contains_key(id))
+        .map(|(id, on)| (id.to_string(), on))
+        .collect();
     resp.peers_changed_patch = patches.into_values().collect();
     if resp.node.is_none()
         && resp.peers_changed.is_empty()
         && resp.peers_removed.is_empty()
         && resp.peers_changed_patch.is_empty()
+        && resp.online_change.is_empty()
     {
         return Delta::Nothing;
     }

@@ -66,8 +66,9 @@ fn deltas_are_the_smallest_update() {
     assert_eq!(
         j["PeersChangedPatch"],
         serde_json::json!([{"NodeID": a, "DERPRegion": 0, "Endpoints": ["1.2.3.4:41641"],
-        "DiscoKey": format!("discokey:{}", "07".repeat(32)), "Online": true}])
+        "DiscoKey": format!("discokey:{}", "07".repeat(32))}])
     );
+    assert_eq!(j["OnlineChange"], serde_json::json!({a.to_string(): true}));
     assert!(j.get("Peers").is_none() && j.get("Node").is_none());
 
     let Delta::Send(r) = d(&[Change::NodeChanged(b), Change::Endpoints(b)]) else { panic!() };

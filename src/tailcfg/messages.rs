@@ -212,10 +212,6 @@ pub struct PeerChange {
     pub endpoints: Option<Vec<String>>,
     #[serde(rename = "DiscoKey", skip_serializing_if = "Option::is_none")]
     pub disco_key: Option<DiscoPublic>,
-    #[serde(rename = "Online", skip_serializing_if = "Option::is_none")]
-    pub online: Option<bool>,
-    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none")]
-    pub last_seen: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -306,6 +302,9 @@ pub struct MapResponse {
     pub peers_removed: Vec<u64>,
     #[serde(rename = "PeersChangedPatch", skip_serializing_if = "Vec::is_empty")]
     pub peers_changed_patch: Vec<PeerChange>,
+    /// Node id (as a string, Go's map-key form) → online.
+    #[serde(rename = "OnlineChange", skip_serializing_if = "BTreeMap::is_empty")]
+    pub online_change: BTreeMap<String, bool>,
     #[serde(rename = "DNSConfig", skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<std::sync::Arc<DnsConfig>>,
     #[serde(rename = "Domain", skip_serializing_if = "String::is_empty")]
