@@ -14,6 +14,7 @@ pub mod dns;
 pub mod logger;
 pub mod mapper;
 pub mod noise;
+pub mod oidc;
 pub mod server;
 pub mod state;
 pub mod store;

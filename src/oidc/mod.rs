@@ -1,0 +1,3 @@
+//! Login through an OpenID Connect provider (authentik, or any other).
+
+pub mod jwt;
