@@ -76,7 +76,9 @@ fn render(format: Format, now: i64, level: Level, target: &str, msg: &str) -> St
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // Libraries' debug chatter (ureq's per-request lines) stays out of a debug log.
+        let ours = metadata.target().starts_with("tinyscale");
+        metadata.level() <= log::max_level() && (ours || metadata.level() <= Level::Info)
     }
 
     fn log(&self, record: &Record) {

@@ -28,7 +28,12 @@ fi
 step "the real Tailscale client (../shared/realclient, into target/realclient)"
 ../shared/realclient/install.sh "$PWD/target/realclient"
 
-step "unit, process and real-client tests"
+step "the test OpenID provider (../shared/test-idp, into target/idp)"
+mkdir -p target/idp
+cp ../shared/test-idp/package.json ../shared/test-idp/package-lock.json ../shared/test-idp/server.mjs target/idp/
+(cd target/idp && npm ci --no-audit --no-fund --loglevel=error)
+
+step "unit, process, real-client and OIDC tests"
 cargo test --locked
 
 for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl; do

@@ -308,7 +308,7 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
         ("POST", ["auth", "register"]) => {
             let b: AuthRegister = parse_body(req.body)?;
             let user = resolve_user(&snap, &b.user)?;
-            let n = state.approve_login(&b.auth_id, user, "cli", now)?;
+            let n = state.approve_login(&b.auth_id, user, "cli", None, now)?;
             ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("GET", ["auth", "pending"]) => {

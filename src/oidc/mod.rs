@@ -1,3 +1,373 @@
-//! Login through an OpenID Connect provider (authentik, or any other).
+//! Login through an OpenID Connect provider (authentik, or any other), as
+//! Headscale's `oidc:` section configures it.
+//!
+//! `/register/<id>` sends the browser to the provider with state, nonce and
+//! PKCE bound to it by cookies; `/oidc/callback` exchanges the code, verifies
+//! the ID token and admits the person; a confirmation page (POST with a CSRF
+//! token) then registers the device and answers its waiting client. Network
+//! calls use blocking ureq and always run in `spawn_blocking`; the rules
+//! (`jwt`, `identity`, `provider`, `flow`) are pure.
 
+pub mod flow;
+pub mod http;
+pub mod identity;
 pub mod jwt;
+pub mod pages;
+pub mod provider;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Response, StatusCode};
+
+use crate::clock;
+use crate::config::Oidc as Config;
+use crate::state::State;
+use identity::{Identity, Refusal};
+use provider::{Provider, TokenAuth};
+
+/// Clock skew tolerated on `exp`, `iat` and `nbf` (routers without an RTC drift).
+const LEEWAY: i64 = 60;
+/// A JWKS refetch for an unknown key id happens at most this often.
+const JWKS_REFETCH: Duration = Duration::from_secs(60);
+
+struct Jwks {
+    keys: Vec<jwt::Jwk>,
+    fetched: Option<Instant>,
+}
+
+struct Confirmation {
+    auth_id: String,
+    identity: Identity,
+    expiry: Option<i64>,
+}
+
+pub struct Oidc {
+    cfg: Config,
+    secret: Vec<u8>,
+    http: http::Client,
+    provider: RwLock<Option<Arc<Provider>>>,
+    jwks: Mutex<Jwks>,
+    logins: flow::Expiring<flow::Pending>,
+    confirmations: flow::Expiring<Confirmation>,
+    state: Arc<State>,
+    redirect_uri: String,
+    secure_cookies: bool,
+}
+
+type Page = Response<Full<Bytes>>;
+
+fn html(status: StatusCode, body: String, cookies: &[String]) -> Page {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    for c in cookies {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(c) {
+            h.append(hyper::header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+fn refusal(r: &Refusal) -> Page {
+    html(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+        pages::refused(r.status, &r.message, r.hint.as_deref()),
+        &[],
+    )
+}
+
+fn refuse(status: u16, message: &str) -> Page {
+    refusal(&Refusal { status, message: message.into(), hint: None })
+}
+
+impl Oidc {
+    pub fn new(cfg: Config, state: Arc<State>, server_url: &str, env: &dyn Fn(&str) -> Option<String>) -> Oidc {
+        let roots = http::load_roots(env);
+        if roots.is_empty() && cfg.issuer.starts_with("https://") {
+            log::warn!("no CA bundle found (set SSL_CERT_FILE, or install ca-bundle); HTTPS to the provider will fail");
+        }
+        let secret = cfg.client_secret.as_ref().map(|s| s.expose().as_bytes().to_vec()).unwrap_or_default();
+        Oidc {
+            secret,
+            http: http::Client::new(roots),
+            provider: RwLock::new(None),
+            jwks: Mutex::new(Jwks { keys: Vec::new(), fetched: None }),
+            logins: flow::Expiring::default(),
+            confirmations: flow::Expiring::default(),
+            state,
+            redirect_uri: format!("{}/oidc/callback", server_url.trim_end_matches('/')),
+            secure_cookies: server_url.starts_with("https://"),
+            cfg,
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.cfg.issuer
+    }
+
+    pub fn only_start_if_available(&self) -> bool {
+        self.cfg.only_start_if_oidc_is_available
+    }
+
+    pub fn ready(&self) -> bool {
+        self.provider.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn provider(&self) -> Option<Arc<Provider>> {
+        self.provider.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Discovery and the first JWKS fetch. Blocking: call from `spawn_blocking`.
+    pub fn discover(&self) -> Result<(), String> {
+        let url = provider::discovery_url(&self.cfg.issuer);
+        let doc = self.http.get_json(&url, None).map_err(|e| e.to_string())?;
+        let (p, warning) = provider::from_discovery(&doc, &self.cfg.issuer)?;
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
+        if !p.algs.is_empty() && p.algs.iter().all(|a| a == "ES512") {
+            log::warn!("the provider signs only with ES512 (P-521), which tinyscale cannot verify; give it an RSA, P-256 or P-384 key");
+        }
+        self.fetch_jwks(&p)?;
+        log::info!("using {} (token auth {:?}, algorithms {:?})", p.issuer, p.token_auth, p.algs);
+        *self.provider.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(p));
+        Ok(())
+    }
+
+    fn fetch_jwks(&self, p: &Provider) -> Result<(), String> {
+        let doc = self.http.get_json(&p.jwks_uri, None).map_err(|e| e.to_string())?;
+        let keys = jwt::parse_jwks(&doc);
+        let mut j = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
+        j.keys = keys;
+        j.fetched = Some(Instant::now());
+        Ok(())
+    }
+
+    /// `GET /register/<id>`: off to the provider.
+    pub fn start(&self, auth_id: &str) -> Page {
+        let Some(p) = self.provider() else {
+            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
+        };
+        let Some(pending) = self.state.pending_logins().into_iter().find(|r| r.id == auth_id) else {
+            return refuse(
+                410,
+                "This login link is unknown or has expired (they last 15 minutes). Run tailscale up again.",
+            );
+        };
+        let (Ok(state), Ok(nonce)) = (flow::random_hex(32), flow::random_hex(32)) else {
+            return refuse(500, "No randomness available.");
+        };
+        let verifier = if self.cfg.pkce_enabled {
+            match flow::new_verifier() {
+                Ok(v) => Some(v),
+                Err(_) => return refuse(500, "No randomness available."),
+            }
+        } else {
+            None
+        };
+        let url = flow::auth_url(&flow::AuthRequest {
+            endpoint: &p.authorization_endpoint,
+            client_id: &self.cfg.client_id,
+            redirect_uri: &self.redirect_uri,
+            scope: &self.cfg.scope,
+            state: &state,
+            nonce: &nonce,
+            pkce: verifier.as_ref().map(|v| (flow::challenge(v, self.cfg.pkce_method), self.cfg.pkce_method)),
+            extra: &self.cfg.extra_params,
+        });
+        log::debug!("login for pending device {} ({})", pending.hostname, auth_id);
+        let ttl = flow::TTL.as_secs();
+        let cookies = [
+            flow::set_cookie(&flow::cookie_name("state", &state), &state, "/oidc/callback", ttl, self.secure_cookies),
+            flow::set_cookie(&flow::cookie_name("nonce", &nonce), &nonce, "/oidc/callback", ttl, self.secure_cookies),
+        ];
+        self.logins.insert(state, flow::Pending { auth_id: auth_id.to_string(), nonce, verifier });
+        let mut r = html(StatusCode::FOUND, String::new(), &cookies);
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&url) {
+            r.headers_mut().insert(hyper::header::LOCATION, v);
+        }
+        r
+    }
+
+    /// `GET /oidc/callback`.
+    pub async fn callback(self: Arc<Self>, query: &str, cookie_header: Option<&str>) -> Page {
+        let q = flow::form(query);
+        if let Some(err) = q.get("error") {
+            let why = q.get("error_description").cloned().unwrap_or_else(|| err.clone());
+            log::info!("the provider refused a login: {err}");
+            return refuse(403, &format!("The identity provider did not sign you in: {why}"));
+        }
+        let (Some(state), Some(code)) =
+            (q.get("state").filter(|s| s.len() >= 6), q.get("code").filter(|c| !c.is_empty()))
+        else {
+            return refuse(400, "The callback lacks its code or state.");
+        };
+        let jar = flow::cookies(cookie_header);
+        match jar.get(&flow::cookie_name("state", state)) {
+            None => {
+                log::info!("callback without its state cookie");
+                return refuse(400, "This login did not start in this browser (its cookie is missing). Open the login link from tailscale up again, in one browser.");
+            }
+            Some(c) if c != state => return refuse(403, "This login's cookie does not match."),
+            Some(_) => {}
+        }
+        let Some(pending) = self.logins.take(state) else {
+            log::info!("a login state was replayed or expired");
+            return refuse(410, "This login was already used or has expired. Run tailscale up again for a new link.");
+        };
+        if jar.get(&flow::cookie_name("nonce", &pending.nonce)) != Some(&pending.nonce) {
+            return refuse(403, "This login's nonce cookie is missing or does not match.");
+        }
+        let nonce_cookie = flow::cookie_name("nonce", &pending.nonce);
+        let this = self.clone();
+        let code = code.clone();
+        let outcome = tokio::task::spawn_blocking(move || this.finish(&code, &pending)).await;
+        let (auth_id, identity, expiry) = match outcome {
+            Ok(Ok(x)) => x,
+            Ok(Err(r)) => return refusal(&r),
+            Err(_) => return refuse(500, "The login could not be completed."),
+        };
+        let Ok(csrf) = flow::random_hex(32) else { return refuse(500, "No randomness available.") };
+        let device = self
+            .state
+            .pending_logins()
+            .into_iter()
+            .find(|p| p.id == auth_id)
+            .map(|p| p.hostname)
+            .unwrap_or_else(|| "this device".into());
+        let shown =
+            if identity.display_name.is_empty() { identity.username.clone() } else { identity.display_name.clone() };
+        let body = pages::confirm(&auth_id, &csrf, &shown, &device);
+        let cookies = [
+            flow::set_cookie("ts_csrf", &csrf, "/register/confirm", flow::TTL.as_secs(), self.secure_cookies),
+            flow::set_cookie(&flow::cookie_name("state", state), "", "/oidc/callback", 0, self.secure_cookies),
+            // The state and nonce cookies have done their job.
+            flow::set_cookie(&nonce_cookie, "", "/oidc/callback", 0, self.secure_cookies),
+        ];
+        self.confirmations.insert(csrf, Confirmation { auth_id, identity, expiry });
+        html(StatusCode::OK, body, &cookies)
+    }
+
+    /// The blocking part of a callback: code exchange, token checks,
+    /// userinfo, admission.
+    fn finish(&self, code: &str, pending: &flow::Pending) -> Result<(String, Identity, Option<i64>), Refusal> {
+        let fail = |status: u16, message: &str| Refusal { status, message: message.into(), hint: None };
+        let p = self.provider().ok_or_else(|| fail(503, "The identity provider is not reachable right now."))?;
+        let mut form: Vec<(&str, &str)> =
+            vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", &self.redirect_uri)];
+        if let Some(v) = &pending.verifier {
+            form.push(("code_verifier", v));
+        }
+        let secret = String::from_utf8_lossy(&self.secret).into_owned();
+        let basic = match p.token_auth {
+            TokenAuth::Basic => Some(flow::basic_auth(&self.cfg.client_id, &secret)),
+            TokenAuth::Post => {
+                form.push(("client_id", &self.cfg.client_id));
+                form.push(("client_secret", &secret));
+                None
+            }
+        };
+        let (status, tok) = self.http.post_form(&p.token_endpoint, basic, &form).map_err(|e| {
+            log::warn!("token request failed: {e}");
+            fail(502, "The identity provider could not be reached to finish the login.")
+        })?;
+        if !(200..300).contains(&status) {
+            let err = tok.get("error").and_then(|e| e.as_str()).unwrap_or("unknown error");
+            log::info!("the provider refused the code exchange ({status} {err})");
+            return Err(fail(403, &format!("The identity provider did not accept this login ({err}).")));
+        }
+        let id_token =
+            tok.get("id_token").and_then(|t| t.as_str()).ok_or_else(|| fail(502, "The provider sent no ID token."))?;
+        let now = clock::now_unix();
+        let expect = jwt::Expect {
+            issuer: &p.issuer,
+            client_id: &self.cfg.client_id,
+            nonce: &pending.nonce,
+            now,
+            leeway: LEEWAY,
+            clock_sane: clock::clock_is_sane(now),
+        };
+        let keys = self.jwks.lock().unwrap_or_else(|e| e.into_inner()).keys.clone();
+        let mut claims = match jwt::verify(id_token, &keys, &self.secret, &expect) {
+            Err(jwt::JwtError::UnknownKey(_)) if self.may_refetch_jwks() => {
+                // The provider rotated its keys: fetch them once more.
+                self.fetch_jwks(&p).map_err(|e| {
+                    log::warn!("JWKS refetch failed: {e}");
+                    fail(502, "The provider's signing keys could not be fetched.")
+                })?;
+                let keys = self.jwks.lock().unwrap_or_else(|e| e.into_inner()).keys.clone();
+                jwt::verify(id_token, &keys, &self.secret, &expect)
+            }
+            other => other,
+        }
+        .map_err(|e| {
+            log::warn!("ID token refused: {e}");
+            Refusal {
+                status: 403,
+                message: "The identity provider's answer could not be verified.".into(),
+                hint: Some(e.to_string()),
+            }
+        })?;
+        if let (Some(url), Some(access)) = (&p.userinfo_endpoint, tok.get("access_token").and_then(|t| t.as_str())) {
+            match self.http.get_json(url, Some(access)) {
+                Ok(v) => match serde_json::from_value::<jwt::Claims>(v) {
+                    Ok(info) => identity::merge_userinfo(&mut claims, &info),
+                    Err(e) => log::info!("userinfo not understood ({e}); using the ID token's claims"),
+                },
+                Err(e) => log::info!("userinfo failed ({e}); using the ID token's claims"),
+            }
+        }
+        identity::admit(&claims, &self.cfg).inspect_err(|r| log::info!("login refused: {}", r.message))?;
+        let id = identity::identity(&claims, &self.cfg);
+        let expiry = if self.cfg.use_expiry_from_token { claims.exp } else { None };
+        Ok((pending.auth_id.clone(), id, expiry))
+    }
+
+    fn may_refetch_jwks(&self) -> bool {
+        let j = self.jwks.lock().unwrap_or_else(|e| e.into_inner());
+        j.fetched.is_none_or(|t| t.elapsed() >= JWKS_REFETCH)
+    }
+
+    /// `POST /register/confirm/<id>`: the person said yes.
+    pub async fn confirm(self: Arc<Self>, auth_id: &str, body: &[u8], cookie_header: Option<&str>) -> Page {
+        let f = flow::form(&String::from_utf8_lossy(body));
+        let Some(csrf) = f.get("csrf").filter(|c| !c.is_empty()) else {
+            return refuse(400, "The form lacks its token.");
+        };
+        if flow::cookies(cookie_header).get("ts_csrf") != Some(csrf) {
+            return refuse(403, "This confirmation did not come from the page this browser was shown.");
+        }
+        let Some(c) = self.confirmations.take(csrf) else {
+            return refuse(410, "This confirmation was already used or has expired. Run tailscale up again.");
+        };
+        if c.auth_id != auth_id {
+            return refuse(400, "This confirmation is for another device.");
+        }
+        let state = self.state.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let now = clock::now_unix();
+            let user = state.login_user(&c.identity, now)?;
+            let node = state.approve_login(&c.auth_id, user.id, "oidc", c.expiry, now)?;
+            Ok::<_, crate::state::StateError>((user, node))
+        })
+        .await;
+        match res {
+            Ok(Ok((user, node))) => {
+                log::info!("{} registered node {} ({})", user.name, node.id, node.given_name);
+                let shown = if user.display_name.is_empty() { user.name.clone() } else { user.display_name.clone() };
+                let cookies = [flow::set_cookie("ts_csrf", "", "/register/confirm", 0, self.secure_cookies)];
+                html(StatusCode::OK, pages::success(&shown, &node.given_name), &cookies)
+            }
+            Ok(Err(e)) => {
+                log::warn!("registration failed: {e}");
+                refuse(410, &format!("The device could not be added: {e}"))
+            }
+            Err(_) => refuse(500, "The device could not be added."),
+        }
+    }
+}

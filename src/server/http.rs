@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,12 +16,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::control::Control;
+use crate::oidc::Oidc;
 
 /// Slow clients may not hold a connection open by trickling headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Http {
     pub control: Arc<Control>,
+    pub oidc: Option<Arc<Oidc>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub max_connections: usize,
 }
@@ -39,18 +41,38 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 /// connection lives, the upgraded Noise stream included.
 pub type Slot = Arc<OwnedSemaphorePermit>;
 
-async fn route(req: Request<Incoming>, control: Arc<Control>, slot: Slot) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The confirmation form is a few hundred bytes.
+const MAX_FORM: usize = 16 * 1024;
+
+async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    Ok(match (req.method().as_str(), path.as_str()) {
-        ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
-        ("GET", "/key") => control.key(req.uri().query()),
-        ("POST" | "GET", "/ts2021") => control.upgrade(req, slot),
-        ("GET", p) if p.starts_with("/register/") => control.register_page(&p["/register/".len()..]),
+    let cookies = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let oidc = app.oidc.as_ref().filter(|o| o.ready()).cloned();
+    Ok(match (req.method().as_str(), path.as_str(), oidc) {
+        ("GET" | "HEAD", "/health", _) => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
+        ("GET", "/key", _) => app.control.key(req.uri().query()),
+        ("POST" | "GET", "/ts2021", _) => app.control.upgrade(req, slot),
+        ("GET", "/oidc/callback", Some(o)) => o.callback(req.uri().query().unwrap_or(""), cookies.as_deref()).await,
+        ("POST", p, Some(o)) if p.starts_with("/register/confirm/") => {
+            let id = p["/register/confirm/".len()..].to_string();
+            match http_body_util::Limited::new(req.into_body(), MAX_FORM).collect().await {
+                Ok(b) => o.confirm(&id, &b.to_bytes(), cookies.as_deref()).await,
+                Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "form too large\n"),
+            }
+        }
+        ("GET", p, Some(o)) if p.starts_with("/register/") => o.start(&p["/register/".len()..]),
+        ("GET", p, None) if p.starts_with("/register/") => app.control.register_page(&p["/register/".len()..]),
         _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     })
 }
 
-async fn serve_conn<S>(io: S, control: Arc<Control>, slot: Slot, mut shutdown: watch::Receiver<bool>)
+/// What the listener serves.
+struct App {
+    control: Arc<Control>,
+    oidc: Option<Arc<Oidc>>,
+}
+
+async fn serve_conn<S>(io: S, app: Arc<App>, slot: Slot, mut shutdown: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -59,7 +81,7 @@ where
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(
             TokioIo::new(io),
-            hyper::service::service_fn(move |req| route(req, control.clone(), slot.clone())),
+            hyper::service::service_fn(move |req| route(req, app.clone(), slot.clone())),
         )
         .with_upgrades();
     tokio::pin!(conn);
@@ -73,6 +95,7 @@ impl Http {
     /// Accepts connections until `shutdown` turns true.
     pub async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.max_connections));
+        let app = Arc::new(App { control: self.control.clone(), oidc: self.oidc.clone() });
         loop {
             let (stream, peer): (_, SocketAddr) = tokio::select! {
                 r = listener.accept() => match r {
@@ -92,13 +115,13 @@ impl Http {
                 log::debug!("refusing {peer}: {} connections already open", self.max_connections);
                 continue;
             };
-            let (control, tls, rx) = (self.control.clone(), self.tls.clone(), shutdown.clone());
+            let (app, tls, rx) = (app.clone(), self.tls.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let slot = Arc::new(permit);
                 match tls {
-                    None => serve_conn(stream, control, slot, rx).await,
+                    None => serve_conn(stream, app, slot, rx).await,
                     Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_conn(tls, control, slot, rx).await,
+                        Ok(Ok(tls)) => serve_conn(tls, app, slot, rx).await,
                         Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                     },

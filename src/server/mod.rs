@@ -15,12 +15,15 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::control::Control;
 use crate::mapper;
+use crate::oidc::Oidc;
 use crate::state::{Settings, State, StateError};
 use crate::store::{Store, StoreError};
 use crate::tailcfg::DerpMap;
 
 #[derive(Debug)]
 pub enum ServeError {
+    /// The OIDC provider is unreachable and `only_start_if_oidc_is_available` is on.
+    Oidc(String),
     Store(StoreError),
     State(StateError),
     Key(keyfile::KeyFileError),
@@ -32,6 +35,7 @@ pub enum ServeError {
 impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ServeError::Oidc(e) => f.write_str(e),
             ServeError::Store(e) => e.fmt(f),
             ServeError::State(e) => e.fmt(f),
             ServeError::Key(e) => e.fmt(f),
@@ -94,16 +98,6 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Bind(format!("cannot listen on {}: {e}", cfg.listen_addr)))?;
         let bound = listener.local_addr().map_err(ServeError::Runtime)?;
         let api_listener = socket::bind(&cfg.unix_socket, cfg.unix_socket_permission).map_err(ServeError::Bind)?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        log::info!("listening on {scheme}://{bound} (server_url {})", cfg.server_url);
-        log::info!("admin socket at {}", cfg.unix_socket.display());
-        if state.snapshot().users.is_empty() {
-            log::info!("no users yet. Add one and a key, then join a device:");
-            log::info!("  tinyscale users create alice");
-            log::info!("  tinyscale preauthkeys create --user alice --reusable --expiration 24h");
-            log::info!("  tailscale up --login-server {} --authkey <key>", cfg.server_url);
-        }
-
         let (stop_tx, stop_rx) = watch::channel(false);
         let control = Arc::new(Control::new(
             state.clone(),
@@ -114,8 +108,23 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             stop_rx.clone(),
         ));
         log::info!("Noise public key {}", control.public_key());
+        let oidc = match &cfg.oidc {
+            None => None,
+            Some(o) => Some(start_oidc(o.clone(), state.clone(), &cfg.server_url, stop_rx.clone()).await?),
+        };
+        // Only now is everything ready: tests and scripts wait for this line.
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        log::info!("listening on {scheme}://{bound} (server_url {})", cfg.server_url);
+        log::info!("admin socket at {}", cfg.unix_socket.display());
+        if state.snapshot().users.is_empty() {
+            log::info!("no users yet. Add one and a key, then join a device:");
+            log::info!("  tinyscale users create alice");
+            log::info!("  tinyscale preauthkeys create --user alice --reusable --expiration 24h");
+            log::info!("  tailscale up --login-server {} --authkey <key>", cfg.server_url);
+        }
+
         tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
-        let http = http::Http { control, tls, max_connections: cfg.max_connections };
+        let http = http::Http { control, oidc, tls, max_connections: cfg.max_connections };
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
         let api_task = tokio::spawn(socket::run(api_listener, cfg.unix_socket.clone(), state.clone(), stop_rx));
 
@@ -132,6 +141,53 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     state.flush().map_err(ServeError::State)?;
     log::info!("store flushed; bye");
     Ok(())
+}
+
+/// How often an unreachable provider is tried again (when tinyscale started without it).
+const OIDC_RETRY: Duration = Duration::from_secs(30);
+
+/// Discovers the provider. With `only_start_if_oidc_is_available` a failure
+/// stops tinyscale; otherwise it starts without OIDC (pre-auth keys and CLI
+/// approval work) and keeps trying in the background.
+async fn start_oidc(
+    cfg: crate::config::Oidc,
+    state: Arc<State>,
+    server_url: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Arc<Oidc>, ServeError> {
+    let oidc = Arc::new(Oidc::new(cfg, state, server_url, &crate::config::process_env));
+    let o = oidc.clone();
+    let first = tokio::task::spawn_blocking(move || o.discover()).await.unwrap_or_else(|e| Err(e.to_string()));
+    match first {
+        Ok(()) => return Ok(oidc),
+        Err(e) if oidc.only_start_if_available() => {
+            return Err(ServeError::Oidc(format!(
+                "cannot use the OIDC provider at {}: {e} (oidc.only_start_if_oidc_is_available is true)",
+                oidc.issuer()
+            )))
+        }
+        Err(e) => log::warn!(
+            "oidc: the provider at {} is not available ({e}); starting without it and trying again every {}s",
+            oidc.issuer(),
+            OIDC_RETRY.as_secs()
+        ),
+    }
+    let o = oidc.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(OIDC_RETRY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let o2 = o.clone();
+            match tokio::task::spawn_blocking(move || o2.discover()).await {
+                Ok(Ok(())) => return log::info!("oidc: the provider is available now"),
+                Ok(Err(e)) => log::debug!("oidc: still not available: {e}"),
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(oidc)
 }
 
 /// Last-seen times reach flash at most this often (wear: never per keep-alive).

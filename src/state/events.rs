@@ -6,7 +6,8 @@
 //! fresh full map instead.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+// No AtomicU64: 32-bit MIPS has no 64-bit atomics (docs/embedded.md §4.4).
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -36,8 +37,8 @@ struct Slot {
 
 #[derive(Default)]
 pub struct Hub {
-    slots: Mutex<HashMap<u64, Arc<Slot>>>,
-    next: AtomicU64,
+    slots: Mutex<HashMap<usize, Arc<Slot>>>,
+    next: AtomicUsize,
 }
 
 /// What a session takes from its queue.
@@ -50,7 +51,7 @@ pub struct Pending {
 
 pub struct Subscription {
     hub: Arc<Hub>,
-    id: u64,
+    id: usize,
     slot: Arc<Slot>,
 }
 

@@ -214,6 +214,18 @@ pub struct NewPreAuthKey {
     pub expiration: i64,
 }
 
+/// A person as an identity provider vouched for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// `<issuer without trailing slash>/<sub>`: the one stable key.
+    pub provider_id: String,
+    pub username: String,
+    pub display_name: String,
+    /// Empty unless verified (or verification is not required).
+    pub email: String,
+    pub picture: String,
+}
+
 /// What a new user should be.
 #[derive(Debug, Clone, Default)]
 pub struct NewUser {
@@ -335,6 +347,64 @@ impl State {
                 provider_id: String::new(),
                 created_at: now,
             });
+            tx.put_user(user.clone());
+            Ok(user)
+        })
+    }
+
+    /// The user of an identity-provider login. Identities are matched by
+    /// issuer + subject only, so two different logins are never one user.
+    /// A user made with the CLI is taken over only when it was given the same
+    /// email the provider verified; a mere name clash makes a new user with
+    /// a suffixed name (`alice-1`) instead.
+    pub fn login_user(&self, id: &ExternalIdentity, now: i64) -> Result<Arc<User>, StateError> {
+        self.mutate(|tx| {
+            let existing =
+                tx.snap.users.values().find(|u| u.provider == "oidc" && u.provider_id == id.provider_id).cloned();
+            let claimable = || {
+                tx.snap
+                    .users
+                    .values()
+                    .find(|u| u.provider.is_empty() && !id.email.is_empty() && u.email.eq_ignore_ascii_case(&id.email))
+                    .cloned()
+            };
+            let user = match existing.or_else(claimable) {
+                Some(u) => {
+                    let updated = User {
+                        provider: "oidc".into(),
+                        provider_id: id.provider_id.clone(),
+                        display_name: if id.display_name.is_empty() {
+                            u.display_name.clone()
+                        } else {
+                            id.display_name.clone()
+                        },
+                        email: if id.email.is_empty() { u.email.clone() } else { id.email.clone() },
+                        profile_pic_url: if id.picture.is_empty() {
+                            u.profile_pic_url.clone()
+                        } else {
+                            id.picture.clone()
+                        },
+                        ..(*u).clone()
+                    };
+                    if updated == *u {
+                        return Ok(u);
+                    }
+                    Arc::new(updated)
+                }
+                None => {
+                    let name = names::unique(&id.username, |n| tx.snap.user_by_name(n).is_some());
+                    Arc::new(User {
+                        id: tx.next_user_id(),
+                        name,
+                        display_name: id.display_name.clone(),
+                        email: id.email.clone(),
+                        profile_pic_url: id.picture.clone(),
+                        provider: "oidc".into(),
+                        provider_id: id.provider_id.clone(),
+                        created_at: now,
+                    })
+                }
+            };
             tx.put_user(user.clone());
             Ok(user)
         })

@@ -305,11 +305,14 @@ impl State {
 
     /// Approves the pending login `auth_id` for `user_id`: the device joins
     /// (or, when it is known, takes its new key) and its waiting client is answered.
+    /// `expiry`: the node's key expiry when the login dictates one
+    /// (`oidc.use_expiry_from_token`); otherwise `node.expiry` applies.
     pub fn approve_login(
         &self,
         auth_id: &str,
         user_id: u64,
         method: &'static str,
+        expiry: Option<i64>,
         now: i64,
     ) -> Result<Arc<Node>, StateError> {
         let reg = {
@@ -340,7 +343,7 @@ impl State {
                 auth_key_id: None,
                 tags: Vec::new(),
                 ephemeral: reg.ephemeral,
-                expiry: self.default_expiry(&[], now),
+                expiry: expiry.or_else(|| self.default_expiry(&[], now)),
             };
             self.upsert_machine(tx, spec, now)
         });
@@ -465,9 +468,9 @@ mod tests {
         // Only the machine that asked may wait on it.
         assert!(s.login_waiter(&id, MachinePublic([8; 32])).is_none());
         let rx = s.login_waiter(&id, m).unwrap();
-        let n = s.approve_login(&id, u.id, "cli", now()).unwrap();
+        let n = s.approve_login(&id, u.id, "cli", None, now()).unwrap();
         assert_eq!(*rx.borrow(), Some(Approval::Approved(n.id)));
-        assert!(s.approve_login(&id, u.id, "cli", now()).is_err(), "single use");
+        assert!(s.approve_login(&id, u.id, "cli", None, now()).is_err(), "single use");
         // Logout with the 1970 timestamp, even on a clock still in 1970.
         let r = s.register(m, &req(9, serde_json::json!({"Expiry": "1970-01-01T00:02:03Z"})), 200).unwrap();
         assert!(matches!(r, Registered::Expired));

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod idp;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};

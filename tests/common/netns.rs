@@ -52,6 +52,11 @@ impl Netns {
         ns
     }
 
+    /// The namespace holder's pid, for `nsenter -t`.
+    pub fn pid(&self) -> String {
+        self.pid.clone()
+    }
+
     /// A command that will run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("nsenter");

@@ -1,0 +1,152 @@
+//! The real OpenID provider of ../shared/test-idp (node oidc-provider, laid
+//! out like authentik), installed into target/idp by tests/run-all.sh.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const CLIENT_ID: &str = "tinyscale";
+pub const SECRET: &str = "tinyscale-test-secret-0123456789abcdef";
+
+pub fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/idp")
+}
+
+pub struct Idp {
+    child: Child,
+    pub port: u16,
+    pub issuer: String,
+}
+
+impl Idp {
+    /// Starts the provider on a free port; `env` adds settings (ALG, TOKEN_AUTH, …).
+    pub fn start(redirect_uri: &str, env: &[(&str, &str)]) -> Idp {
+        Idp::start_with(None, redirect_uri, env)
+    }
+
+    /// Starts it with `node` given as a prepared command (e.g. nsenter … node,
+    /// to run inside a test namespace).
+    pub fn start_with(node: Option<Command>, redirect_uri: &str, env: &[(&str, &str)]) -> Idp {
+        let server = dir().join("server.mjs");
+        assert!(
+            dir().join("node_modules/oidc-provider").exists(),
+            "the test IdP is not installed in {} (tests/run-all.sh installs it)",
+            dir().display()
+        );
+        let mut c = node.unwrap_or_else(|| Command::new("node"));
+        c.arg(server)
+            .args(["--port", "0"])
+            .env("REDIRECT_URIS", redirect_uri)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("node is required for the OIDC tests");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("\"event\":\"ready\"") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(20)).expect("the test IdP did not start");
+        let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        Idp { child, port: v["port"].as_u64().unwrap() as u16, issuer: v["issuer"].as_str().unwrap().to_string() }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (tinyscale's server_url must be known before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A browser: curl with a cookie jar.
+pub struct Browser {
+    jar: PathBuf,
+    wrap: Option<Box<dyn Fn() -> Command>>,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub url: String,
+    pub location: String,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new(dir: &Path) -> Browser {
+        Browser { jar: dir.join(format!("jar-{}", super::idp::free_port())), wrap: None }
+    }
+
+    pub fn inside(dir: &Path, wrap: impl Fn() -> Command + 'static) -> Browser {
+        Browser { jar: dir.join(format!("jar-{}", super::idp::free_port())), wrap: Some(Box::new(wrap)) }
+    }
+
+    fn curl(&self, args: &[&str]) -> Page {
+        let mut c = match &self.wrap {
+            Some(w) => {
+                let mut c = w();
+                c.arg("curl");
+                c
+            }
+            None => Command::new("curl"),
+        };
+        let jar = self.jar.to_str().unwrap();
+        c.args(["-sS", "-m", "30", "-b", jar, "-c", jar, "-w", "\n%{http_code} %{url_effective} %{redirect_url}"]);
+        c.args(args);
+        let o = c.output().expect("curl is required");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let mut t = tail.split(' ');
+        let status = t.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        Page { status, url: t.next().unwrap_or("").into(), location: t.next().unwrap_or("").into(), body: body.into() }
+    }
+
+    /// GET, following every redirect.
+    pub fn get(&self, url: &str) -> Page {
+        self.curl(&["-L", url])
+    }
+
+    /// GET one hop, without following.
+    pub fn get_once(&self, url: &str) -> Page {
+        self.curl(&[url])
+    }
+
+    pub fn post(&self, url: &str, form: &str) -> Page {
+        self.curl(&["-d", form, url])
+    }
+
+    /// Follows redirects by hand until the next hop starts with `prefix`;
+    /// returns that URL (e.g. the callback with its code, not yet visited).
+    pub fn walk_until(&self, url: &str, prefix: &str) -> String {
+        let mut next = url.to_string();
+        for _ in 0..10 {
+            let p = self.get_once(&next);
+            assert!(!p.location.is_empty(), "no redirect from {next}: {} {}", p.status, p.body);
+            if p.location.starts_with(prefix) {
+                return p.location;
+            }
+            next = p.location;
+        }
+        panic!("never reached {prefix}");
+    }
+}
+
+/// The CSRF token of a confirmation page, and the form's action.
+pub fn confirm_form(body: &str) -> (String, String) {
+    let action = body.split("action=\"").nth(1).and_then(|s| s.split('"').next()).expect("a form").to_string();
+    let csrf =
+        body.split("name=csrf value=\"").nth(1).and_then(|s| s.split('"').next()).expect("a csrf input").to_string();
+    (action, csrf)
+}
