@@ -89,6 +89,8 @@ pub struct DerpServer {
     pub ipv6: Option<String>,
     /// tinyscale's own: the relay's TLS listener when `server_url` is plain http.
     pub tls_listen_addr: SocketAddr,
+    /// tinyscale's own: relay clients served at once.
+    pub max_clients: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -678,6 +680,10 @@ fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf) -> Der
         }
     }
     let tls_listen_addr = addr_or(r, "derp.server.tls_listen_addr", "0.0.0.0:8443");
+    let max_clients = r.int("derp.server.max_clients", 1024);
+    if !(1..=100_000).contains(&max_clients) {
+        r.error("derp.server.max_clients", format!("{max_clients} is not between 1 and 100000"));
+    }
     let urls = r.string_list("derp.urls");
     for (i, u) in urls.iter().enumerate() {
         if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -715,6 +721,7 @@ fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf) -> Der
             ipv4,
             ipv6,
             tls_listen_addr,
+            max_clients: max_clients.clamp(1, 100_000) as usize,
         },
         urls,
         paths,

@@ -80,6 +80,20 @@ impl Control {
         self.ctx.read().await.clone()
     }
 
+    /// Swaps in a new DERP map and tells every connected client.
+    pub async fn set_derp_map(&self, map: crate::tailcfg::DerpMap) {
+        {
+            let mut ctx = self.ctx.write().await;
+            if *ctx.derp_map == map {
+                return;
+            }
+            let mut next = (**ctx).clone();
+            next.derp_map = Arc::new(map);
+            *ctx = Arc::new(next);
+        }
+        self.state.hub.publish(crate::state::events::Change::DerpMap);
+    }
+
     /// `GET /key?v=<capver>`: the server's Noise public key.
     pub fn key(&self, query: Option<&str>) -> Response<Full<Bytes>> {
         let v =

@@ -148,9 +148,11 @@ pub fn delta(
 ) -> Delta {
     let (mut self_changed, mut changed, mut removed) = (false, BTreeSet::new(), BTreeSet::new());
     let (mut patched, mut online) = (BTreeSet::new(), BTreeMap::new());
+    let mut derp = false;
     for c in changes {
         match *c {
             Change::Everything => return Delta::Full,
+            Change::DerpMap => derp = true,
             Change::NodeChanged(id) if id == self_id => self_changed = true,
             Change::NodeRemoved(id) if id == self_id => return Delta::SelfGone,
             // A node's own endpoints and online state are news only to others.
@@ -171,7 +173,7 @@ pub fn delta(
             }
         }
     }
-    let mut resp = MapResponse::default();
+    let mut resp = MapResponse { derp_map: derp.then(|| ctx.derp_map.clone()), ..Default::default() };
     let mut users = BTreeSet::new();
     if self_changed {
         let Some(me) = snap.nodes.get(&self_id) else { return Delta::SelfGone };
@@ -206,6 +208,7 @@ pub fn delta(
         .collect();
     resp.peers_changed_patch = patches.into_values().collect();
     if resp.node.is_none()
+        && resp.derp_map.is_none()
         && resp.peers_changed.is_empty()
         && resp.peers_removed.is_empty()
         && resp.peers_changed_patch.is_empty()

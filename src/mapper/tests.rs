@@ -93,6 +93,7 @@ fn deltas_are_the_smallest_update() {
     assert!(matches!(d(&[Change::NodeChanged(me)]), Delta::Send(r) if r.node.is_some()));
     assert!(matches!(d(&[Change::NodeRemoved(me)]), Delta::SelfGone));
     assert!(matches!(d(&[Change::Everything]), Delta::Full));
+    assert!(matches!(d(&[Change::DerpMap]), Delta::Send(r) if r.derp_map.is_some() && r.peers_changed.is_empty()));
     assert!(matches!(d(&[]), Delta::Nothing));
 }
 

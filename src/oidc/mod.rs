@@ -9,7 +9,6 @@
 //! (`jwt`, `identity`, `provider`, `flow`) are pure.
 
 pub mod flow;
-pub mod http;
 pub mod identity;
 pub mod jwt;
 pub mod pages;
@@ -24,6 +23,7 @@ use hyper::{Response, StatusCode};
 
 use crate::clock;
 use crate::config::Oidc as Config;
+use crate::fetch as http;
 use crate::state::State;
 use identity::{Identity, Refusal};
 use provider::{Provider, TokenAuth};

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::control::Control;
+use crate::derp::relay::Relay;
 use crate::oidc::Oidc;
 
 /// Slow clients may not hold a connection open by trickling headers.
@@ -24,6 +25,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Http {
     pub control: Arc<Control>,
     pub oidc: Option<Arc<Oidc>>,
+    pub relay: Option<Arc<Relay>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub max_connections: usize,
 }
@@ -47,6 +49,16 @@ const MAX_FORM: usize = 16 * 1024;
 async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let cookies = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(relay) = &app.relay {
+        match (req.method().as_str(), path.as_str()) {
+            ("GET", "/derp") => return Ok(derp_upgrade(req, relay, slot)),
+            ("GET" | "HEAD", "/derp/probe" | "/derp/latency-check") => {
+                return Ok(text(StatusCode::OK, "text/plain; charset=utf-8", ""))
+            }
+            ("GET", "/generate_204") => return Ok(generate_204(&req)),
+            _ => {}
+        }
+    }
     let oidc = app.oidc.as_ref().filter(|o| o.ready()).cloned();
     Ok(match (req.method().as_str(), path.as_str(), oidc) {
         ("GET" | "HEAD", "/health", _) => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
@@ -70,6 +82,48 @@ async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Resp
 struct App {
     control: Arc<Control>,
     oidc: Option<Arc<Oidc>>,
+    relay: Option<Arc<Relay>>,
+}
+
+/// `GET /derp` with `Upgrade: DERP`: the relay takes the connection over.
+fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot) -> Response<Full<Bytes>> {
+    let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !upgrade.eq_ignore_ascii_case("derp") {
+        return text(StatusCode::UPGRADE_REQUIRED, "text/plain; charset=utf-8", "DERP requires connection upgrade\n");
+    }
+    let Some(permit) = relay.try_slot() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "relay full\n");
+    };
+    let relay2 = relay.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        match hyper::upgrade::on(req).await {
+            Ok(up) => relay2.serve(TokioIo::new(up), permit).await,
+            Err(e) => log::debug!("derp: upgrade failed: {e}"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("DERP"));
+    h.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
+    h.insert("Derp-Version", hyper::header::HeaderValue::from_static("2"));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&crate::tailcfg::encode_hex(&relay.public_key())) {
+        h.insert("Derp-Public-Key", v);
+    }
+    r
+}
+
+/// `GET /generate_204`: the captive-portal check, echoing the challenge.
+fn generate_204(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let challenge = req.headers().get("X-Tailscale-Challenge").and_then(|v| v.to_str().ok());
+    let valid = challenge.filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+    if let Some(v) = valid.and_then(|c| hyper::header::HeaderValue::from_str(&format!("response {c}")).ok()) {
+        r.headers_mut().insert("X-Tailscale-Response", v);
+    }
+    r
 }
 
 async fn serve_conn<S>(io: S, app: Arc<App>, slot: Slot, mut shutdown: watch::Receiver<bool>)
@@ -95,7 +149,7 @@ impl Http {
     /// Accepts connections until `shutdown` turns true.
     pub async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.max_connections));
-        let app = Arc::new(App { control: self.control.clone(), oidc: self.oidc.clone() });
+        let app = Arc::new(App { control: self.control.clone(), oidc: self.oidc.clone(), relay: self.relay.clone() });
         loop {
             let (stream, peer): (_, SocketAddr) = tokio::select! {
                 r = listener.accept() => match r {

@@ -1,6 +1,7 @@
 //! `tinyscale serve`: opens the store, loads the keys, and runs the listeners
 //! until SIGTERM or SIGINT, then flushes the store and leaves.
 
+mod derp;
 mod http;
 pub mod keyfile;
 mod socket;
@@ -73,10 +74,7 @@ fn map_context(cfg: &Config, derp_map: DerpMap) -> mapper::Context {
 }
 
 pub fn run(cfg: Config) -> Result<(), ServeError> {
-    let derp_map = cfg.derp.from_paths.clone();
-    if derp_map.regions.is_empty() {
-        log::warn!("the DERP map is empty: clients stay in \"Starting\" until it names a region (derp.paths)");
-    }
+    let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.database.path, cfg.database.cache_capacity).map_err(ServeError::Store)?;
     let noise_key = keyfile::load_or_create(&cfg.noise_private_key_path).map_err(ServeError::Key)?;
     let settings = Settings { prefixes: cfg.prefixes.clone(), node_expiry: cfg.node_expiry };
@@ -99,6 +97,17 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let bound = listener.local_addr().map_err(ServeError::Runtime)?;
         let api_listener = socket::bind(&cfg.unix_socket, cfg.unix_socket_permission).map_err(ServeError::Bind)?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let relay = match cfg.derp.server.enabled {
+            true => Some(derp::setup(&cfg, &state).await?),
+            false => None,
+        };
+        let embedded = relay.as_ref().and_then(|r| r.embedded.clone());
+        let derp_map = crate::derp::map::assemble(&[], &cfg.derp.from_paths, embedded.clone());
+        if derp_map.regions.is_empty() && cfg.derp.urls.is_empty() {
+            log::warn!(
+                "the DERP map is empty: clients stay in \"Starting\" until it names a region (derp.server.enabled or derp.paths)"
+            );
+        }
         let control = Arc::new(Control::new(
             state.clone(),
             &noise_key,
@@ -124,8 +133,32 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         }
 
         tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
-        let http = http::Http { control, oidc, tls, max_connections: cfg.max_connections };
+        if !cfg.derp.urls.is_empty() {
+            tokio::spawn(derp::refresh_urls(cfg.clone(), embedded, control.clone(), stop_rx.clone()));
+        }
+        let mut relay_tls = None;
+        let mut derp_relay = None;
+        if let Some(r) = relay {
+            if let Some(udp) = r.stun {
+                log::info!("STUN on udp {}", udp.local_addr().map_err(ServeError::Runtime)?);
+                tokio::spawn(crate::stun::server::serve(udp, stop_rx.clone()));
+            }
+            relay_tls = r.tls;
+            derp_relay = Some(r.relay);
+        }
+        let http = http::Http {
+            control: control.clone(),
+            oidc: oidc.clone(),
+            relay: derp_relay.clone(),
+            tls,
+            max_connections: cfg.max_connections,
+        };
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
+        if let Some((l, acceptor)) = relay_tls {
+            log::info!("DERP relay on https://{} (self-signed, pinned in the DERP map)", l.local_addr().map_err(ServeError::Runtime)?);
+            let h = http::Http { control, oidc, relay: derp_relay, tls: Some(acceptor), max_connections: cfg.max_connections };
+            tokio::spawn(h.run(l, stop_rx.clone()));
+        }
         let api_task = tokio::spawn(socket::run(api_listener, cfg.unix_socket.clone(), state.clone(), stop_rx));
 
         wait_for_signal().await;

@@ -24,7 +24,9 @@ pub enum Change {
     /// Endpoints, disco key or home DERP region: a patch suffices.
     Endpoints(u64),
     Online(u64, bool),
-    /// Something every map carries changed (DERP map, DNS, policy).
+    /// The DERP map changed (a `derp.urls` refresh).
+    DerpMap,
+    /// Something every map carries changed (DNS, policy).
     Everything,
 }
 

@@ -1,7 +1,7 @@
-//! The relying party's HTTP client: blocking ureq (callers run it in
-//! `spawn_blocking`), rustls with ring, and the system's CA bundle
-//! (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured) so an authentik behind a private
-//! CA works and no root certificates are compiled into the binary.
+//! The outgoing HTTP client (the OIDC provider, `derp.urls`): blocking ureq
+//! (callers run it in `spawn_blocking`), rustls with ring, and the system's
+//! CA bundle (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured) so an authentik behind
+//! a private CA works and no root certificates are compiled into the binary.
 
 use std::path::PathBuf;
 use std::sync::Arc;

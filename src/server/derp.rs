@@ -1,0 +1,207 @@
+//! Setting up the embedded relay: its key, its certificate (self-signed and
+//! pinned when `server_url` is plain http), the STUN listener, the DERP map
+//! clients get, and the `derp.urls` refresh.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+
+use super::keyfile;
+use super::ServeError;
+use crate::config::Config;
+use crate::control::Control;
+use crate::derp::map::{self, Embedded};
+use crate::derp::relay::Relay;
+use crate::derp::cert;
+use crate::state::State;
+use crate::tailcfg::DerpMap;
+
+/// The host part of a URL (`http://[::1]:8080/x` → `::1`).
+pub fn url_host(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("").to_string();
+    }
+    authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string()
+}
+
+/// The port of a URL, explicit or by its scheme.
+pub fn url_port(url: &str) -> u16 {
+    let https = url.starts_with("https://");
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let after_host = authority.rsplit_once(']').map(|(_, p)| p).unwrap_or(authority);
+    after_host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(if https { 443 } else { 80 })
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = crate::base64::encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The relay's certificate: read from `path`, or made (and saved, 0600) on
+/// first start, so its pin stays the same across restarts.
+pub fn load_or_make_cert(path: &Path, host: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+    if let Ok(text) = std::fs::read(path) {
+        let cert = CertificateDer::pem_slice_iter(&text)
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| format!("{} holds no certificate", path.display()))?;
+        let key = PrivateKeyDer::from_pem_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok((cert.to_vec(), key.secret_der().to_vec()));
+    }
+    let c = cert::generate(host).map_err(|e| e.to_string())?;
+    let text = pem("CERTIFICATE", &c.cert) + &pem("PRIVATE KEY", &c.key);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    log::info!("made a self-signed certificate for the relay at {} ({})", path.display(), cert::pin_of(&c.cert));
+    Ok((c.cert, c.key))
+}
+
+fn tls_acceptor(cert: Vec<u8>, key: Vec<u8>) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert)], PrivateKeyDer::Pkcs8(key.into()))
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Everything the relay needs to run.
+pub struct DerpSetup {
+    pub relay: Arc<Relay>,
+    /// The relay's own TLS listener (plain-http `server_url` only).
+    pub tls: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    pub stun: Option<tokio::net::UdpSocket>,
+    pub embedded: Option<crate::tailcfg::DerpRegion>,
+}
+
+fn cert_path(cfg: &Config) -> PathBuf {
+    let dir = cfg.derp.server.private_key_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    dir.join("derp_tls.pem")
+}
+
+/// Binds the relay's listeners and describes its region.
+pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeError> {
+    let s = &cfg.derp.server;
+    let key = keyfile::load_or_create(&s.private_key_path).map_err(ServeError::Key)?;
+    let relay = Arc::new(Relay::new(*key.bytes(), s.verify_clients.then(|| state.clone()), s.max_clients));
+    let host = url_host(&cfg.server_url);
+    let stun = match s.stun_listen_addr {
+        Some(a) => Some(tokio::net::UdpSocket::bind(a).await.map_err(|e| ServeError::Bind(format!("STUN on {a}: {e}")))?),
+        None => None,
+    };
+    let stun_port = stun.as_ref().and_then(|u| u.local_addr().ok()).map_or(-1, |a| a.port() as i64);
+    let (tls, derp_port, cert_name) = if cfg.server_url.starts_with("https://") {
+        // The main listener (or the proxy in front of it) already speaks TLS with a real certificate.
+        (None, url_port(&cfg.server_url), String::new())
+    } else {
+        let (c, k) = load_or_make_cert(&cert_path(cfg), &host).map_err(ServeError::Tls)?;
+        let pin = cert::pin_of(&c);
+        let acceptor = tls_acceptor(c, k).map_err(ServeError::Tls)?;
+        let l = tokio::net::TcpListener::bind(s.tls_listen_addr)
+            .await
+            .map_err(|e| ServeError::Bind(format!("the relay's TLS listener on {}: {e}", s.tls_listen_addr)))?;
+        let port = l.local_addr().map_err(ServeError::Runtime)?.port();
+        (Some((l, acceptor)), port, pin)
+    };
+    let (ipv4, ipv6) = map::addresses(&host, s.ipv4.as_deref(), s.ipv6.as_deref());
+    let embedded = s.automatically_add_embedded_derp_region.then(|| {
+        map::region(&Embedded {
+            region_id: s.region_id,
+            region_code: s.region_code.clone(),
+            region_name: s.region_name.clone(),
+            host: host.clone(),
+            ipv4,
+            ipv6,
+            derp_port,
+            stun_port,
+            cert_name,
+        })
+    });
+    Ok(DerpSetup { relay, tls, stun, embedded })
+}
+
+/// Fetches `derp.urls` now and every `update_frequency`, keeping the last
+/// good copy of each when a fetch fails, and hands changed maps to `control`.
+pub async fn refresh_urls(
+    cfg: Arc<Config>,
+    embedded: Option<crate::tailcfg::DerpRegion>,
+    control: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let client = Arc::new(crate::fetch::Client::new(crate::fetch::load_roots(&crate::config::process_env)));
+    let mut last_good: Vec<Option<DerpMap>> = vec![None; cfg.derp.urls.len()];
+    loop {
+        for (i, url) in cfg.derp.urls.iter().enumerate() {
+            let (c, u) = (client.clone(), url.clone());
+            let got = tokio::task::spawn_blocking(move || c.get_json(&u, None)).await;
+            match got.map(|r| r.map(serde_json::from_value::<DerpMap>)) {
+                Ok(Ok(Ok(m))) => last_good[i] = Some(m),
+                Ok(Ok(Err(e))) => log::warn!("derp.urls: {url} is not a DERP map ({e}); keeping the last good copy"),
+                Ok(Err(e)) => log::warn!("derp.urls: {e}; keeping the last good copy"),
+                Err(_) => return,
+            }
+        }
+        let fetched: Vec<DerpMap> = last_good.iter().flatten().cloned().collect();
+        control.set_derp_map(map::assemble(&fetched, &cfg.derp.from_paths, embedded.clone())).await;
+        if !cfg.derp.auto_update_enabled {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(cfg.derp.update_frequency.secs().max(1))) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parts() {
+        assert_eq!((url_host("http://192.168.1.1:8080"), url_port("http://192.168.1.1:8080")), ("192.168.1.1".into(), 8080));
+        assert_eq!((url_host("https://hs.example.net"), url_port("https://hs.example.net")), ("hs.example.net".into(), 443));
+        assert_eq!((url_host("http://[fd00::1]:80/x"), url_port("http://[fd00::1]/x")), ("fd00::1".into(), 80));
+    }
+
+    #[test]
+    fn the_certificate_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/derp_tls.pem");
+        let (c1, k1) = load_or_make_cert(&p, "router.lan").unwrap();
+        let (c2, k2) = load_or_make_cert(&p, "router.lan").unwrap();
+        assert_eq!((c1, k1), (c2, k2));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::write(&p, "garbage").unwrap();
+        assert!(load_or_make_cert(&p, "x").is_err());
+    }
+}
