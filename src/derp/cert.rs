@@ -78,7 +78,8 @@ impl std::fmt::Display for CertError {
 pub fn generate(host: &str) -> Result<SelfSigned, CertError> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).map_err(|_| CertError)?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).map_err(|_| CertError)?;
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).map_err(|_| CertError)?;
     let mut serial = [0u8; 16];
     crate::state::secrets::random_bytes(&mut serial).map_err(|_| CertError)?;
     serial[0] &= 0x7f; // positive
@@ -130,7 +131,8 @@ mod tests {
         assert!(text.contains("CN = router.lan") && text.contains("DNS:router.lan"), "{text}");
         assert!(text.contains("Jan  1 00:00:00 1970 GMT") && text.contains("Dec 31 23:59:59 2099 GMT"), "{text}");
         // The signature verifies against its own key.
-        let pem = std::process::Command::new("openssl").args(["x509", "-inform", "DER", "-in"]).arg(&p).output().unwrap();
+        let pem =
+            std::process::Command::new("openssl").args(["x509", "-inform", "DER", "-in"]).arg(&p).output().unwrap();
         std::fs::write(dir.path().join("c.pem"), &pem.stdout).unwrap();
         let v = std::process::Command::new("openssl")
             .args(["verify", "-no_check_time", "-CAfile"])
@@ -150,7 +152,11 @@ mod tests {
             .unwrap();
         let ip = generate("192.0.2.1").unwrap();
         std::fs::write(&p, &ip.cert).unwrap();
-        let out = std::process::Command::new("openssl").args(["x509", "-inform", "DER", "-noout", "-text", "-in"]).arg(&p).output().unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(&p)
+            .output()
+            .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("IP Address:192.0.2.1"));
     }
 }

@@ -39,21 +39,44 @@ pub const GONE_NOT_HERE: u8 = 0x01;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     ServerKey(Key),
-    ClientInfo { key: Key, sealed: Vec<u8> },
+    ClientInfo {
+        key: Key,
+        sealed: Vec<u8>,
+    },
     ServerInfo(Vec<u8>),
-    SendPacket { dst: Key, packet: Vec<u8> },
-    RecvPacket { src: Key, packet: Vec<u8> },
+    SendPacket {
+        dst: Key,
+        packet: Vec<u8>,
+    },
+    RecvPacket {
+        src: Key,
+        packet: Vec<u8>,
+    },
     KeepAlive,
     NotePreferred(bool),
-    PeerGone { key: Key, reason: u8 },
-    PeerPresent { key: Key, addr: SocketAddr, flags: u8 },
-    ForwardPacket { src: Key, dst: Key, packet: Vec<u8> },
+    PeerGone {
+        key: Key,
+        reason: u8,
+    },
+    PeerPresent {
+        key: Key,
+        addr: SocketAddr,
+        flags: u8,
+    },
+    ForwardPacket {
+        src: Key,
+        dst: Key,
+        packet: Vec<u8>,
+    },
     WatchConns,
     ClosePeer(Key),
     Ping([u8; 8]),
     Pong([u8; 8]),
     Health(String),
-    Restarting { reconnect_ms: u32, try_for_ms: u32 },
+    Restarting {
+        reconnect_ms: u32,
+        try_for_ms: u32,
+    },
     /// A type this side does not know: skipped, as the protocol asks.
     Unknown(u8),
 }
@@ -137,7 +160,11 @@ pub fn parse(kind: u8, p: &[u8]) -> Result<Frame, FrameError> {
             let v6 = Ipv6Addr::from(ip);
             let ip = v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6));
             let port = u16::from_be_bytes([p[KEY_LEN + 16], p[KEY_LEN + 17]]);
-            Frame::PeerPresent { key: key(p), addr: SocketAddr::new(ip, port), flags: p.get(KEY_LEN + 18).copied().unwrap_or(0) }
+            Frame::PeerPresent {
+                key: key(p),
+                addr: SocketAddr::new(ip, port),
+                flags: p.get(KEY_LEN + 18).copied().unwrap_or(0),
+            }
         }
         FORWARD_PACKET => {
             need(2 * KEY_LEN)?;
@@ -263,7 +290,11 @@ mod tests {
             round_trip(f);
         }
         assert_eq!(parse(0x7f, b"whatever").unwrap(), Frame::Unknown(0x7f));
-        assert_eq!(recv_packet(&k, b"x"), { let mut b = Vec::new(); encode(&Frame::RecvPacket { src: k, packet: b"x".to_vec() }, &mut b); b });
+        assert_eq!(recv_packet(&k, b"x"), {
+            let mut b = Vec::new();
+            encode(&Frame::RecvPacket { src: k, packet: b"x".to_vec() }, &mut b);
+            b
+        });
     }
 
     #[test]

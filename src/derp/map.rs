@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn later_sources_win_and_the_embedded_region_prevails() {
-        let url: DerpMap = serde_json::from_str(r#"{"Regions":{"1":{"RegionID":1,"RegionCode":"url"},"999":{"RegionID":999,"RegionCode":"url"}}}"#).unwrap();
+        let url: DerpMap = serde_json::from_str(
+            r#"{"Regions":{"1":{"RegionID":1,"RegionCode":"url"},"999":{"RegionID":999,"RegionCode":"url"}}}"#,
+        )
+        .unwrap();
         let path: DerpMap = serde_json::from_str(r#"{"Regions":{"1":{"RegionID":1,"RegionCode":"path"}}}"#).unwrap();
         let m = assemble(&[url], &path, Some(region(&embedded())));
         assert_eq!(m.regions[&1].region_code, "path");

@@ -106,7 +106,9 @@ impl Relay {
         let snap = state.snapshot();
         match snap.node_by_key(&nk) {
             None => Err(format!("{nk} is not a node of this tailnet")),
-            Some(n) if n.expiry.is_some_and(|e| has_passed(e, crate::clock::now_unix())) => Err(format!("{nk} has expired")),
+            Some(n) if n.expiry.is_some_and(|e| has_passed(e, crate::clock::now_unix())) => {
+                Err(format!("{nk} has expired"))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -165,7 +167,8 @@ impl Relay {
             return Err(End::Refused(format!("expected ClientInfo, got frame type {kind:#04x}")));
         };
         let json = handshake::open(&self.private, &key, &sealed).map_err(|e| End::Refused(e.to_string()))?;
-        let info: ClientInfo = serde_json::from_slice(&json).map_err(|_| End::Refused("ClientInfo is not JSON".into()))?;
+        let info: ClientInfo =
+            serde_json::from_slice(&json).map_err(|_| End::Refused("ClientInfo is not JSON".into()))?;
         if info.mesh_key.is_some() {
             return Err(End::Refused("a mesh peer, but this relay has no mesh".into()));
         }
@@ -210,7 +213,8 @@ impl Relay {
                             }
                             if tokens > 0 {
                                 tokens -= 1;
-                                let _ = own.try_send(encoded(&Frame::PeerGone { key: dst, reason: frame::GONE_NOT_HERE }));
+                                let _ =
+                                    own.try_send(encoded(&Frame::PeerGone { key: dst, reason: frame::GONE_NOT_HERE }));
                             }
                         }
                         None => {}

@@ -14,9 +14,9 @@ use super::keyfile;
 use super::ServeError;
 use crate::config::Config;
 use crate::control::Control;
+use crate::derp::cert;
 use crate::derp::map::{self, Embedded};
 use crate::derp::relay::Relay;
-use crate::derp::cert;
 use crate::state::State;
 use crate::tailcfg::DerpMap;
 
@@ -114,7 +114,9 @@ pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeE
     let relay = Arc::new(Relay::new(*key.bytes(), s.verify_clients.then(|| state.clone()), s.max_clients));
     let host = url_host(&cfg.server_url);
     let stun = match s.stun_listen_addr {
-        Some(a) => Some(tokio::net::UdpSocket::bind(a).await.map_err(|e| ServeError::Bind(format!("STUN on {a}: {e}")))?),
+        Some(a) => {
+            Some(tokio::net::UdpSocket::bind(a).await.map_err(|e| ServeError::Bind(format!("STUN on {a}: {e}")))?)
+        }
         None => None,
     };
     let stun_port = stun.as_ref().and_then(|u| u.local_addr().ok()).map_or(-1, |a| a.port() as i64);
@@ -187,8 +189,14 @@ mod tests {
 
     #[test]
     fn url_parts() {
-        assert_eq!((url_host("http://192.168.1.1:8080"), url_port("http://192.168.1.1:8080")), ("192.168.1.1".into(), 8080));
-        assert_eq!((url_host("https://hs.example.net"), url_port("https://hs.example.net")), ("hs.example.net".into(), 443));
+        assert_eq!(
+            (url_host("http://192.168.1.1:8080"), url_port("http://192.168.1.1:8080")),
+            ("192.168.1.1".into(), 8080)
+        );
+        assert_eq!(
+            (url_host("https://hs.example.net"), url_port("https://hs.example.net")),
+            ("hs.example.net".into(), 443)
+        );
         assert_eq!((url_host("http://[fd00::1]:80/x"), url_port("http://[fd00::1]/x")), ("fd00::1".into(), 80));
     }
 

@@ -119,7 +119,8 @@ fn generate_204(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let challenge = req.headers().get("X-Tailscale-Challenge").and_then(|v| v.to_str().ok());
-    let valid = challenge.filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+    let valid =
+        challenge.filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
     if let Some(v) = valid.and_then(|c| hyper::header::HeaderValue::from_str(&format!("response {c}")).ok()) {
         r.headers_mut().insert("X-Tailscale-Response", v);
     }

@@ -101,6 +101,15 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             true => Some(derp::setup(&cfg, &state).await?),
             false => None,
         };
+        if let Some(r) = &relay {
+            if let Some(udp) = &r.stun {
+                log::info!("STUN on udp {}", udp.local_addr().map_err(ServeError::Runtime)?);
+            }
+            if let Some((l, _)) = &r.tls {
+                let a = l.local_addr().map_err(ServeError::Runtime)?;
+                log::info!("DERP relay on https://{a} (self-signed, pinned in the DERP map)");
+            }
+        }
         let embedded = relay.as_ref().and_then(|r| r.embedded.clone());
         let derp_map = crate::derp::map::assemble(&[], &cfg.derp.from_paths, embedded.clone());
         if derp_map.regions.is_empty() && cfg.derp.urls.is_empty() {
@@ -140,7 +149,6 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let mut derp_relay = None;
         if let Some(r) = relay {
             if let Some(udp) = r.stun {
-                log::info!("STUN on udp {}", udp.local_addr().map_err(ServeError::Runtime)?);
                 tokio::spawn(crate::stun::server::serve(udp, stop_rx.clone()));
             }
             relay_tls = r.tls;
@@ -155,7 +163,6 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         };
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
         if let Some((l, acceptor)) = relay_tls {
-            log::info!("DERP relay on https://{} (self-signed, pinned in the DERP map)", l.local_addr().map_err(ServeError::Runtime)?);
             let h = http::Http { control, oidc, relay: derp_relay, tls: Some(acceptor), max_connections: cfg.max_connections };
             tokio::spawn(h.run(l, stop_rx.clone()));
         }

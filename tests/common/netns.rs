@@ -71,14 +71,25 @@ impl Netns {
 
     /// Starts a real node; `auth_key` `None` registers interactively.
     pub fn start_node(&self, name: &str, control: &str, auth_key: Option<&str>, dir: &Path) -> Node {
+        self.start_node_env(name, control, auth_key, dir, &[])
+    }
+
+    /// Starts a real node with extra environment for the client (e.g. TS_DEBUG_* knobs).
+    pub fn start_node_env(
+        &self,
+        name: &str,
+        control: &str,
+        auth_key: Option<&str>,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Node {
         // run-node.sh writes the key into a Caddyfile; `""` is Caddy's empty argument.
         let key = auth_key.unwrap_or("\"\"");
-        let o = self
-            .command(shared().join("run-node.sh").to_str().unwrap())
-            .args([name, control, key])
-            .arg(dir)
-            .output()
-            .unwrap();
+        let mut c = self.command(shared().join("run-node.sh").to_str().unwrap());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.args([name, control, key]).arg(dir).output().unwrap();
         assert!(
             o.status.success(),
             "run-node.sh {name}: {}{}",
