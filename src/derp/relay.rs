@@ -19,7 +19,9 @@ use crate::state::{has_passed, State};
 use crate::tailcfg::NodePublic;
 
 /// Frames queued towards one client before new ones are dropped.
-const QUEUE: usize = 32;
+const QUEUE: usize = 64;
+/// Frames the writer gathers into one write.
+const BATCH: usize = 64 * 1024;
 /// Peers a client remembers sending to (told when it leaves).
 const MAX_PEERS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -191,35 +193,61 @@ impl Relay {
         // PeerGone(not here) answers: a token bucket of 3, one token a second.
         let (mut tokens, mut refilled) = (3u32, Instant::now());
         loop {
-            let (kind, payload) = read_frame(rd, frame::KEY_LEN + frame::MAX_PACKET).await?;
-            let f = frame::parse(kind, &payload).map_err(|e| End::Refused(e.to_string()))?;
-            match f {
-                Frame::SendPacket { dst, packet } => {
-                    let target = self.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&dst).map(|p| p.tx.clone());
-                    match target {
-                        Some(tx) => {
-                            // A full queue means a slow reader: drop, never wait.
-                            let _ = tx.try_send(Bytes::from(frame::recv_packet(&me, &packet)));
-                            if sent_to.len() < MAX_PEERS {
-                                sent_to.insert(dst);
-                            }
-                        }
-                        None if frame::is_disco(&packet) => {
-                            let now = Instant::now();
-                            let add = now.duration_since(refilled).as_secs() as u32;
-                            if add > 0 {
-                                tokens = (tokens + add).min(3);
-                                refilled = now;
-                            }
-                            if tokens > 0 {
-                                tokens -= 1;
-                                let _ =
-                                    own.try_send(encoded(&Frame::PeerGone { key: dst, reason: frame::GONE_NOT_HERE }));
-                            }
-                        }
-                        None => {}
-                    }
+            // Reads served from TLS's own buffer never count against tokio's
+            // budget; without this a busy sender starves the writers it feeds.
+            tokio::task::consume_budget().await;
+            let mut h = [0u8; frame::HEADER_LEN];
+            rd.read_exact(&mut h).await?;
+            let (kind, len) = match frame::header(&h) {
+                Ok(Some(x)) => x,
+                Ok(None) => unreachable!("five bytes were read"),
+                Err(e) => return Err(End::Refused(e.to_string())),
+            };
+            if len > frame::KEY_LEN + frame::MAX_PACKET {
+                return Err(End::Refused(format!("frame of {len} bytes")));
+            }
+            if kind == frame::SEND_PACKET {
+                if len < frame::KEY_LEN {
+                    return Err(End::Refused(format!("SendPacket of {len} bytes")));
                 }
+                // The hot path, without a copy: the frame is read after room for
+                // a header, and becomes the RecvPacket frame in place (the
+                // sender's key takes the place of the destination's, same size).
+                let mut buf = vec![0u8; frame::HEADER_LEN + len];
+                rd.read_exact(&mut buf[frame::HEADER_LEN..]).await?;
+                let mut dst = [0u8; frame::KEY_LEN];
+                dst.copy_from_slice(&buf[frame::HEADER_LEN..frame::HEADER_LEN + frame::KEY_LEN]);
+                let target = self.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&dst).map(|p| p.tx.clone());
+                match target {
+                    Some(tx) => {
+                        buf[0] = frame::RECV_PACKET;
+                        buf[1..frame::HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+                        buf[frame::HEADER_LEN..frame::HEADER_LEN + frame::KEY_LEN].copy_from_slice(&me);
+                        // A full queue means a slow reader: drop, never wait.
+                        let _ = tx.try_send(Bytes::from(buf));
+                        if sent_to.len() < MAX_PEERS {
+                            sent_to.insert(dst);
+                        }
+                    }
+                    None if frame::is_disco(&buf[frame::HEADER_LEN + frame::KEY_LEN..]) => {
+                        let now = Instant::now();
+                        let add = now.duration_since(refilled).as_secs() as u32;
+                        if add > 0 {
+                            tokens = (tokens + add).min(3);
+                            refilled = now;
+                        }
+                        if tokens > 0 {
+                            tokens -= 1;
+                            let _ = own.try_send(encoded(&Frame::PeerGone { key: dst, reason: frame::GONE_NOT_HERE }));
+                        }
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            let mut payload = vec![0u8; len];
+            rd.read_exact(&mut payload).await?;
+            match frame::parse(kind, &payload).map_err(|e| End::Refused(e.to_string()))? {
                 Frame::Ping(data) => {
                     let _ = own.try_send(encoded(&Frame::Pong(data)));
                 }
@@ -243,18 +271,30 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Byt
     let keepalive = encoded(&Frame::KeepAlive);
     let mut next = keepalive_deadline();
     loop {
-        let out = tokio::select! {
+        let first = tokio::select! {
             f = rx.recv() => match f {
                 Some(f) => f,
                 None => break,
             },
             _ = tokio::time::sleep_until(next) => keepalive.clone(),
         };
-        if wr.write_all(&out).await.is_err() {
-            break;
-        }
-        // Flush once the queue is drained: batches go out in one write.
-        if rx.is_empty() && wr.flush().await.is_err() {
+        // Whatever else is queued goes out in the same write.
+        let out = match rx.try_recv() {
+            Err(_) => first,
+            Ok(second) => {
+                let mut batch = Vec::with_capacity(BATCH.min(first.len() + second.len() * 8));
+                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&second);
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(f) => batch.extend_from_slice(&f),
+                        Err(_) => break,
+                    }
+                }
+                Bytes::from(batch)
+            }
+        };
+        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
             break;
         }
         next = keepalive_deadline();
