@@ -310,3 +310,36 @@ fn two_real_clients_pass_traffic_through_the_relay() {
     a.stop();
     b.stop();
 }
+
+#[tokio::test]
+async fn with_an_https_server_url_the_relay_lives_on_the_main_listener() {
+    require_tool("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gen = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let port = common::idp::free_port();
+    std::fs::write(
+        d.join("config.yaml"),
+        format!(
+            "server_url: https://localhost:{port}\nlisten_addr: 127.0.0.1:{port}\ntls_cert_path: cert.pem\ntls_key_path: key.pem\nderp:\n  server:\n    enabled: true\n    verify_clients: false\n    stun_listen_addr: 127.0.0.1:0\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(d, &[], &[]);
+    assert!(!s.log().contains("DERP relay on https://"), "a real certificate needs no second listener:\n{}", s.log());
+    assert!(!d.join("tinyscale-data/derp_tls.pem").exists(), "nor a self-signed certificate");
+    let pem = std::fs::read(d.join("cert.pem")).unwrap();
+    let der: rustls::pki_types::CertificateDer = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let pin = tinyscale::derp::cert::pin_of(&der);
+    let addr = format!("127.0.0.1:{port}");
+    let mut a = DerpClient::handshake(dc::tls(&addr, &pin).await.unwrap(), client::random32()).await.unwrap();
+    let mut b = DerpClient::handshake(dc::tls(&addr, &pin).await.unwrap(), client::random32()).await.unwrap();
+    a.send(&b.public, b"over the main listener").await.unwrap();
+    assert_eq!(b.next(5).await, Some(Frame::RecvPacket { src: a.public, packet: b"over the main listener".to_vec() }));
+}
