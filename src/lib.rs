@@ -12,13 +12,16 @@ pub mod config;
 pub mod control;
 pub mod derp;
 pub mod dns;
+#[cfg(feature = "fetch")]
 pub mod fetch;
 pub mod logger;
 pub mod mapper;
 pub mod noise;
+#[cfg(feature = "oidc")]
 pub mod oidc;
 pub mod server;
 pub mod state;
 pub mod store;
+#[cfg(feature = "derp")]
 pub mod stun;
 pub mod tailcfg;

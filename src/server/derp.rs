@@ -1,24 +1,20 @@
 //! Setting up the embedded relay: its key, its certificate (self-signed and
-//! pinned when `server_url` is plain http), the STUN listener, the DERP map
-//! clients get, and the `derp.urls` refresh.
+//! pinned when `server_url` is plain http), the STUN listener, and the
+//! region it adds to the DERP map.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::watch;
 
 use super::keyfile;
 use super::ServeError;
 use crate::config::Config;
-use crate::control::Control;
 use crate::derp::cert;
 use crate::derp::map::{self, Embedded};
 use crate::derp::relay::Relay;
 use crate::state::State;
-use crate::tailcfg::DerpMap;
 
 /// The host part of a URL (`http://[::1]:8080/x` → `::1`).
 pub fn url_host(url: &str) -> String {
@@ -148,39 +144,6 @@ pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeE
         })
     });
     Ok(DerpSetup { relay, tls, stun, embedded })
-}
-
-/// Fetches `derp.urls` now and every `update_frequency`, keeping the last
-/// good copy of each when a fetch fails, and hands changed maps to `control`.
-pub async fn refresh_urls(
-    cfg: Arc<Config>,
-    embedded: Option<crate::tailcfg::DerpRegion>,
-    control: Arc<Control>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let client = Arc::new(crate::fetch::Client::new(crate::fetch::load_roots(&crate::config::process_env)));
-    let mut last_good: Vec<Option<DerpMap>> = vec![None; cfg.derp.urls.len()];
-    loop {
-        for (i, url) in cfg.derp.urls.iter().enumerate() {
-            let (c, u) = (client.clone(), url.clone());
-            let got = tokio::task::spawn_blocking(move || c.get_json(&u, None)).await;
-            match got.map(|r| r.map(serde_json::from_value::<DerpMap>)) {
-                Ok(Ok(Ok(m))) => last_good[i] = Some(m),
-                Ok(Ok(Err(e))) => log::warn!("derp.urls: {url} is not a DERP map ({e}); keeping the last good copy"),
-                Ok(Err(e)) => log::warn!("derp.urls: {e}; keeping the last good copy"),
-                Err(_) => return,
-            }
-        }
-        let fetched: Vec<DerpMap> = last_good.iter().flatten().cloned().collect();
-        control.set_derp_map(map::assemble(&fetched, &cfg.derp.from_paths, embedded.clone())).await;
-        if !cfg.derp.auto_update_enabled {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(cfg.derp.update_frequency.secs().max(1))) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+#[cfg(feature = "oidc")]
+use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,16 +18,26 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::control::Control;
+#[cfg(feature = "derp")]
 use crate::derp::relay::Relay;
+#[cfg(feature = "oidc")]
 use crate::oidc::Oidc;
 
 /// Slow clients may not hold a connection open by trickling headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a build with the optional features serves besides the control protocol.
+#[derive(Clone, Default)]
+pub struct Extras {
+    #[cfg(feature = "oidc")]
+    pub oidc: Option<Arc<Oidc>>,
+    #[cfg(feature = "derp")]
+    pub relay: Option<Arc<Relay>>,
+}
+
 pub struct Http {
     pub control: Arc<Control>,
-    pub oidc: Option<Arc<Oidc>>,
-    pub relay: Option<Arc<Relay>>,
+    pub extras: Extras,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub max_connections: usize,
 }
@@ -44,12 +56,15 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 pub type Slot = Arc<OwnedSemaphorePermit>;
 
 /// The confirmation form is a few hundred bytes.
+#[cfg(feature = "oidc")]
 const MAX_FORM: usize = 16 * 1024;
 
 async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    #[cfg(feature = "oidc")]
     let cookies = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if let Some(relay) = &app.relay {
+    #[cfg(feature = "derp")]
+    if let Some(relay) = &app.extras.relay {
         match (req.method().as_str(), path.as_str()) {
             ("GET", "/derp") => return Ok(derp_upgrade(req, relay, slot)),
             ("GET" | "HEAD", "/derp/probe" | "/derp/latency-check") => {
@@ -59,21 +74,28 @@ async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Resp
             _ => {}
         }
     }
-    let oidc = app.oidc.as_ref().filter(|o| o.ready()).cloned();
-    Ok(match (req.method().as_str(), path.as_str(), oidc) {
-        ("GET" | "HEAD", "/health", _) => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
-        ("GET", "/key", _) => app.control.key(req.uri().query()),
-        ("POST" | "GET", "/ts2021", _) => app.control.upgrade(req, slot),
-        ("GET", "/oidc/callback", Some(o)) => o.callback(req.uri().query().unwrap_or(""), cookies.as_deref()).await,
-        ("POST", p, Some(o)) if p.starts_with("/register/confirm/") => {
-            let id = p["/register/confirm/".len()..].to_string();
-            match http_body_util::Limited::new(req.into_body(), MAX_FORM).collect().await {
-                Ok(b) => o.confirm(&id, &b.to_bytes(), cookies.as_deref()).await,
-                Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "form too large\n"),
+    #[cfg(feature = "oidc")]
+    if let Some(o) = app.extras.oidc.as_ref().filter(|o| o.ready()).cloned() {
+        match (req.method().as_str(), path.as_str()) {
+            ("GET", "/oidc/callback") => {
+                return Ok(o.callback(req.uri().query().unwrap_or(""), cookies.as_deref()).await)
             }
+            ("POST", p) if p.starts_with("/register/confirm/") => {
+                let id = p["/register/confirm/".len()..].to_string();
+                return Ok(match http_body_util::Limited::new(req.into_body(), MAX_FORM).collect().await {
+                    Ok(b) => o.confirm(&id, &b.to_bytes(), cookies.as_deref()).await,
+                    Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "form too large\n"),
+                });
+            }
+            ("GET", p) if p.starts_with("/register/") => return Ok(o.start(&p["/register/".len()..])),
+            _ => {}
         }
-        ("GET", p, Some(o)) if p.starts_with("/register/") => o.start(&p["/register/".len()..]),
-        ("GET", p, None) if p.starts_with("/register/") => app.control.register_page(&p["/register/".len()..]),
+    }
+    Ok(match (req.method().as_str(), path.as_str()) {
+        ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
+        ("GET", "/key") => app.control.key(req.uri().query()),
+        ("POST" | "GET", "/ts2021") => app.control.upgrade(req, slot),
+        ("GET", p) if p.starts_with("/register/") => app.control.register_page(&p["/register/".len()..]),
         _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     })
 }
@@ -81,11 +103,12 @@ async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Resp
 /// What the listener serves.
 struct App {
     control: Arc<Control>,
-    oidc: Option<Arc<Oidc>>,
-    relay: Option<Arc<Relay>>,
+    #[cfg_attr(not(any(feature = "oidc", feature = "derp")), allow(dead_code))]
+    extras: Extras,
 }
 
 /// `GET /derp` with `Upgrade: DERP`: the relay takes the connection over.
+#[cfg(feature = "derp")]
 fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot) -> Response<Full<Bytes>> {
     let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !upgrade.eq_ignore_ascii_case("derp") {
@@ -115,6 +138,7 @@ fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot) -> Respo
 }
 
 /// `GET /generate_204`: the captive-portal check, echoing the challenge.
+#[cfg(feature = "derp")]
 fn generate_204(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -150,7 +174,7 @@ impl Http {
     /// Accepts connections until `shutdown` turns true.
     pub async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.max_connections));
-        let app = Arc::new(App { control: self.control.clone(), oidc: self.oidc.clone(), relay: self.relay.clone() });
+        let app = Arc::new(App { control: self.control.clone(), extras: self.extras.clone() });
         loop {
             let (stream, peer): (_, SocketAddr) = tokio::select! {
                 r = listener.accept() => match r {

@@ -1,7 +1,10 @@
 //! `tinyscale serve`: opens the store, loads the keys, and runs the listeners
 //! until SIGTERM or SIGINT, then flushes the store and leaves.
 
+#[cfg(feature = "derp")]
 mod derp;
+#[cfg(feature = "fetch")]
+mod derp_urls;
 mod http;
 pub mod keyfile;
 mod socket;
@@ -16,6 +19,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::control::Control;
 use crate::mapper;
+#[cfg(feature = "oidc")]
 use crate::oidc::Oidc;
 use crate::state::{Settings, State, StateError};
 use crate::store::{Store, StoreError};
@@ -25,6 +29,8 @@ use crate::tailcfg::DerpMap;
 pub enum ServeError {
     /// The OIDC provider is unreachable and `only_start_if_oidc_is_available` is on.
     Oidc(String),
+    /// The config asks for something this build leaves out (a cargo feature).
+    Unsupported(String),
     Store(StoreError),
     State(StateError),
     Key(keyfile::KeyFileError),
@@ -36,7 +42,7 @@ pub enum ServeError {
 impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServeError::Oidc(e) => f.write_str(e),
+            ServeError::Oidc(e) | ServeError::Unsupported(e) => f.write_str(e),
             ServeError::Store(e) => e.fmt(f),
             ServeError::State(e) => e.fmt(f),
             ServeError::Key(e) => e.fmt(f),
@@ -97,10 +103,16 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let bound = listener.local_addr().map_err(ServeError::Runtime)?;
         let api_listener = socket::bind(&cfg.unix_socket, cfg.unix_socket_permission).map_err(ServeError::Bind)?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        #[cfg(feature = "derp")]
         let relay = match cfg.derp.server.enabled {
             true => Some(derp::setup(&cfg, &state).await?),
             false => None,
         };
+        #[cfg(not(feature = "derp"))]
+        if cfg.derp.server.enabled {
+            return Err(ServeError::Unsupported("derp.server.enabled: this tinyscale was built without the derp feature".into()));
+        }
+        #[cfg(feature = "derp")]
         if let Some(r) = &relay {
             if let Some(udp) = &r.stun {
                 log::info!("STUN on udp {}", udp.local_addr().map_err(ServeError::Runtime)?);
@@ -110,7 +122,10 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
                 log::info!("DERP relay on https://{a} (self-signed, pinned in the DERP map)");
             }
         }
+        #[cfg(feature = "derp")]
         let embedded = relay.as_ref().and_then(|r| r.embedded.clone());
+        #[cfg(not(feature = "derp"))]
+        let embedded = None;
         let derp_map = crate::derp::map::assemble(&[], &cfg.derp.from_paths, embedded.clone());
         if derp_map.regions.is_empty() && cfg.derp.urls.is_empty() {
             log::warn!(
@@ -126,10 +141,16 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             stop_rx.clone(),
         ));
         log::info!("Noise public key {}", control.public_key());
-        let oidc = match &cfg.oidc {
-            None => None,
-            Some(o) => Some(start_oidc(o.clone(), state.clone(), &cfg.server_url, stop_rx.clone()).await?),
-        };
+        #[allow(unused_mut)]
+        let mut extras = http::Extras::default();
+        #[cfg(feature = "oidc")]
+        if let Some(o) = &cfg.oidc {
+            extras.oidc = Some(start_oidc(o.clone(), state.clone(), &cfg.server_url, stop_rx.clone()).await?);
+        }
+        #[cfg(not(feature = "oidc"))]
+        if cfg.oidc.is_some() {
+            return Err(ServeError::Unsupported("oidc: this tinyscale was built without the oidc feature".into()));
+        }
         // Only now is everything ready: tests and scripts wait for this line.
         let scheme = if tls.is_some() { "https" } else { "http" };
         log::info!("listening on {scheme}://{bound} (server_url {})", cfg.server_url);
@@ -143,27 +164,26 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
 
         tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
         if !cfg.derp.urls.is_empty() {
-            tokio::spawn(derp::refresh_urls(cfg.clone(), embedded, control.clone(), stop_rx.clone()));
+            #[cfg(feature = "fetch")]
+            tokio::spawn(derp_urls::refresh(cfg.clone(), embedded, control.clone(), stop_rx.clone()));
+            #[cfg(not(feature = "fetch"))]
+            log::warn!("derp.urls is ignored: this tinyscale was built without the fetch feature");
         }
+        #[cfg(feature = "derp")]
         let mut relay_tls = None;
-        let mut derp_relay = None;
+        #[cfg(feature = "derp")]
         if let Some(r) = relay {
             if let Some(udp) = r.stun {
                 tokio::spawn(crate::stun::server::serve(udp, stop_rx.clone()));
             }
             relay_tls = r.tls;
-            derp_relay = Some(r.relay);
+            extras.relay = Some(r.relay);
         }
-        let http = http::Http {
-            control: control.clone(),
-            oidc: oidc.clone(),
-            relay: derp_relay.clone(),
-            tls,
-            max_connections: cfg.max_connections,
-        };
+        let http = http::Http { control: control.clone(), extras: extras.clone(), tls, max_connections: cfg.max_connections };
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
+        #[cfg(feature = "derp")]
         if let Some((l, acceptor)) = relay_tls {
-            let h = http::Http { control, oidc, relay: derp_relay, tls: Some(acceptor), max_connections: cfg.max_connections };
+            let h = http::Http { control, extras, tls: Some(acceptor), max_connections: cfg.max_connections };
             tokio::spawn(h.run(l, stop_rx.clone()));
         }
         let api_task = tokio::spawn(socket::run(api_listener, cfg.unix_socket.clone(), state.clone(), stop_rx));
@@ -184,8 +204,10 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
 }
 
 /// How often an unreachable provider is tried again (when tinyscale started without it).
+#[cfg(feature = "oidc")]
 const OIDC_RETRY: Duration = Duration::from_secs(30);
 
+#[cfg(feature = "oidc")]
 /// Discovers the provider. With `only_start_if_oidc_is_available` a failure
 /// stops tinyscale; otherwise it starts without OIDC (pre-auth keys and CLI
 /// approval work) and keeps trying in the background.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+#[cfg(feature = "derp")]
 pub mod derp_client;
 pub mod idp;
 pub mod netns;
