@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
 # Builds the static tinyscale binary for one router target, without Docker:
 #
-#   cross/build.sh aarch64-unknown-linux-musl     # stable std + Debian's cross gcc
-#   cross/build.sh mipsel-unknown-linux-musl      # nightly -Zbuild-std + cargo-zigbuild
+#   cross/build.sh aarch64-unknown-linux-musl       # stable std + Debian's cross gcc
+#   cross/build.sh mipsel-unknown-linux-musl        # nightly -Zbuild-std + cargo-zigbuild
+#   cross/build.sh armv7-unknown-linux-musleabihf   # likewise (rustup's 32-bit ARM std is unreachable here)
 #
-# The binary lands at target/<target>/release/tinyscale; its size is printed.
-# FEATURES=... passes cargo features. SKIP_SETUP=1 skips cross/setup.sh.
+# The stripped binary lands at target/<target>/release/tinyscale; its size is
+# printed as one line "<target> <bytes> bytes". A mipsel binary over 4 MiB
+# fails the build: flash is the budget (the goal is 3 MiB).
+# FEATURES=... passes cargo features (default: the `router` preset); any
+# further arguments go to cargo (e.g. --config 'profile.release.opt-level=3').
+# SKIP_SETUP=1 skips cross/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-t=${1:?usage: cross/build.sh <rust-target>}
+t=${1:?usage: cross/build.sh <rust-target> [cargo args...]}
+shift
 [ "${SKIP_SETUP:-}" = 1 ] || cross/setup.sh "$t"
 feat=()
-[ -n "${FEATURES:-}" ] && feat=(--features "$FEATURES")
+[ -n "${FEATURES:-}" ] && feat=(--no-default-features --features "$FEATURES")
+MAX_MIPSEL=$((4 * 1024 * 1024))
 
 case "$t" in
   x86_64-unknown-linux-musl)
-    cargo build --locked --release --target "$t" "${feat[@]}" ;;
+    cargo build --locked --release --target "$t" "${feat[@]}" "$@" ;;
   aarch64-unknown-linux-musl)
     CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
-      cargo build --locked --release --target "$t" "${feat[@]}" ;;
+      cargo build --locked --release --target "$t" "${feat[@]}" "$@" ;;
   mipsel-unknown-linux-musl|mips-unknown-linux-musl|armv7-unknown-linux-musleabihf|arm-unknown-linux-musleabi|armv5te-unknown-linux-musleabi)
     # RUSTFLAGS must stay unset: the target's flags are in .cargo/config.toml.
     env -u RUSTFLAGS cargo +nightly zigbuild --locked --release --target "$t" \
-      -Zbuild-std=std,panic_abort "${feat[@]}" ;;
+      -Zbuild-std=std,panic_abort "${feat[@]}" "$@" ;;
   *) echo "cross/build.sh: unsupported target $t" >&2; exit 2 ;;
 esac
 
@@ -32,4 +39,9 @@ bin="${CARGO_TARGET_DIR:-target}/$t/release/tinyscale"
 if command -v file >/dev/null; then
   file "$bin" | grep -Eq 'statically linked|static-pie linked' || { echo "cross/build.sh: $bin is not statically linked: $(file "$bin")" >&2; exit 1; }
 fi
-printf '%s\t%s bytes\n' "$t" "$(stat -c %s "$bin")"
+size=$(stat -c %s "$bin")
+printf '%s\t%s bytes\n' "$t" "$size"
+if [ "$t" = mipsel-unknown-linux-musl ] && [ -z "${FEATURES:-}" ] && [ "$size" -gt "$MAX_MIPSEL" ]; then
+  echo "cross/build.sh: the mipsel binary is $size bytes, over the 4 MiB budget ($MAX_MIPSEL)" >&2
+  exit 1
+fi

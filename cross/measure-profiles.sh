@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures the release profile's opt-level trade: stripped binary size and the
-# idle RSS of `serve` on embedded defaults, for opt-level 3, s and z.
+# idle RSS of `serve` on embedded defaults, for opt-level 3 everywhere, the
+# shipped profile (z, with sled and its concurrency crates at 3) and z
+# everywhere.
 #
 #   cross/measure-profiles.sh [target]     (default x86_64-unknown-linux-musl)
 #
@@ -11,9 +13,16 @@ t=${1:-x86_64-unknown-linux-musl}
 cross/setup.sh "$t" >/dev/null
 port=18290
 printf '| opt-level | %s binary (bytes) | idle RSS after start (KiB) | RSS after 200 CLI calls (KiB) |\n|---|---|---|---|\n' "$t"
-for lvl in 3 s z; do
-  dir="target/opt-$lvl"
-  CARGO_TARGET_DIR="$dir" CARGO_PROFILE_RELEASE_OPT_LEVEL="$lvl" SKIP_SETUP=1 cross/build.sh "$t" >"$dir.log" 2>&1 \
+sync_crates=(sled crossbeam-epoch crossbeam-utils parking_lot parking_lot_core)
+for choice in 3 shipped z; do
+  args=()
+  case "$choice" in
+    3) args=(--config 'profile.release.opt-level=3') ;;
+    shipped) ;;
+    z) for c in "${sync_crates[@]}"; do args+=(--config "profile.release.package.$c.opt-level=\"z\""); done ;;
+  esac
+  dir="target/opt-$choice"
+  CARGO_TARGET_DIR="$dir" SKIP_SETUP=1 cross/build.sh "$t" "${args[@]}" >"$dir.log" 2>&1 \
     || { cat "$dir.log" >&2; exit 1; }
   bin="$PWD/$dir/$t/release/tinyscale"
   work=$(mktemp -d)
@@ -30,5 +39,5 @@ for lvl in 3 s z; do
   busy=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   kill "$pid"; wait "$pid" || true
   rm -rf "$work"
-  printf '| %s | %s | %s | %s |\n' "$lvl" "$(stat -c %s "$bin")" "$idle" "$busy"
+  printf '| %s | %s | %s | %s |\n' "$choice" "$(stat -c %s "$bin")" "$idle" "$busy"
 done

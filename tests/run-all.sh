@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole tinyscale test suite, from a fresh clone on a Debian machine:
 # installs what the tests need, runs the unit and process tests, then
-# cross-builds for an ARM and a MIPS router and smoke-tests both under qemu.
+# cross-builds every board's binary, runs the aarch64 unit tests under qemu,
+# smoke-tests the ARM and MIPS binaries under qemu, and builds and checks
+# every board's OpenWrt package.
 #
 #   ./tests/run-all.sh
 #
@@ -12,7 +14,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 t0=$(date +%s)
 step() { echo; echo "=== $* ($(( $(date +%s) - t0 ))s)"; }
 
-step "tools for the process tests (openssl, curl, file, zstd, ip, nsenter)"
+step "tools for the tests (openssl, curl, file, zstd, ip, nsenter, nft)"
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
@@ -20,6 +22,7 @@ command -v file >/dev/null || missing+=(file)
 command -v zstd >/dev/null || missing+=(zstd)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v nft >/dev/null || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -36,13 +39,41 @@ cp ../shared/test-idp/package.json ../shared/test-idp/package-lock.json ../share
 step "unit, process, real-client and OIDC tests"
 cargo test --locked
 
-for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl; do
+step "unit tests without the optional parts (--no-default-features: no DERP, no OIDC)"
+cargo test --locked --no-default-features --lib
+
+# The router builds: one binary per board profile's target (mipsel fails the
+# build past 4 MiB), the unit tests of the ARM one under qemu, then each
+# router binary under qemu through start, CLI, kill -9 and restart.
+step "cross setup (Debian cross gcc, qemu-user, nightly rust-src, cargo-zigbuild)"
+cross/setup.sh aarch64-unknown-linux-musl mipsel-unknown-linux-musl x86_64-unknown-linux-musl
+for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf mips-unknown-linux-musl \
+  x86_64-unknown-linux-musl; do
   step "cross build $t"
-  cross/build.sh "$t"
-  step "qemu smoke test $t"
-  port=18180
-  [ "$t" = mipsel-unknown-linux-musl ] && port=18181
-  cross/smoke.sh "$t" "$port"
+  SKIP_SETUP=1 cross/build.sh "$t"
 done
+
+step "unit tests of aarch64-unknown-linux-musl under qemu-aarch64"
+CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static \
+  cargo test --locked --lib --target aarch64-unknown-linux-musl
+
+port=18180
+for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf mips-unknown-linux-musl; do
+  step "qemu smoke test $t"
+  cross/smoke.sh "$t" "$port"
+  port=$((port + 1))
+done
+
+for profile in board/*.env; do
+  b=$(basename "$profile" .env)
+  step "OpenWrt package for $b, installed into a scratch root"
+  ipk=$(SKIP_BUILD=1 cross/package.sh "$b")
+  cross/check-package.sh "$ipk"
+done
+
+step "binary sizes (the README's table is this output)"
+cross/sizes.sh
 
 step "all tests passed"

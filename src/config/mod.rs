@@ -183,6 +183,8 @@ pub struct Config {
     pub oidc: Option<Oidc>,
     /// tinyscale's own `tuning.max_connections`: TCP connections served at once.
     pub max_connections: usize,
+    /// tinyscale's own `tuning.max_nodes`: nodes the tailnet may hold.
+    pub max_nodes: usize,
 }
 
 /// A configuration that loaded, with what is worth telling the admin.
@@ -521,6 +523,10 @@ fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
     }
     let preauth_keys_revoked_retention = r.span("preauth_keys.revoked_retention", Span(168 * 3600));
     let oidc = read_oidc(r, base);
+    let max_nodes = r.int("tuning.max_nodes", 10_000);
+    if !(1..=1_000_000).contains(&max_nodes) {
+        r.error("tuning.max_nodes", format!("{max_nodes} is not between 1 and 1000000"));
+    }
     let max_connections = r.int("tuning.max_connections", 2048);
     if !(1..=1_000_000).contains(&max_connections) {
         r.error("tuning.max_connections", format!("{max_connections} is not between 1 and 1000000"));
@@ -567,6 +573,7 @@ fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
         preauth_keys_revoked_retention,
         oidc,
         max_connections: max_connections.clamp(1, 1_000_000) as usize,
+        max_nodes: max_nodes.clamp(1, 1_000_000) as usize,
     }
 }
 

@@ -196,11 +196,13 @@ pub struct Settings {
     pub prefixes: Prefixes,
     /// Zero: nodes do not expire.
     pub node_expiry: Span,
+    /// Nodes the tailnet may hold (the board profile's cap).
+    pub max_nodes: usize,
 }
 
 impl Settings {
     pub fn new(prefixes: Prefixes) -> Self {
-        Settings { prefixes, node_expiry: Span(0) }
+        Settings { prefixes, node_expiry: Span(0), max_nodes: 10_000 }
     }
 }
 
@@ -559,6 +561,12 @@ impl State {
     /// Creates a node in `tx`: a fresh id, addresses from the pools and a
     /// unique DNS name derived from the hostname.
     fn new_node(&self, tx: &mut Tx, spec: register::NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
+        if tx.snap.nodes.len() >= self.settings.max_nodes {
+            return Err(StateError::PoolFull(format!(
+                "the tailnet already has {} nodes, its limit (tuning.max_nodes)",
+                self.settings.max_nodes
+            )));
+        }
         let used = tx.snap.used_ips();
         let prefixes = &self.settings.prefixes;
         let mut random = || {

@@ -133,3 +133,18 @@ fn a_clock_in_1970_expires_nothing() {
     assert!(has_passed(now - 1, now));
     assert!(!has_passed(now + 1, now));
 }
+
+#[test]
+fn the_node_cap_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(prefixes("100.64.0.0/10"));
+    settings.max_nodes = 2;
+    let s = State::load(Store::open(&dir.path().join("db"), 1 << 20).unwrap(), settings).unwrap();
+    let a = user(&s, "alice");
+    s.create_node(a.id, "a", &nk(1), 1).unwrap();
+    s.create_node(a.id, "b", &nk(2), 1).unwrap();
+    match s.create_node(a.id, "c", &nk(3), 1) {
+        Err(StateError::PoolFull(m)) => assert!(m.contains("tuning.max_nodes"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
