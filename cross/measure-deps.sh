@@ -20,7 +20,8 @@ dir=target/measure-deps
 CARGO_TARGET_DIR="$dir/symbols" SKIP_SETUP=1 cross/build.sh "$t" --config 'profile.release.strip=false' \
   >"$dir.symbols.log" 2>&1 || { cat "$dir.symbols.log" >&2; exit 1; }
 bin="$dir/symbols/$t/release/tinyscale"
-stripped=$(strip -o /dev/stdout "$bin" | wc -c)
+strip -o "$dir/stripped" "$bin"
+stripped=$(stat -c %s "$dir/stripped")
 nm -S --size-sort -C "$bin" | python3 -c '
 import re, sys
 total = int(sys.argv[1])
