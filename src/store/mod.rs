@@ -180,6 +180,25 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// How long `Store::open` waits for the file lock of a store this process just closed.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled releases its file lock when the last reference to its files goes, and a write it
+/// handed to its I/O thread pool keeps one a moment after the `Db` is dropped (seen when a
+/// store is reopened in the same process under qemu). Another process holding the lock
+/// keeps it for longer than this wait and is still reported as `Locked`.
+fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(e) if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the store at `path`.
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Store, StoreError> {
@@ -187,24 +206,23 @@ impl Store {
             create_private_dir(parent)
                 .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
         }
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
             // No background flusher: every acknowledged change is flushed by commit().
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| {
-                let reason = e.to_string();
-                if reason.contains("could not acquire lock") {
-                    StoreError::Locked { path: path.to_path_buf() }
-                } else if is_full(&e) {
-                    // sled writes on open; nothing acknowledged is lost, it just needs room.
-                    let reason = format!("{reason}; the flash is full: free some space and start again");
-                    StoreError::Open { path: path.to_path_buf(), reason }
-                } else {
-                    StoreError::Open { path: path.to_path_buf(), reason }
-                }
-            })?;
+            .flush_every_ms(None);
+        let db = open_waiting_for_lock(&config).map_err(|e| {
+            let reason = e.to_string();
+            if reason.contains("could not acquire lock") {
+                StoreError::Locked { path: path.to_path_buf() }
+            } else if is_full(&e) {
+                // sled writes on open; nothing acknowledged is lost, it just needs room.
+                let reason = format!("{reason}; the flash is full: free some space and start again");
+                StoreError::Open { path: path.to_path_buf(), reason }
+            } else {
+                StoreError::Open { path: path.to_path_buf(), reason }
+            }
+        })?;
         let store = Store { db, path: path.to_path_buf() };
         migrations::run(&store.db)?;
         Ok(store)

@@ -151,3 +151,18 @@ fn a_corrupt_record_is_reported_not_panicked_on() {
     let s = Store::open(&path, 1 << 20).unwrap();
     assert!(matches!(s.load(), Err(StoreError::Corrupt { .. })));
 }
+
+#[test]
+fn a_store_held_open_is_refused_and_one_just_closed_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let held = Store::open(&path, 1 << 20).unwrap();
+    let again = Store::open(&path, 1 << 20);
+    assert!(matches!(again, Err(StoreError::Locked { .. })), "second open must be refused while the first is held");
+    drop(held);
+    // Dropped with writes possibly still in sled's I/O pool: the wait covers them.
+    for _ in 0..20 {
+        let s = Store::open(&path, 1 << 20).expect("a closed store reopens");
+        drop(s);
+    }
+}
