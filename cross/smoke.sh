@@ -2,7 +2,9 @@
 # Runs a cross-built binary under qemu-user, as the router would run it:
 # `tinyscale version`; `serve` on its embedded defaults in an empty folder,
 # answering /health; the CLI over the unix socket making a user and a
-# pre-auth key; kill -9; a restart that still has both; a clean SIGTERM stop.
+# pre-auth key, then 60 more users (enough store traffic to drain sled's page
+# cache queues, where the unpatched sled aborted on MIPS after nine); kill -9;
+# a restart that still has them all; a clean SIGTERM stop.
 #
 #   cross/smoke.sh aarch64-unknown-linux-musl [port]
 set -euo pipefail
@@ -17,7 +19,9 @@ case "$t" in
   x86_64-*) q= ;;
   *) echo "cross/smoke.sh: no emulator known for $t" >&2; exit 2 ;;
 esac
-bin="$PWD/${CARGO_TARGET_DIR:-target}/$t/release/tinyscale"
+bin="${CARGO_TARGET_DIR:-target}/$t/release/tinyscale"
+# The server runs from a scratch folder: the path must be absolute.
+case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
 [ -x "$bin" ] || { echo "cross/smoke.sh: build $bin first (cross/build.sh $t)" >&2; exit 1; }
 
 dir=$(mktemp -d)
@@ -52,12 +56,19 @@ echo "== $t: a user and a pre-auth key over the unix socket"
 run users create family -o json-line >/dev/null || fail "users create"
 key=$(run preauthkeys create -u family --reusable -e 1h -o json-line | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
 [ -n "$key" ] || fail "preauthkeys create printed no key"
+echo "== $t: 60 more users"
+for i in $(seq 1 60); do
+  run users create "member$i" -o json-line >/dev/null || fail "users create member$i"
+done
 
 echo "== $t: kill -9 (bash reports it as Killed), restart"
 kill -9 "$pid"
 { wait "$pid"; } 2>/dev/null || true
 serve
-run users list -o json-line | grep -q '"name":"family"' || fail "the user did not survive kill -9"
+users=$(run users list -o json-line)
+grep -q '"name":"family"' <<<"$users" || fail "the user did not survive kill -9"
+n=$(grep -o '"name":"member[0-9]*"' <<<"$users" | wc -l)
+[ "$n" -eq 60 ] || fail "$n of the 60 users survived kill -9"
 # Listings show a key's public prefix only.
 run preauthkeys list -u family -o json-line | grep -qF "\"key\":\"${key%-*}-" || fail "the pre-auth key did not survive kill -9"
 

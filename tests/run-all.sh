@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole tinyscale test suite, from a fresh clone on a Debian machine:
 # installs what the tests need, runs the unit and process tests, then
-# cross-builds every board's binary, runs the aarch64 unit tests under qemu,
-# smoke-tests the ARM and MIPS binaries under qemu, and builds and checks
-# every board's OpenWrt package.
+# cross-builds every board's binary, runs the aarch64 and mips unit tests
+# under qemu, smoke-tests the ARM and MIPS binaries under qemu, and builds
+# and checks every board's OpenWrt package.
 #
 #   ./tests/run-all.sh
 #
@@ -43,8 +43,9 @@ step "unit tests without the optional parts (--no-default-features: no DERP, no 
 cargo test --locked --no-default-features --lib
 
 # The router builds: one binary per board profile's target (mipsel fails the
-# build past 4 MiB), the unit tests of the ARM one under qemu, then each
-# router binary under qemu through start, CLI, kill -9 and restart.
+# build past 4 MiB), the unit tests of the ARM and the big-endian MIPS one
+# under qemu, then each router binary under qemu through start, CLI, kill -9
+# and restart.
 step "cross setup (Debian cross gcc, qemu-user, nightly rust-src, cargo-zigbuild)"
 cross/setup.sh aarch64-unknown-linux-musl mipsel-unknown-linux-musl x86_64-unknown-linux-musl
 for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf mips-unknown-linux-musl \
@@ -54,10 +55,9 @@ for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linu
 done
 
 step "unit tests of aarch64-unknown-linux-musl under qemu-aarch64"
-CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
-CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
-CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static \
-  cargo test --locked --lib --target aarch64-unknown-linux-musl
+SKIP_SETUP=1 cross/test.sh aarch64-unknown-linux-musl
+step "unit tests of mips-unknown-linux-musl under qemu-mips (big-endian, no 64-bit atomics)"
+SKIP_SETUP=1 cross/test.sh mips-unknown-linux-musl
 
 port=18180
 for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf mips-unknown-linux-musl; do

@@ -166,3 +166,25 @@ fn a_store_held_open_is_refused_and_one_just_closed_reopens() {
         drop(s);
     }
 }
+
+/// sled's page cache records every page access in per-shard queues and drains a
+/// queue once 64 accesses fill it. On targets without 64-bit atomics (MIPS, and
+/// armv5te through sled's `mutex` feature) the drained slots are shims that sled
+/// 0.34.7 made from zeroed memory, and reading one panicked: the router would
+/// abort after a few hundred store operations. This drives thousands of them,
+/// so under qemu-mips (tests/run-all.sh) it fails without vendor/sled's fix.
+#[test]
+fn thousands_of_store_operations_drain_the_page_cache_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("db"), 1 << 20).unwrap();
+    for i in 1..=200u64 {
+        let mut b = Batch::new();
+        b.put_user(&user(i, &format!("user{i}")));
+        b.put_node(&node(i, &format!("100.64.{}.{}", i / 200, i % 200 + 1)));
+        s.commit(&b).unwrap();
+    }
+    for _ in 0..20 {
+        let c = s.load().unwrap();
+        assert_eq!((c.users.len(), c.nodes.len()), (200, 200));
+    }
+}
