@@ -271,7 +271,7 @@ fn two_real_clients_pass_traffic_through_the_relay() {
         format!("server_url: {url}\nlisten_addr: 127.0.0.1:18080\nlog:\n  level: debug\nderp:\n  server:\n    enabled: true\n    region_id: 999\n    stun_listen_addr: 127.0.0.1:3478\n    tls_listen_addr: 127.0.0.1:18443\n"),
     )
     .unwrap();
-    let mut c = ns.command(BIN);
+    let mut c = tinyscale_command(|p| ns.command(p));
     c.arg("serve").current_dir(d);
     let server = Server::spawn(d, c);
     ok(d, &["users", "create", "alice"]);

@@ -28,7 +28,7 @@ fn config(dir: &Path) {
 }
 
 fn serve(ns: &Netns, dir: &Path) -> Server {
-    let mut c = ns.command(BIN);
+    let mut c = tinyscale_command(|p| ns.command(p));
     c.arg("serve").current_dir(dir);
     Server::spawn(dir, c)
 }

@@ -2,8 +2,9 @@
 # The whole tinyscale test suite, from a fresh clone on a Debian machine:
 # installs what the tests need, runs the unit and process tests, then
 # cross-builds every board's binary, runs the aarch64 and mips unit tests
-# under qemu, smoke-tests the ARM and MIPS binaries under qemu, and builds
-# and checks every board's OpenWrt package.
+# under qemu, runs the process tests again against the mipsel binary under
+# qemu, smoke-tests the ARM and MIPS binaries under qemu, and builds and
+# checks every board's OpenWrt package.
 #
 #   ./tests/run-all.sh
 #
@@ -58,6 +59,15 @@ step "unit tests of aarch64-unknown-linux-musl under qemu-aarch64"
 SKIP_SETUP=1 cross/test.sh aarch64-unknown-linux-musl
 step "unit tests of mips-unknown-linux-musl under qemu-mips (big-endian, no 64-bit atomics)"
 SKIP_SETUP=1 cross/test.sh mips-unknown-linux-musl
+
+# The router binary itself through the whole process suite: real Tailscale
+# clients, the OpenID provider, DERP, kill -9 and a full flash, against the
+# mt7621 build running under qemu-mipsel.
+step "process tests against the mipsel binary under qemu-mipsel"
+mipsel_bin=target/mipsel-unknown-linux-musl/release/tinyscale
+qemu-mipsel-static "$mipsel_bin" version
+TINYSCALE_TEST_BIN="$mipsel_bin" TINYSCALE_TEST_RUNNER=qemu-mipsel-static \
+  cargo test --locked --test '*'
 
 port=18180
 for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf mips-unknown-linux-musl; do

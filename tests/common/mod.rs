@@ -14,11 +14,35 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_tinyscale");
+/// The binary under test and how to start it. Normally this build's binary;
+/// `TINYSCALE_TEST_BIN` points the process tests at a router build instead,
+/// started through the emulator in `TINYSCALE_TEST_RUNNER` (qemu-user), as
+/// tests/run-all.sh does with the mipsel binary.
+pub fn tinyscale_argv() -> Vec<String> {
+    let bin = match std::env::var("TINYSCALE_TEST_BIN") {
+        Ok(b) if !b.is_empty() => std::fs::canonicalize(&b)
+            .unwrap_or_else(|e| panic!("TINYSCALE_TEST_BIN={b}: {e}"))
+            .to_string_lossy()
+            .into_owned(),
+        _ => env!("CARGO_BIN_EXE_tinyscale").to_string(),
+    };
+    match std::env::var("TINYSCALE_TEST_RUNNER") {
+        Ok(r) if !r.is_empty() => vec![r, bin],
+        _ => vec![bin],
+    }
+}
+
+/// `tinyscale_argv` as a command, for wrappers such as `nsenter`.
+pub fn tinyscale_command(wrap: impl FnOnce(&str) -> Command) -> Command {
+    let argv = tinyscale_argv();
+    let mut c = wrap(&argv[0]);
+    c.args(&argv[1..]);
+    c
+}
 
 /// A command for the binary with a clean environment, run in `dir`.
 pub fn cmd(dir: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = tinyscale_command(|p| Command::new(p));
     c.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }
