@@ -4,27 +4,17 @@
 //!
 //!   cargo bench --bench derp       (BENCH_BIN as in the fanout bench)
 
+mod common;
 #[path = "../tests/common/derp_client.rs"]
 mod dc;
 
+use common::{bin, rss_kib};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dc::DerpClient;
 use tinyscale::derp::frame::Frame;
-
-fn bin() -> String {
-    std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tinyscale").to_string())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn random32() -> [u8; 32] {
     let mut b = [0u8; 32];

@@ -9,7 +9,9 @@
 
 #[path = "../tests/common/client.rs"]
 mod client;
+mod common;
 
+use common::{bin, rss_kib};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -19,24 +21,10 @@ use client::{Client, MapStream};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-/// The server under test: BENCH_BIN (e.g. the static musl build a router
-/// runs, whose allocator differs from glibc's), else this build's binary.
-fn bin() -> String {
-    std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tinyscale").to_string())
-}
-
 fn cli(dir: &std::path::Path, args: &[&str]) -> String {
     let o = Command::new(bin()).args(args).current_dir(dir).env_clear().output().unwrap();
     assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
