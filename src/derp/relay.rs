@@ -55,7 +55,9 @@ impl From<std::io::Error> for End {
     }
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<(u8, Vec<u8>), End> {
+/// A frame's header: its type and the length of the body still to read,
+/// refused past `max`.
+async fn read_header<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<(u8, usize), End> {
     let mut h = [0u8; frame::HEADER_LEN];
     r.read_exact(&mut h).await?;
     let (kind, len) = match frame::header(&h) {
@@ -66,6 +68,11 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<(u8, 
     if len > max {
         return Err(End::Refused(format!("frame of {len} bytes")));
     }
+    Ok((kind, len))
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<(u8, Vec<u8>), End> {
+    let (kind, len) = read_header(r, max).await?;
     let mut p = vec![0u8; len];
     r.read_exact(&mut p).await?;
     Ok((kind, p))
@@ -196,16 +203,7 @@ impl Relay {
             // Reads served from TLS's own buffer never count against tokio's
             // budget; without this a busy sender starves the writers it feeds.
             tokio::task::consume_budget().await;
-            let mut h = [0u8; frame::HEADER_LEN];
-            rd.read_exact(&mut h).await?;
-            let (kind, len) = match frame::header(&h) {
-                Ok(Some(x)) => x,
-                Ok(None) => unreachable!("five bytes were read"),
-                Err(e) => return Err(End::Refused(e.to_string())),
-            };
-            if len > frame::KEY_LEN + frame::MAX_PACKET {
-                return Err(End::Refused(format!("frame of {len} bytes")));
-            }
+            let (kind, len) = read_header(rd, frame::KEY_LEN + frame::MAX_PACKET).await?;
             if kind == frame::SEND_PACKET {
                 if len < frame::KEY_LEN {
                     return Err(End::Refused(format!("SendPacket of {len} bytes")));
