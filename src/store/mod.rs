@@ -84,6 +84,11 @@ fn is_full(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull)
 }
 
+/// sled reports another holder of its file lock only in its message.
+fn is_locked(e: &sled::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 fn io_err(e: sled::Error) -> StoreError {
     if is_full(&e) {
         StoreError::Full("no space left on device".into())
@@ -191,7 +196,7 @@ fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
         match config.open() {
-            Err(e) if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT => {
+            Err(e) if is_locked(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
@@ -213,7 +218,7 @@ impl Store {
             .flush_every_ms(None);
         let db = open_waiting_for_lock(&config).map_err(|e| {
             let reason = e.to_string();
-            if reason.contains("could not acquire lock") {
+            if is_locked(&e) {
                 StoreError::Locked { path: path.to_path_buf() }
             } else if is_full(&e) {
                 // sled writes on open; nothing acknowledged is lost, it just needs room.
