@@ -271,9 +271,7 @@ fn two_real_clients_pass_traffic_through_the_relay() {
         format!("server_url: {url}\nlisten_addr: 127.0.0.1:18080\nlog:\n  level: debug\nderp:\n  server:\n    enabled: true\n    region_id: 999\n    stun_listen_addr: 127.0.0.1:3478\n    tls_listen_addr: 127.0.0.1:18443\n"),
     )
     .unwrap();
-    let mut c = tinyscale_command(|p| ns.command(p));
-    c.arg("serve").current_dir(d);
-    let server = Server::spawn(d, c);
+    let server = ns.serve(d);
     ok(d, &["users", "create", "alice"]);
     let k = json(d, &["preauthkeys", "create", "--user", "alice", "--reusable", "-o", "json"])["key"]
         .as_str()
@@ -313,16 +311,9 @@ fn two_real_clients_pass_traffic_through_the_relay() {
 
 #[tokio::test]
 async fn with_an_https_server_url_the_relay_lives_on_the_main_listener() {
-    require_tool("openssl");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let gen = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.pem"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(gen.status.success());
+    self_signed_cert(d);
     let port = common::idp::free_port();
     std::fs::write(
         d.join("config.yaml"),

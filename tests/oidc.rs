@@ -289,9 +289,7 @@ fn a_real_client_logs_in_as_alice_through_the_provider() {
         ),
     )
     .unwrap();
-    let mut c = tinyscale_command(|p| ns.command(p));
-    c.arg("serve").current_dir(d);
-    let _server = Server::spawn(d, c);
+    let _server = ns.serve(d);
     let node = ns.start_node("laptop", url, None, &d.join("n"));
     let prefix = format!("{url}/register/");
     assert!(node.wait_log(30, |l| l.contains(&prefix)), "no AuthURL from the client");

@@ -27,12 +27,6 @@ fn config(dir: &Path) {
     .unwrap();
 }
 
-fn serve(ns: &Netns, dir: &Path) -> Server {
-    let mut c = tinyscale_command(|p| ns.command(p));
-    c.arg("serve").current_dir(dir);
-    Server::spawn(dir, c)
-}
-
 fn key(dir: &Path, user: &str, reusable: bool) -> String {
     let mut args = vec!["preauthkeys", "create", "--user", user, "-o", "json"];
     if reusable {
@@ -83,7 +77,7 @@ fn two_clients_join_see_each_other_and_survive_a_server_restart_and_a_deletion()
     let d = dir.path();
     config(d);
     let ns = Netns::new();
-    let s = serve(&ns, d);
+    let s = ns.serve(d);
     ok(d, &["users", "create", "alice"]);
     let k = key(d, "alice", true);
     let a = ns.start_node("nodea", CONTROL, Some(&k), &d.join("a"));
@@ -110,7 +104,7 @@ fn two_clients_join_see_each_other_and_survive_a_server_restart_and_a_deletion()
     // Restart tinyscale hard: the clients come back on their own, as the same nodes.
     let ids: Vec<_> = list.iter().map(|n| n["id"].clone()).collect();
     s.kill9();
-    let s = serve(&ns, d);
+    let s = ns.serve(d);
     let again = wait_nodes(d, 90, |l| l.len() == 2 && l.iter().all(|n| n["online"] == true));
     assert_eq!(again.iter().map(|n| n["id"].clone()).collect::<Vec<_>>(), ids);
     assert!(!s.log().contains("registered for"), "a client registered again after the restart:\n{}", s.log());
@@ -130,7 +124,7 @@ fn interactive_login_with_auth_register() {
     let d = dir.path();
     config(d);
     let ns = Netns::new();
-    let _s = serve(&ns, d);
+    let _s = ns.serve(d);
     ok(d, &["users", "create", "bob"]);
     let c = ns.start_node("nodec", CONTROL, None, &d.join("c"));
     let prefix = format!("{CONTROL}/register/");
@@ -164,7 +158,7 @@ fn a_single_use_key_keeps_working_for_its_machine_across_client_restarts() {
     let d = dir.path();
     config(d);
     let ns = Netns::new();
-    let s = serve(&ns, d);
+    let s = ns.serve(d);
     ok(d, &["users", "create", "carol"]);
     let k = key(d, "carol", false);
     let n = ns.start_node("once", CONTROL, Some(&k), &d.join("n"));

@@ -172,17 +172,10 @@ fn socket_permission_and_config_file_paths() {
 
 #[test]
 fn https_when_a_certificate_is_configured() {
-    require_tool("openssl");
     require_tool("curl");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let gen = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.pem"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    self_signed_cert(d);
     std::fs::write(
         d.join("config.yaml"),
         "listen_addr: 127.0.0.1:0\nserver_url: https://localhost\ntls_cert_path: cert.pem\ntls_key_path: key.pem\n",

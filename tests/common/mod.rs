@@ -189,6 +189,18 @@ pub fn require_tool(name: &str) {
     assert!(found, "{name} is required for this test and is not installed (tests/run-all.sh installs it)");
 }
 
+/// A self-signed P-256 certificate for `localhost`, as `cert.pem` and `key.pem` in `dir`.
+pub fn self_signed_cert(dir: &Path) {
+    require_tool("openssl");
+    let gen = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(gen.status.success(), "openssl: {}", String::from_utf8_lossy(&gen.stderr));
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }

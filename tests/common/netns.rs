@@ -65,6 +65,13 @@ impl Netns {
         c
     }
 
+    /// `tinyscale serve` in `dir`, inside the namespace.
+    pub fn serve(&self, dir: &Path) -> super::Server {
+        let mut c = super::tinyscale_command(|p| self.command(p));
+        c.arg("serve").current_dir(dir);
+        super::Server::spawn(dir, c)
+    }
+
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
         self.command(program).args(args).stdin(Stdio::null()).output().expect("nsenter")
     }
