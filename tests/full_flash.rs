@@ -40,6 +40,22 @@ impl Drop for Mount {
     }
 }
 
+/// Takes all but a little of the free space of the file system at `dir`.
+fn fill_up(dir: &Path) {
+    let o = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().unwrap();
+    let avail: u64 = String::from_utf8_lossy(&o.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap();
+    let f = std::fs::File::create(dir.join("filler")).unwrap();
+    f.set_len(avail.saturating_sub(64 * 1024)).unwrap();
+    // tmpfs allocates on write, not on set_len: write it out.
+    let o = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "conv=notrunc"])
+        .arg(format!("of={}", dir.join("filler").display()))
+        .arg(format!("count={}", avail.saturating_sub(64 * 1024) / 65536))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn a_full_flash_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
     require_tool("mount");
@@ -73,6 +89,32 @@ fn a_full_flash_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
     assert_eq!(http_get(&s.host_port(), "/health").0, 200);
     assert_eq!(json(d, &["preauthkeys", "list", "-o", "json"]).as_array().unwrap().len(), acknowledged);
 
+    // Space comes back while the server runs: writes work again without a
+    // restart (sled keeps a failed flush's error; the store is reopened).
+    flash.resize("4m");
+    for i in 0..20 {
+        let o = run(d, &["preauthkeys", "create", "--user", "alice", "-o", "json"]);
+        assert!(o.status.success(), "write {i} after space was freed failed:\n{}", stderr(&o));
+        acknowledged += 1;
+    }
+    ok(d, &["users", "create", "bob"]);
+    assert_eq!(json(d, &["preauthkeys", "list", "-o", "json"]).as_array().unwrap().len(), acknowledged);
+    // And a flash that fills again (something else takes the room) refuses cleanly.
+    fill_up(&d.join("flash"));
+    let mut refused = false;
+    for _ in 0..3000 {
+        let o = run(d, &["preauthkeys", "create", "--user", "alice", "--tags", &tags, "-o", "json"]);
+        if o.status.success() {
+            acknowledged += 1;
+        } else {
+            assert!(stderr(&o).contains("flash is full"), "{}", stderr(&o));
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the flash never filled again");
+    assert_eq!(http_get(&s.host_port(), "/health").0, 200);
+
     s.kill9();
     // On a full flash sled cannot even open: a clear error, not a panic.
     let o = run(d, &["serve"]);
@@ -83,4 +125,6 @@ fn a_full_flash_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
     let _s = Server::start(d, &[], &[]);
     let keys = json(d, &["preauthkeys", "list", "-o", "json"]);
     assert_eq!(keys.as_array().unwrap().len(), acknowledged);
+    let users = json(d, &["users", "list", "-o", "json"]);
+    assert_eq!(users.as_array().unwrap().len(), 2, "{users}");
 }

@@ -269,6 +269,20 @@ fn not_found(what: &str, id: u64) -> StateError {
 impl State {
     /// Loads everything from `store`.
     pub fn load(store: Store, settings: Settings) -> Result<State, StateError> {
+        let (snap, next) = Self::read_store(&store)?;
+        Ok(State {
+            store,
+            settings,
+            snapshot: RwLock::new(Arc::new(snap)),
+            writer: Mutex::new(Writer { next }),
+            hub: Arc::new(Hub::default()),
+            presence: RwLock::new(HashMap::new()),
+            pending: Mutex::new(register::PendingRegs::default()),
+        })
+    }
+
+    /// Everything the store holds, as a snapshot and the next free ids.
+    fn read_store(store: &Store) -> Result<(Snapshot, NextIds), StateError> {
         let c = store.load()?;
         let mut snap = Snapshot::default();
         for u in c.users {
@@ -287,15 +301,21 @@ impl State {
         next.node = next.node.max(snap.nodes.keys().max().map_or(1, |m| m + 1));
         next.preauth_key = next.preauth_key.max(snap.preauth_keys.keys().max().map_or(1, |m| m + 1));
         next.api_key = next.api_key.max(c.api_keys.iter().map(|k| k.id + 1).max().unwrap_or(1));
-        Ok(State {
-            store,
-            settings,
-            snapshot: RwLock::new(Arc::new(snap)),
-            writer: Mutex::new(Writer { next }),
-            hub: Arc::new(Hub::default()),
-            presence: RwLock::new(HashMap::new()),
-            pending: Mutex::new(register::PendingRegs::default()),
-        })
+        Ok((snap, next))
+    }
+
+    /// After a failed write (a full flash): reopens the store and takes what
+    /// it holds as the truth, since the failed batch may or may not have
+    /// landed. Until the store opens again (room on the flash) every write is
+    /// refused with the store's error; reads keep the last snapshot.
+    fn recover_store(&self, w: &mut Writer) -> Result<(), StateError> {
+        self.store.reopen()?;
+        let (snap, next) = Self::read_store(&self.store)?;
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        w.next = next;
+        log::warn!("the store was reopened after a failed write; writes work again");
+        self.hub.publish(Change::Everything);
+        Ok(())
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -315,6 +335,9 @@ impl State {
     /// and its change events go out. Either all of it happens or none.
     fn mutate<T>(&self, f: impl FnOnce(&mut Tx) -> Result<T, StateError>) -> Result<T, StateError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.store.is_broken() {
+            self.recover_store(&mut w)?;
+        }
         let mut next_snap = (*self.snapshot()).clone();
         let mut next_ids = w.next;
         let mut batch = Batch::new();

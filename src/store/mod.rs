@@ -13,6 +13,8 @@ pub mod records;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -181,8 +183,14 @@ pub struct Contents {
 }
 
 pub struct Store {
-    db: sled::Db,
+    /// `None` only for the moment of a reopen: sled's file lock must be
+    /// released before the store can be opened again.
+    db: RwLock<Option<sled::Db>>,
     path: PathBuf,
+    cache_capacity: u64,
+    /// A write or flush failed. sled then keeps failing every later write,
+    /// even once there is room again, until the store is reopened.
+    broken: AtomicBool,
 }
 
 /// How long `Store::open` waits for the file lock of a store this process just closed.
@@ -204,6 +212,26 @@ fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
     }
 }
 
+fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity)
+        // No background flusher: every acknowledged change is flushed by commit().
+        .flush_every_ms(None);
+    open_waiting_for_lock(&config).map_err(|e| {
+        let reason = e.to_string();
+        if is_locked(&e) {
+            StoreError::Locked { path: path.to_path_buf() }
+        } else if is_full(&e) {
+            // sled writes on open; nothing acknowledged is lost, it just needs room.
+            let reason = format!("{reason}; the flash is full: free some space and start again");
+            StoreError::Open { path: path.to_path_buf(), reason }
+        } else {
+            StoreError::Open { path: path.to_path_buf(), reason }
+        }
+    })
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the store at `path`.
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Store, StoreError> {
@@ -211,26 +239,44 @@ impl Store {
             create_private_dir(parent)
                 .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
         }
-        let config = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity)
-            // No background flusher: every acknowledged change is flushed by commit().
-            .flush_every_ms(None);
-        let db = open_waiting_for_lock(&config).map_err(|e| {
-            let reason = e.to_string();
-            if is_locked(&e) {
-                StoreError::Locked { path: path.to_path_buf() }
-            } else if is_full(&e) {
-                // sled writes on open; nothing acknowledged is lost, it just needs room.
-                let reason = format!("{reason}; the flash is full: free some space and start again");
-                StoreError::Open { path: path.to_path_buf(), reason }
-            } else {
-                StoreError::Open { path: path.to_path_buf(), reason }
-            }
-        })?;
-        let store = Store { db, path: path.to_path_buf() };
-        migrations::run(&store.db)?;
-        Ok(store)
+        let db = open_db(path, cache_capacity)?;
+        migrations::run(&db)?;
+        Ok(Store {
+            db: RwLock::new(Some(db)),
+            path: path.to_path_buf(),
+            cache_capacity,
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// The open database. A clone is cheap (sled's handle is reference-counted)
+    /// and is dropped right after use, so that a reopen can take the file lock.
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Io("the store is being reopened".into()))
+    }
+
+    /// Whether a write failed since the store was (re)opened: the caller must
+    /// [`Store::reopen`] it, and re-read what it holds, before writing again.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    /// Closes and opens the store again after a failed write (a full flash).
+    /// What the failed batch left on flash is whatever sled's recovery makes
+    /// of it, all of it or none: the caller re-reads the contents to know.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // The old handle, and the error sled keeps in it, goes first: sled holds
+        // its file lock until the last reference is dropped.
+        drop(slot.take());
+        let db = open_db(&self.path, self.cache_capacity)?;
+        *slot = Some(db);
+        self.broken.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -238,11 +284,11 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        migrations::version(&self.db)
+        migrations::version(&self.db()?)
     }
 
     fn scan<T: DeserializeOwned>(&self, table: u8, what: &str) -> Result<Vec<T>, StoreError> {
-        self.db
+        self.db()?
             .scan_prefix([table])
             .map(|kv| {
                 let (_, v) = kv.map_err(io_err)?;
@@ -252,8 +298,8 @@ impl Store {
     }
 
     pub fn load(&self) -> Result<Contents, StoreError> {
-        let policy = self
-            .db
+        let db = self.db()?;
+        let policy = db
             .get(POLICY_KEY)
             .map_err(io_err)?
             .map(|v| {
@@ -261,7 +307,7 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt { what: "policy".into(), reason: e.to_string() })
             })
             .transpose()?;
-        let next_ids = match self.db.get(NEXT_IDS_KEY).map_err(io_err)? {
+        let next_ids = match db.get(NEXT_IDS_KEY).map_err(io_err)? {
             Some(v) => decode("id counter", &v)?,
             None => NextIds::default(),
         };
@@ -282,7 +328,8 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let result = self.db.transaction(|tx| {
+        let db = self.db()?;
+        let result = db.transaction(|tx| {
             for op in &batch.ops {
                 match op {
                     Op::Put { key, value } => {
@@ -318,15 +365,21 @@ impl Store {
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(io_err(e)),
+            Err(TransactionError::Storage(e)) => return Err(self.failed(e)),
         }
-        self.db.flush().map_err(io_err)?;
+        db.flush().map_err(|e| self.failed(e))?;
         Ok(())
+    }
+
+    /// A storage error: sled is poisoned from now on, so the store must be reopened.
+    fn failed(&self, e: sled::Error) -> StoreError {
+        self.broken.store(true, Ordering::SeqCst);
+        io_err(e)
     }
 
     /// Flushes anything outstanding (at shutdown; commits flush already).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io_err)
+        self.db()?.flush().map(|_| ()).map_err(|e| self.failed(e))
     }
 }
 

@@ -145,7 +145,7 @@ fn a_corrupt_record_is_reported_not_panicked_on() {
     let path = dir.path().join("db");
     {
         let s = Store::open(&path, 1 << 20).unwrap();
-        s.db.insert(layout::id_key(layout::USERS, 1), &b"{not json"[..]).unwrap();
+        s.db().unwrap().insert(layout::id_key(layout::USERS, 1), &b"{not json"[..]).unwrap();
         s.flush().unwrap();
     }
     let s = Store::open(&path, 1 << 20).unwrap();
