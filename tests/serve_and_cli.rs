@@ -198,3 +198,25 @@ fn https_when_a_certificate_is_configured() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("private key"), "{}", stderr(&o));
 }
+
+/// The router builds abort on a panic without printing anything: the harness
+/// must still see the crash. A real server is sent the signal such an abort
+/// raises (SIGILL on MIPS and ARM, SIGTRAP on some), and a CLI-like process too.
+#[test]
+fn a_silent_abort_is_seen_as_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_free(dir.path());
+    s.assert_alive();
+    let pid = s.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-ILL", &pid]).status().unwrap().success());
+    common::wait_timeout(&mut s.child, std::time::Duration::from_secs(10)).expect("the server did not die");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.assert_alive()));
+    assert!(caught.is_err(), "a server killed by SIGILL was not reported");
+    // Reported, and the Drop check must not fire again.
+    std::mem::forget(s);
+
+    let trap = std::process::Command::new("sh").args(["-c", "kill -TRAP $$"]).output().unwrap();
+    assert!(crashed(trap.status, ""), "SIGTRAP is a crash");
+    let clean = std::process::Command::new("sh").args(["-c", "exit 1"]).output().unwrap();
+    assert!(!crashed(clean.status, "Error: no such user"), "an error exit is not a crash");
+}

@@ -47,10 +47,18 @@ pub fn cmd(dir: &Path) -> Command {
     c
 }
 
+/// Whether a tinyscale process crashed rather than exited: the router builds
+/// abort on a panic at once (SIGILL or SIGTRAP, nothing printed), other builds
+/// exit 101 after printing "panicked". qemu-user passes the guest's signal on.
+pub fn crashed(status: std::process::ExitStatus, stderr: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().is_some() || status.code() == Some(101) || stderr.contains("panicked")
+}
+
 pub fn run(dir: &Path, args: &[&str]) -> Output {
     let out = cmd(dir).args(args).stdin(Stdio::null()).output().expect("run tinyscale");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "tinyscale {args:?} panicked:\n{stderr}");
+    assert!(!crashed(out.status, &stderr), "tinyscale {args:?} crashed ({}):\n{stderr}", out.status);
     out
 }
 
@@ -79,6 +87,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub addr: String,
     log: Arc<Mutex<String>>,
+    /// Set when the test itself stops the server (kill -9, SIGTERM).
+    stopped_by_test: bool,
 }
 
 impl Server {
@@ -118,7 +128,7 @@ impl Server {
                 panic!("tinyscale serve did not start:\n{}", log.lock().unwrap());
             }
         };
-        Server { child, dir: dir.to_path_buf(), addr, log }
+        Server { child, dir: dir.to_path_buf(), addr, log, stopped_by_test: false }
     }
 
     /// Starts on a free port (via TINYSCALE_LISTEN_ADDR).
@@ -134,13 +144,25 @@ impl Server {
         self.addr.split("://").nth(1).unwrap_or(&self.addr).to_string()
     }
 
+    /// Fails the test if the server is gone without the test stopping it.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("tinyscale serve ended by itself ({status}):\n{}", self.log());
+        }
+    }
+
     pub fn kill9(mut self) {
+        self.assert_alive();
+        self.stopped_by_test = true;
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// SIGTERM, then the exit status and the full log.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        self.assert_alive();
+        self.stopped_by_test = true;
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = wait_timeout(&mut self.child, Duration::from_secs(20)).expect("serve did not exit on SIGTERM");
@@ -151,6 +173,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A crash during the test (an abort prints nothing on the router
+        // builds) fails it, unless it is failing already.
+        if !self.stopped_by_test && !std::thread::panicking() {
+            self.assert_alive();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
