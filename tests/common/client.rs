@@ -56,7 +56,12 @@ pub async fn server_key(addr: &str) -> MachinePublic {
 /// Sends the `/ts2021` upgrade with `init` as handshake; returns the stream
 /// after the response headers, and the status.
 pub async fn upgrade(addr: &str, init: &[u8]) -> (TcpStream, u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    try_upgrade(addr, init).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// [`upgrade`] where the server may be gone: Err when it cannot be reached.
+pub async fn try_upgrade(addr: &str, init: &[u8]) -> Result<(TcpStream, u16, String), std::io::Error> {
+    let mut s = TcpStream::connect(addr).await?;
     let _ = s.set_nodelay(true);
     let req = format!(
         "POST /ts2021 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
@@ -64,7 +69,7 @@ pub async fn upgrade(addr: &str, init: &[u8]) -> (TcpStream, u16, String) {
     );
     // A refused connection shows as status 0, not as a panic.
     if s.write_all(req.as_bytes()).await.is_err() {
-        return (s, 0, String::new());
+        return Ok((s, 0, String::new()));
     }
     let mut head = Vec::new();
     let mut b = [0u8; 1];
@@ -76,7 +81,7 @@ pub async fn upgrade(addr: &str, init: &[u8]) -> (TcpStream, u16, String) {
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (s, status, head)
+    Ok((s, status, head))
 }
 
 pub struct Client {
@@ -104,7 +109,7 @@ impl Client {
     ) -> Result<Client, ConnectError> {
         let (init, initiator) =
             Initiator::start(version, &machine_private, &random32(), &server.0).map_err(ConnectError::Noise)?;
-        let (mut s, status, head) = upgrade(addr, &init).await;
+        let (mut s, status, head) = try_upgrade(addr, &init).await.map_err(|e| ConnectError::Io(e.to_string()))?;
         if status != 101 {
             return Err(ConnectError::Http(status, head));
         }
@@ -152,24 +157,33 @@ impl Client {
 
     /// `/machine/register`: (status, JSON body or Null).
     pub async fn register(&mut self, req: &Value) -> (u16, Value) {
-        let r = self.post("/machine/register", req).await.unwrap();
+        self.try_register(req).await.unwrap()
+    }
+
+    /// `/machine/register` where the server may go away: Err when the
+    /// connection broke before a whole answer arrived.
+    pub async fn try_register(&mut self, req: &Value) -> Result<(u16, Value), String> {
+        let r = self.post("/machine/register", req).await?;
         let status = r.status().as_u16();
-        let b = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+        let b = r.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, serde_json::from_slice(&b).unwrap_or(Value::Null)))
+    }
+
+    /// A RegisterRequest with a pre-auth key, as tailscaled sends it.
+    pub fn register_request(node_private: &[u8; 32], auth_key: &str, hostname: &str) -> Value {
+        serde_json::json!({
+            "Version": VERSION,
+            "NodeKey": node_key_text(node_private),
+            "OldNodeKey": format!("nodekey:{}", "0".repeat(64)),
+            "Auth": {"AuthKey": auth_key},
+            "Expiry": "0001-01-01T00:00:00Z",
+            "Hostinfo": {"Hostname": hostname, "OS": "linux"},
+        })
     }
 
     /// Registers `node_private` with a pre-auth key; the response JSON.
     pub async fn register_with_key(&mut self, node_private: &[u8; 32], auth_key: &str, hostname: &str) -> Value {
-        let (status, v) = self
-            .register(&serde_json::json!({
-                "Version": VERSION,
-                "NodeKey": node_key_text(node_private),
-                "OldNodeKey": format!("nodekey:{}", "0".repeat(64)),
-                "Auth": {"AuthKey": auth_key},
-                "Expiry": "0001-01-01T00:00:00Z",
-                "Hostinfo": {"Hostname": hostname, "OS": "linux"},
-            }))
-            .await;
+        let (status, v) = self.register(&Self::register_request(node_private, auth_key, hostname)).await;
         assert_eq!(status, 200, "{v}");
         v
     }
