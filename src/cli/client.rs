@@ -40,7 +40,8 @@ pub fn call(socket: &Path, method: &str, target: &str, body: Option<&Value>) -> 
     parse_reply(&raw)
 }
 
-fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+/// Reads one whole HTTP/1.1 answer of the admin socket (plain or chunked body).
+pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
     let bad = || "the server's answer was not understood".to_string();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad())?;

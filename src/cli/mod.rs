@@ -6,6 +6,8 @@
 
 mod args;
 mod client;
+// For the fuzz target of the reply reader.
+pub use client::{parse_reply, Reply};
 mod output;
 
 use std::io::IsTerminal;
