@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole tinyscale test suite, from a fresh clone on a Debian machine:
-# installs what the tests need, runs the unit and process tests, then
+# installs what the tests need, runs the unit and process tests (with every
+# Cargo feature alone too), fuzzes every boundary parser for a short while, then
 # cross-builds every board's binary, runs the aarch64 and mips unit tests
 # under qemu, runs the process tests again against the mipsel binary under
 # qemu, smoke-tests the ARM and MIPS binaries under qemu, and builds and
@@ -13,7 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 t0=$(date +%s)
-step() { echo; echo "=== $* ($(( $(date +%s) - t0 ))s)"; }
+# Each stage's time goes into the summary printed at the end.
+stages=()
+stage_name=""
+stage_t=$t0
+end_stage() {
+  local now
+  now=$(date +%s)
+  [ -n "$stage_name" ] && stages+=("$(printf '%6ss  %s' $((now - stage_t)) "$stage_name")")
+  stage_name="$*"
+  stage_t=$now
+}
+step() { end_stage "$*"; echo; echo "=== $* ($(( $(date +%s) - t0 ))s)"; }
 
 step "tools for the tests (openssl, curl, file, zstd, ip, nsenter, nft)"
 missing=()
@@ -40,8 +52,15 @@ cp ../shared/test-idp/package.json ../shared/test-idp/package-lock.json ../share
 step "unit, process, real-client and OIDC tests"
 cargo test --locked
 
-step "unit tests without the optional parts (--no-default-features: no DERP, no OIDC)"
-cargo test --locked --no-default-features --lib
+# Every Cargo feature alone, and none: each builds and its tests pass (the
+# process tests a feature lacks are left out by their required-features).
+for f in "" derp oidc fetch; do
+  step "tests with --no-default-features ${f:+--features $f}${f:-(no DERP, no OIDC, no fetch)}"
+  cargo test --locked --no-default-features ${f:+--features "$f"}
+done
+
+step "fuzz every parser at the boundary (fuzz/run.sh, 20 s a target; nightly)"
+FUZZ_SECONDS=20 fuzz/run.sh
 
 # The router builds: one binary per board profile's target (mipsel fails the
 # build past 4 MiB), the unit tests of the ARM and the big-endian MIPS one
@@ -86,4 +105,8 @@ done
 step "binary sizes (the README's table is this output)"
 cross/sizes.sh
 
-step "all tests passed"
+end_stage
+echo
+echo "=== time per stage"
+printf '%s\n' "${stages[@]}"
+echo "=== all tests passed in $(( $(date +%s) - t0 ))s"
