@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use common::client::{self, Client};
@@ -199,6 +199,7 @@ async fn stun_answers_with_the_address_it_saw() {
 }
 
 /// A tiny HTTP server handing out whatever `body` holds (a DERP map for `derp.urls`).
+#[cfg(feature = "fetch")]
 async fn serve_body(body: std::sync::Arc<std::sync::Mutex<(u16, String)>>) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
@@ -215,14 +216,20 @@ async fn serve_body(body: std::sync::Arc<std::sync::Mutex<(u16, String)>>) -> St
     addr
 }
 
+#[cfg(feature = "fetch")]
 fn region(id: u32) -> Value {
-    json!({"RegionID": id, "RegionCode": format!("r{id}"), "RegionName": "elsewhere",
+    serde_json::json!({"RegionID": id, "RegionCode": format!("r{id}"), "RegionName": "elsewhere",
            "Nodes": [{"Name": format!("{id}a"), "RegionID": id, "HostName": "derp.example"}]})
 }
 
+// derp.urls are fetched by the `fetch` feature; a build without it ignores them.
+#[cfg(feature = "fetch")]
 #[tokio::test]
 async fn derp_urls_merge_refresh_as_deltas_and_keep_the_last_good_copy() {
-    let body = std::sync::Arc::new(std::sync::Mutex::new((200, json!({"Regions": {"901": region(901)}}).to_string())));
+    let body = std::sync::Arc::new(std::sync::Mutex::new((
+        200,
+        serde_json::json!({"Regions": {"901": region(901)}}).to_string(),
+    )));
     let url = serve_body(body.clone()).await;
     let r = start(&format!(
         "  urls:\n    - http://{url}/derpmap.json\n  auto_update_enabled: true\n  update_frequency: 1s\n"
@@ -250,7 +257,7 @@ async fn derp_urls_merge_refresh_as_deltas_and_keep_the_last_good_copy() {
     }
     assert_eq!(seen, ["901", "999"]);
     // The document changes: every client gets the new map as a delta, and only that.
-    body.lock().unwrap().1 = json!({"Regions": {"901": region(901), "902": region(902)}}).to_string();
+    body.lock().unwrap().1 = serde_json::json!({"Regions": {"901": region(901), "902": region(902)}}).to_string();
     let d = s.next_update(10).await.expect("a DERPMap delta");
     assert_eq!(regions(&d), ["901", "902", "999"]);
     assert!(d.get("Node").is_none() && d.get("Peers").is_none(), "{d}");
