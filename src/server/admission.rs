@@ -43,8 +43,8 @@ const EXTRA_SOURCES: usize = 4096;
 impl Limits {
     pub fn for_max(total: usize) -> Limits {
         let total = total.max(1);
-        // An eighth (at least 4) for short requests.
-        let headroom = (total / 8).max(4).min(total / 2);
+        // A sixteenth (4 to 64) for short requests: they last milliseconds.
+        let headroom = (total / 16).clamp(4, 64).min(total / 2);
         Limits {
             total,
             long_lived: total - headroom,
@@ -220,9 +220,9 @@ mod tests {
     #[test]
     fn the_shares_of_a_small_and_a_large_cap() {
         let small = Limits::for_max(64);
-        assert_eq!((small.long_lived, small.per_source), (56, 32));
+        assert_eq!((small.long_lived, small.per_source), (60, 32));
         let large = Limits::for_max(2048);
-        assert_eq!((large.long_lived, large.per_source), (1792, 512));
+        assert_eq!((large.long_lived, large.per_source), (1984, 512));
         let tiny = Limits::for_max(1);
         assert_eq!((tiny.total, tiny.long_lived), (1, 1));
     }
@@ -271,7 +271,7 @@ mod tests {
         }
         assert_eq!(table.admit(ip(200), t), Err(Refusal::Full));
         let upgraded = (0..64).filter(|_| table.take_long_lived()).count();
-        assert_eq!(upgraded, 56, "8 places stay for short requests");
+        assert_eq!(upgraded, 60, "4 places stay for short requests");
         table.release_long_lived();
         assert!(table.take_long_lived());
     }
