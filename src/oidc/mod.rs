@@ -190,7 +190,7 @@ impl Oidc {
         ];
         let login = flow::Pending { auth_id: auth_id.to_string(), nonce, verifier };
         if self.logins.insert(state, Source::new(from, pending.machine_key.0), login, Instant::now()).is_err() {
-            log::info!("login from {from} refused: {} logins are in flight", self.logins.len());
+            log::debug!("login from {from} refused: {} logins are in flight", self.logins.len());
             return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
         }
         let mut r = html(StatusCode::FOUND, String::new(), &cookies);
@@ -254,7 +254,7 @@ impl Oidc {
         ];
         let confirmation = Confirmation { auth_id, identity, expiry };
         if self.confirmations.insert(csrf, Source::new(from, machine), confirmation, Instant::now()).is_err() {
-            log::info!("confirmation for {from} refused: {} are waiting", self.confirmations.len());
+            log::debug!("confirmation for {from} refused: {} are waiting", self.confirmations.len());
             return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
         }
         html(StatusCode::OK, body, &cookies)

@@ -121,7 +121,8 @@ impl State {
                 Ok(id)
             }
             Err(Full) => {
-                log::info!("{machine} from {from}: login refused, {PENDING_CAP} are already waiting");
+                // Debug only: a flood must not flood the log as well.
+                log::debug!("{machine} from {from}: login refused, {PENDING_CAP} are already waiting");
                 Err(LoginRefused::Busy)
             }
         }
