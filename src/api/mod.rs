@@ -308,12 +308,12 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
         ("POST", ["auth", "register"]) => {
             let b: AuthRegister = parse_body(req.body)?;
             let user = resolve_user(&snap, &b.user)?;
-            let n = state.approve_login(&b.auth_id, user, "cli", None, now)?;
+            let n = state.approve_login(&b.auth_id, user, "cli", None, now, std::time::Instant::now())?;
             ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("GET", ["auth", "pending"]) => {
             let list: Vec<Value> = state
-                .pending_logins()
+                .pending_logins(std::time::Instant::now())
                 .into_iter()
                 .map(|p| {
                     json!({"auth_id": p.id, "hostname": p.hostname, "machine_key": p.machine_key,

@@ -1,15 +1,18 @@
 //! The HTTP/2 requests inside Noise: `/machine/register` and `/machine/map`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
+use tokio::sync::watch;
 
-use super::{session, Body, Control};
+use super::{body, session, Body, Control};
 use crate::clock;
 use crate::mapper;
+use crate::state::pending::LoginRefused;
 use crate::state::register::{auth_id_of, Approval, RegisterError, Registered};
 use crate::state::Snapshot;
 use crate::store::Node;
@@ -17,8 +20,6 @@ use crate::tailcfg::{
     Login, MachinePublic, MapRequest, RegisterRequest, RegisterResponse, User, MIN_CAPABILITY_VERSION,
 };
 
-/// Largest request body a client may send (Headscale's limit too).
-const MAX_REQUEST: usize = 1024 * 1024;
 /// How long a followup request waits for the login before the client asks again.
 const FOLLOWUP_WAIT: Duration = Duration::from_secs(10 * 60);
 
@@ -67,42 +68,70 @@ impl Control {
         self: Arc<Self>,
         req: Request<Incoming>,
         machine: MachinePublic,
+        mut payer: body::Payer,
     ) -> Response<Body> {
-        let path = req.uri().path().to_string();
+        let from = payer.from;
+        // A machine that registered on this connection pays as a known one from then on.
+        payer.known = payer.known || self.state.snapshot().node_by_machine(&machine.to_string()).is_some();
         if req.method() != hyper::Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "POST only");
         }
-        let body = match Limited::new(req.into_body(), MAX_REQUEST).collect().await {
-            Ok(b) => b.to_bytes(),
+        let path = req.uri().path().to_string();
+        let Some(limit) = body::limit(&path) else {
+            return plain(StatusCode::NOT_IMPLEMENTED, "not implemented by tinyscale");
+        };
+        let held = match body::read(&self.budget, req.into_body(), limit, payer).await {
+            Ok(b) => b,
             Err(e) => {
-                log::debug!("{machine}: {path}: body refused: {e}");
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                log::debug!("{machine}: {path}: body refused: {}", e.message());
+                return plain(e.status(), e.message());
             }
         };
-        match path.as_str() {
-            "/machine/register" => self.register(machine, &body).await,
-            "/machine/map" => self.map(machine, &body).await,
-            _ => plain(StatusCode::NOT_IMPLEMENTED, "not implemented by tinyscale"),
+        // The body's bytes and budget go as soon as it is parsed: a request
+        // may then wait minutes (a login, a map stream) holding only what it needs.
+        if path == "/machine/register" {
+            let req = serde_json::from_slice::<RegisterRequest>(&held.bytes);
+            drop(held);
+            match req {
+                Ok(r) => self.register(machine, from, r).await,
+                Err(e) => {
+                    log::debug!("{machine}: bad RegisterRequest: {e}");
+                    plain(StatusCode::BAD_REQUEST, &format!("bad RegisterRequest: {e}"))
+                }
+            }
+        } else {
+            let req = serde_json::from_slice::<MapRequest>(&held.bytes);
+            drop(held);
+            match req {
+                Ok(r) => self.map(machine, r).await,
+                Err(e) => {
+                    log::debug!("{machine}: bad MapRequest: {e}");
+                    plain(StatusCode::BAD_REQUEST, &format!("bad MapRequest: {e}"))
+                }
+            }
         }
     }
 
-    async fn register(self: &Arc<Self>, machine: MachinePublic, body: &[u8]) -> Response<Body> {
-        let req: RegisterRequest = match serde_json::from_slice(body) {
-            Ok(r) => r,
-            Err(e) => {
-                log::debug!("{machine}: bad RegisterRequest: {e}");
-                return plain(StatusCode::BAD_REQUEST, &format!("bad RegisterRequest: {e}"));
-            }
-        };
+    async fn register(
+        self: &Arc<Self>,
+        machine: MachinePublic,
+        from: IpAddr,
+        mut req: RegisterRequest,
+    ) -> Response<Body> {
         let has_auth_key = req.auth.as_ref().is_some_and(|a| !a.auth_key.is_empty());
         if !req.followup.is_empty() && !has_auth_key {
-            if let Some(r) = self.follow_up(machine, &req.followup).await {
-                return r;
+            let waiter = auth_id_of(&req.followup).and_then(|id| self.state.login_waiter(id, machine, Instant::now()));
+            if let Some(rx) = waiter {
+                // Only the URL is kept while the client waits.
+                let followup = std::mem::take(&mut req.followup);
+                drop(req);
+                return self.follow_up(rx, followup).await;
             }
+            // No such login (expired or replaced): a new one below.
         }
         let state = self.state.clone();
         let now = clock::now_unix();
-        let res = tokio::task::spawn_blocking(move || state.register(machine, &req, now)).await;
+        let res = tokio::task::spawn_blocking(move || state.register(machine, &req, now).map(|r| (r, req))).await;
         let res = match res {
             Ok(r) => r,
             Err(e) => {
@@ -111,16 +140,23 @@ impl Control {
             }
         };
         match res {
-            Ok(Registered::Authorized(n)) => {
+            Ok((Registered::Authorized(n), _)) => {
                 log::info!("node {} ({}) registered for {machine}", n.id, n.given_name);
                 json(&authorized(&self.state.snapshot(), &n))
             }
-            Ok(Registered::Expired) => json(&RegisterResponse { node_key_expired: true, ..Default::default() }),
-            Ok(Registered::NeedsLogin(id)) => {
-                let url = format!("{}/register/{id}", self.server_url);
-                log::info!("{machine} needs a login: {url}");
-                json(&RegisterResponse { auth_url: url, ..Default::default() })
-            }
+            Ok((Registered::Expired, _)) => json(&RegisterResponse { node_key_expired: true, ..Default::default() }),
+            Ok((Registered::NeedsLogin, req)) => match self.state.start_login(machine, &req, from, Instant::now()) {
+                Ok(id) => {
+                    let url = format!("{}/register/{id}", self.server_url);
+                    log::info!("{machine} needs a login: {url}");
+                    json(&RegisterResponse { auth_url: url, ..Default::default() })
+                }
+                Err(LoginRefused::Busy) => plain(StatusCode::SERVICE_UNAVAILABLE, &LoginRefused::Busy.to_string()),
+                Err(LoginRefused::State(e)) => {
+                    log::error!("register from {machine} failed: {e}");
+                    json(&RegisterResponse { error: e.to_string(), ..Default::default() })
+                }
+            },
             Err(RegisterError::Unauthorized(m)) => {
                 log::warn!("register from {machine} refused: {m}");
                 plain(StatusCode::UNAUTHORIZED, &m)
@@ -138,10 +174,8 @@ impl Control {
     }
 
     /// A client waiting on its login URL: holds the request until the login
-    /// completes. `None` means there is no such login: register afresh.
-    async fn follow_up(&self, machine: MachinePublic, followup: &str) -> Option<Response<Body>> {
-        let id = auth_id_of(followup)?;
-        let mut rx = self.state.login_waiter(id, machine)?;
+    /// completes, or for [`FOLLOWUP_WAIT`].
+    async fn follow_up(&self, mut rx: watch::Receiver<Option<Approval>>, followup: String) -> Response<Body> {
         let wait = async {
             loop {
                 if let Some(a) = rx.borrow_and_update().clone() {
@@ -155,30 +189,24 @@ impl Control {
         let mut shutdown = self.shutdown.clone();
         let outcome = tokio::select! {
             r = tokio::time::timeout(FOLLOWUP_WAIT, wait) => r,
-            _ = shutdown.changed() => return Some(plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down")),
+            _ = shutdown.changed() => return plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down"),
         };
+        let again = || json(&RegisterResponse { auth_url: followup.clone(), ..Default::default() });
         match outcome {
             Ok(Some(Approval::Approved(node_id))) => {
                 let snap = self.state.snapshot();
-                let n = snap.nodes.get(&node_id)?;
-                Some(json(&authorized(&snap, n)))
+                // Approved, then deleted at once: asking again starts afresh.
+                snap.nodes.get(&node_id).map_or_else(again, |n| json(&authorized(&snap, n)))
             }
-            Ok(Some(Approval::Rejected(msg))) => Some(json(&RegisterResponse { error: msg, ..Default::default() })),
-            // The login was evicted: start a new one.
-            Ok(None) => None,
-            // Still waiting: the same URL again makes the client back off and ask later.
-            Err(_) => Some(json(&RegisterResponse { auth_url: followup.to_string(), ..Default::default() })),
+            Ok(Some(Approval::Rejected(msg))) => json(&RegisterResponse { error: msg, ..Default::default() }),
+            // Still waiting, or the login expired or was replaced: the same
+            // URL again makes the client ask later, and a login that is gone
+            // is then started afresh.
+            Ok(None) | Err(_) => again(),
         }
     }
 
-    async fn map(self: &Arc<Self>, machine: MachinePublic, body: &[u8]) -> Response<Body> {
-        let req: MapRequest = match serde_json::from_slice(body) {
-            Ok(r) => r,
-            Err(e) => {
-                log::debug!("{machine}: bad MapRequest: {e}");
-                return plain(StatusCode::BAD_REQUEST, &format!("bad MapRequest: {e}"));
-            }
-        };
+    async fn map(self: &Arc<Self>, machine: MachinePublic, req: MapRequest) -> Response<Body> {
         if req.version < MIN_CAPABILITY_VERSION as u32 {
             return plain(
                 StatusCode::BAD_REQUEST,

@@ -3,17 +3,20 @@
 //! `state` (who may register) and `mapper` (what a node sees); this module
 //! moves bytes and holds connections.
 
+mod body;
+mod conn;
 mod machine;
 mod noise_io;
 mod session;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, RwLock, Semaphore};
 
@@ -23,12 +26,14 @@ use crate::state::secrets::random_bytes;
 use crate::state::State;
 use crate::tailcfg::{MachinePrivate, MachinePublic, MIN_CAPABILITY_VERSION};
 
+pub use body::{BODY_BUDGET, BODY_DEADLINE};
+pub use conn::{FIRST_REQUEST, IDLE};
 pub use noise_io::NoiseIo;
 
 /// Handshakes in flight at once (beyond it new ones get 503).
 const MAX_HANDSHAKES: usize = 64;
-/// HTTP/2 streams per client connection (register, map stream, lite updates).
-const MAX_STREAMS: u32 = 16;
+/// From the 101 answer to the upgraded stream in hand.
+const UPGRADE_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct Control {
     pub state: Arc<State>,
@@ -37,6 +42,8 @@ pub struct Control {
     server_url: String,
     ctx: RwLock<Arc<mapper::Context>>,
     handshakes: Arc<Semaphore>,
+    /// Bytes of request bodies all connections may hold at once.
+    budget: Arc<body::Budget>,
     pub ephemeral_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 }
@@ -67,6 +74,7 @@ impl Control {
             server_url: server_url.trim_end_matches('/').to_string(),
             ctx: RwLock::new(Arc::new(ctx)),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            budget: Arc::default(),
             ephemeral_timeout,
             shutdown,
         }
@@ -110,12 +118,27 @@ impl Control {
 
     /// `POST /ts2021`: checks the upgrade, answers the Noise handshake and
     /// hands the connection to HTTP/2 once hyper has switched protocols.
-    /// `slot` is the connection's place under the connection cap: it stays
-    /// taken while the Noise stream lives.
+    /// `slot` is the connection's place under the connection caps: it stays
+    /// taken while the Noise stream lives. `from` is the client's address.
+    /// A refusal closes the connection: one connection, one handshake.
     pub fn upgrade<G: Send + Sync + 'static>(
         self: &Arc<Self>,
         req: Request<Incoming>,
         slot: G,
+        from: IpAddr,
+    ) -> Response<Full<Bytes>> {
+        let mut r = self.upgrade_inner(req, slot, from);
+        if r.status() != StatusCode::SWITCHING_PROTOCOLS {
+            r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        }
+        r
+    }
+
+    fn upgrade_inner<G: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        slot: G,
+        from: IpAddr,
     ) -> Response<Full<Bytes>> {
         let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !upgrade.eq_ignore_ascii_case("tailscale-control-protocol") {
@@ -159,12 +182,10 @@ impl Control {
         let this = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let upgraded = match hyper::upgrade::on(req).await {
-                Ok(u) => u,
-                Err(e) => {
-                    log::debug!("ts2021: upgrade failed: {e}");
-                    return;
-                }
+            let upgraded = match tokio::time::timeout(UPGRADE_DEADLINE, hyper::upgrade::on(req)).await {
+                Ok(Ok(u)) => u,
+                Ok(Err(e)) => return log::debug!("ts2021: upgrade failed: {e}"),
+                Err(_) => return log::debug!("ts2021: upgrade from {from} timed out"),
             };
             let mut io = TokioIo::new(upgraded);
             let (resp, session) = match first_bytes {
@@ -178,7 +199,7 @@ impl Control {
             let machine = MachinePublic(session.peer_static);
             drop(permit);
             let noise = NoiseIo::new(io, session.rx, session.tx, resp.to_vec());
-            this.serve_h2(noise, machine, version).await;
+            this.serve_h2(noise, machine, version, from).await;
         });
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -188,42 +209,12 @@ impl Control {
         r
     }
 
-    async fn serve_h2<S>(self: Arc<Self>, io: NoiseIo<S>, machine: MachinePublic, version: u16)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        log::debug!("ts2021: {machine} connected (capability version {version})");
-        let this = self.clone();
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_STREAMS)
-            .max_header_list_size(16 * 1024)
-            // Requests are small and answers are written as they are made:
-            // small windows and send buffers keep an idle client cheap.
-            .initial_stream_window_size(64 * 1024)
-            .initial_connection_window_size(128 * 1024)
-            .max_send_buf_size(32 * 1024)
-            .serve_connection(
-                TokioIo::new(io),
-                hyper::service::service_fn(move |req| {
-                    let this = this.clone();
-                    async move { Ok::<_, std::convert::Infallible>(this.machine_request(req, machine).await) }
-                }),
-            );
-        tokio::pin!(conn);
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            r = conn.as_mut() => if let Err(e) = r { log::debug!("ts2021: {machine}: {e}") },
-            _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
-        }
-    }
-
     /// `GET /register/<id>`: without OIDC, tells the admin what to run.
     pub fn register_page(&self, auth_id: &str) -> Response<Full<Bytes>> {
         if !crate::state::register::valid_auth_id(auth_id) {
             return text(StatusCode::NOT_FOUND, "no such registration\n");
         }
-        let waiting = self.state.pending_logins().into_iter().find(|p| p.id == auth_id);
+        let waiting = self.state.pending_login(auth_id, Instant::now());
         let body = match waiting {
             None => format!(
                 "<!doctype html><meta charset=utf-8><title>tinyscale</title><h1>Registration not found</h1>\

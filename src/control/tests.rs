@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Body as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::*;
 use crate::config::{Allocation, Prefixes};
@@ -105,4 +106,102 @@ async fn a_node_that_comes_back_within_the_grace_period_stays_online_and_kept() 
     assert!(!watcher.take().changes.contains(&Change::Online(id, false)));
     assert!(c.state.snapshot().nodes.contains_key(&id));
     assert!(c.state.is_online(id));
+}
+
+/// A Noise stream pair over an in-memory pipe: the server's half served by
+/// `serve_h2` as `machine`, the client's half speaking HTTP/2.
+async fn connection(
+    c: &Arc<Control>,
+    machine: MachinePublic,
+) -> (tokio::task::JoinHandle<()>, NoiseIo<tokio::io::DuplexStream>) {
+    let server = [5u8; 32];
+    let (init, i) =
+        crate::noise::Initiator::start(130, &[3u8; 32], &[4u8; 32], &crate::noise::public_key(&server)).unwrap();
+    let (resp, srv) = crate::noise::respond(&server, &[6u8; 32], &init).unwrap();
+    let cli = i.finish(&resp).unwrap();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let served = NoiseIo::new(b, srv.rx, srv.tx, Vec::new());
+    let task = tokio::spawn(c.clone().serve_h2(served, machine, 130, [192, 0, 2, 1].into()));
+    (task, NoiseIo::new(a, cli.rx, cli.tx, Vec::new()))
+}
+
+type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>;
+
+async fn h2(io: NoiseIo<tokio::io::DuplexStream>) -> H2 {
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+fn post(path: &str, body: serde_json::Value) -> Request<http_body_util::Full<Bytes>> {
+    Request::post(format!("https://tinyscale{path}"))
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_sends_nothing_is_closed_at_the_first_request_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    let (task, _client) = connection(&c, MachinePublic([7; 32])).await;
+    tokio::time::sleep(FIRST_REQUEST - Duration::from_secs(1)).await;
+    assert!(!task.is_finished());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(task.is_finished(), "a silent connection outlived the first-request deadline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_login_keeps_its_connection_and_an_idle_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    let machine = MachinePublic([7; 32]);
+    let node = crate::tailcfg::NodePublic([8; 32]);
+    let req = serde_json::json!({"Version": 130, "NodeKey": node.to_string()});
+    let id = c.state.start_login(machine, &serde_json::from_value(req).unwrap(), [192, 0, 2, 1].into(), Instant::now());
+    let followup = format!("http://x/register/{}", id.unwrap());
+    let (task, io) = connection(&c, machine).await;
+    let mut send = h2(io).await;
+    let waiting = send.send_request(post(
+        "/machine/register",
+        serde_json::json!({"Version": 130, "NodeKey": node.to_string(), "Followup": followup}),
+    ));
+    let waiting = tokio::spawn(waiting);
+    // Nine minutes of waiting for the login: far past the idle timeout, still open.
+    tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+    assert!(!task.is_finished() && !waiting.is_finished(), "a client waiting for its login was cut off");
+    // At ten minutes the client is told to ask again; then the connection is idle.
+    let r = waiting.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(IDLE - Duration::from_secs(5)).await;
+    assert!(!task.is_finished(), "closed before the idle timeout");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(task.is_finished(), "an idle connection was kept past the idle timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_map_stream_keeps_its_connection_open_for_as_long_as_it_lasts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    ephemeral_node(&c);
+    let (task, io) = connection(&c, MachinePublic([5; 32])).await;
+    let mut send = h2(io).await;
+    let map = serde_json::json!({
+        "Version": 130, "NodeKey": crate::tailcfg::NodePublic([5; 32]).to_string(), "Stream": true, "Compress": "zstd"
+    });
+    let r = send.send_request(post("/machine/map", map)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.into_body();
+    let mut frames = 0;
+    // Thirty minutes of a quiet tailnet: keep-alives flow, the connection stays.
+    let end = tokio::time::Instant::now() + Duration::from_secs(30 * 60);
+    while let Ok(Some(f)) = tokio::time::timeout_at(end, http_body_util::BodyExt::frame(&mut body)).await {
+        assert!(f.is_ok());
+        frames += 1;
+    }
+    assert!(frames >= 30, "{frames} frames in 30 minutes");
+    assert!(!task.is_finished(), "a live map stream's connection was closed");
+    // The stream ends: the connection is idle, and goes.
+    drop(body);
+    tokio::time::sleep(IDLE + Duration::from_secs(5)).await;
+    assert!(task.is_finished());
 }

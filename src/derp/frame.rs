@@ -10,7 +10,8 @@ pub const MAGIC: [u8; 8] = [0x44, 0x45, 0x52, 0x50, 0xf0, 0x9f, 0x94, 0x91];
 pub const KEY_LEN: usize = 32;
 /// The largest packet a client may relay.
 pub const MAX_PACKET: usize = 64 * 1024;
-/// The largest frame accepted at all (a ClientInfo may be up to 256 KiB).
+/// The largest frame accepted at all (after the handshake; a ClientInfo is
+/// held to `relay::MAX_CLIENT_INFO`).
 pub const MAX_FRAME: usize = 256 * 1024;
 
 pub const SERVER_KEY: u8 = 0x01;

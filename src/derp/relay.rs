@@ -2,6 +2,10 @@
 //! task draining a small bounded queue. A client that does not read loses
 //! packets (its queue is full, so new ones are dropped) and never makes
 //! anyone else wait or the server grow.
+//!
+//! Until a client has proven its key it holds one of a few handshake places
+//! (never a client's place under `derp.server.max_clients`), may send only
+//! a small ClientInfo frame, and gets no queue or writer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +29,11 @@ const BATCH: usize = 64 * 1024;
 /// Peers a client remembers sending to (told when it leaves).
 const MAX_PEERS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in flight at once, apart from the admitted clients.
+pub const MAX_HANDSHAKING: usize = 32;
+/// A ClientInfo frame: the key, the box's nonce and tag, and a JSON of tens
+/// of bytes (a mesh key is 64 more).
+pub const MAX_CLIENT_INFO: usize = 4 * 1024;
 /// Keep-alive period (plus up to 5 s of jitter).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -40,6 +49,7 @@ pub struct Relay {
     /// `derp.server.verify_clients`: only registered node keys may connect.
     verify: Option<Arc<State>>,
     slots: Arc<Semaphore>,
+    handshaking: Arc<Semaphore>,
     next_conn: AtomicUsize,
 }
 
@@ -92,6 +102,7 @@ impl Relay {
             peers: Mutex::new(HashMap::new()),
             verify,
             slots: Arc::new(Semaphore::new(max_clients)),
+            handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
             next_conn: AtomicUsize::new(0),
         }
     }
@@ -100,9 +111,13 @@ impl Relay {
         self.public
     }
 
-    /// A place for one more client, if the cap allows.
-    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    /// A place for one more handshake, if the relay has room for a client.
+    /// The client's own place is taken only once it has proven its key.
+    pub fn try_handshake(&self) -> Result<OwnedSemaphorePermit, &'static str> {
+        if self.slots.available_permits() == 0 {
+            return Err("relay full");
+        }
+        self.handshaking.clone().try_acquire_owned().map_err(|_| "too many relay handshakes at once; retry")
     }
 
     pub fn client_count(&self) -> usize {
@@ -123,13 +138,15 @@ impl Relay {
     }
 
     /// Runs one client connection (after the HTTP upgrade) until it ends.
-    pub async fn serve<S>(self: Arc<Self>, io: S, _slot: OwnedSemaphorePermit)
+    /// `handshaking` is its handshake place, given back once the handshake ends.
+    pub async fn serve<S>(self: Arc<Self>, io: S, handshaking: OwnedSemaphorePermit)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut rd, mut wr) = tokio::io::split(io);
         let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut rd, &mut wr)).await;
-        let key = match hello {
+        drop(handshaking);
+        let (key, _slot) = match hello {
             Ok(Ok(k)) => k,
             Ok(Err(End::Refused(why))) => return log::info!("client refused: {why}"),
             Ok(Err(End::Io(e))) => return log::debug!("handshake: {e}"),
@@ -164,14 +181,15 @@ impl Relay {
         log::debug!("{} disconnected", NodePublic(key).short());
     }
 
-    async fn handshake<R, W>(&self, rd: &mut R, wr: &mut W) -> Result<Key, End>
+    /// The key exchange; the proven key and its client place.
+    async fn handshake<R, W>(&self, rd: &mut R, wr: &mut W) -> Result<(Key, OwnedSemaphorePermit), End>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         wr.write_all(&encoded(&Frame::ServerKey(self.public))).await?;
         wr.flush().await?;
-        let (kind, payload) = read_frame(rd, frame::MAX_FRAME).await?;
+        let (kind, payload) = read_frame(rd, MAX_CLIENT_INFO).await?;
         let Ok(Frame::ClientInfo { key, sealed }) = frame::parse(kind, &payload) else {
             return Err(End::Refused(format!("expected ClientInfo, got frame type {kind:#04x}")));
         };
@@ -182,12 +200,13 @@ impl Relay {
             return Err(End::Refused("a mesh peer, but this relay has no mesh".into()));
         }
         self.admitted(&key).map_err(End::Refused)?;
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| End::Refused("relay full".into()))?;
         let mut nonce = [0u8; handshake::NONCE_LEN];
         crate::state::secrets::random_bytes(&mut nonce).map_err(|_| End::Refused("no randomness".into()))?;
         let sealed = handshake::seal(&self.private, &key, nonce, handshake::SERVER_INFO);
         wr.write_all(&encoded(&Frame::ServerInfo(sealed))).await?;
         wr.flush().await?;
-        Ok(key)
+        Ok((key, slot))
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(

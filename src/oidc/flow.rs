@@ -3,66 +3,52 @@
 //! use, expiring, capped), the authorization URL, and the confirmation step
 //! whose CSRF token keeps a silent SSO from registering a device from one GET.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::api::percent_encode;
 use crate::config::PkceMethod;
+use crate::quota::{Capped, Full, Limits, Source};
 use crate::state::secrets::{random_bytes, random_text, RandomUnavailable};
 use crate::tailcfg::encode_hex;
 
-/// Logins in flight at once; the oldest goes first beyond this.
+/// Logins in flight at once, all browsers together.
 pub const CAP: usize = 256;
+/// Per source address: a household logs in a few devices, each maybe twice.
+pub const PER_IP: usize = 16;
+/// Per device waiting (reloading its login page starts a new login).
+pub const PER_DEVICE: usize = 4;
 /// How long a login (or a confirmation page) stays valid.
 pub const TTL: Duration = Duration::from_secs(15 * 60);
 
-/// Entries with their insertion time, and the insertion order.
-struct Entries<T> {
-    map: HashMap<String, (Instant, T)>,
-    order: VecDeque<String>,
-}
+const LIMITS: Limits = Limits { total: CAP, per_ip: PER_IP, per_key: PER_DEVICE, ttl: TTL };
 
-/// A bounded, expiring, single-use map.
+/// A bounded, expiring, single-use map, charged per browser address and per
+/// device: one source can only push out its own entries, and a full map
+/// refuses newcomers rather than evict anyone.
 pub struct Expiring<T> {
-    inner: Mutex<Entries<T>>,
+    inner: Mutex<Capped<T>>,
 }
 
 impl<T> Default for Expiring<T> {
     fn default() -> Self {
-        Expiring { inner: Mutex::new(Entries { map: HashMap::new(), order: VecDeque::new() }) }
+        Expiring { inner: Mutex::new(Capped::new(LIMITS)) }
     }
 }
 
 impl<T> Expiring<T> {
-    pub fn insert(&self, key: String, value: T) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Entries { map, order } = &mut *g;
-        let now = Instant::now();
-        map.insert(key.clone(), (now, value));
-        order.push_back(key);
-        while let Some(k) = order.front() {
-            let stale = map.get(k).is_none_or(|(t, _)| now.duration_since(*t) >= TTL);
-            if !stale && map.len() <= CAP {
-                break;
-            }
-            if let Some(k) = order.pop_front() {
-                map.remove(&k);
-            }
-        }
+    pub fn insert(&self, key: String, source: Source, value: T, now: Instant) -> Result<(), Full> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).insert(key, source, value, now).map(drop)
     }
 
     /// Takes the entry out (single use); `None` when absent or expired.
-    pub fn take(&self, key: &str) -> Option<T> {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Entries { map, order } = &mut *g;
-        let (t, v) = map.remove(key)?;
-        order.retain(|k| k != key);
-        (t.elapsed() < TTL).then_some(v)
+    pub fn take(&self, key: &str, now: Instant) -> Option<T> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).take(key, now)
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).map.len()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,16 +210,33 @@ mod tests {
     }
 
     #[test]
-    fn pending_logins_are_single_use_and_capped() {
+    fn logins_are_single_use_and_capped_per_source() {
+        let t = Instant::now();
         let e: Expiring<u32> = Expiring::default();
-        e.insert("a".into(), 1);
-        assert_eq!(e.take("a"), Some(1));
-        assert_eq!(e.take("a"), None, "single use");
+        let browser = |n: u8, device: u8| Source::new([192, 0, 2, n].into(), [device; 32]);
+        e.insert("a".into(), browser(1, 1), 1, t).unwrap();
+        assert_eq!(e.take("a", t), Some(1));
+        assert_eq!(e.take("a", t), None, "single use");
+        // A real login waits; one address starts ever more, for ever other devices.
+        e.insert("real".into(), browser(1, 1), 0, t).unwrap();
         for i in 0..(CAP + 5) {
-            e.insert(format!("k{i}"), i as u32);
+            e.insert(format!("k{i}"), browser(66, i as u8), i as u32, t).unwrap();
         }
-        assert_eq!(e.len(), CAP);
-        assert_eq!(e.take("k0"), None, "the oldest went first");
-        assert!(e.take(&format!("k{}", CAP + 4)).is_some());
+        assert_eq!(e.len(), 1 + PER_IP);
+        assert_eq!(e.take("real", t), Some(0), "another source's login stays");
+        assert!(e.take("k0", t).is_none() && e.take(&format!("k{}", CAP + 4), t).is_some());
+        // Full of other sources: a newcomer is refused, nobody is evicted.
+        let full: Expiring<u32> = Expiring::default();
+        for i in 0..CAP {
+            let device = [
+                i as u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0,
+            ];
+            full.insert(format!("f{i}"), Source::new([10, 0, (i / PER_IP) as u8, 1].into(), device), 0, t).unwrap();
+        }
+        assert_eq!(full.insert("new".into(), browser(9, 200), 0, t), Err(Full));
+        assert_eq!(full.len(), CAP);
+        assert!(full.take("f0", t).is_some());
+        assert_eq!(full.take("f1", t + TTL), None, "expired");
     }
 }

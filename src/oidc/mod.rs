@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod pages;
 pub mod provider;
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use hyper::{Response, StatusCode};
 use crate::clock;
 use crate::config::Oidc as Config;
 use crate::fetch as http;
+use crate::quota::Source;
 use crate::state::State;
 use identity::{Identity, Refusal};
 use provider::{Provider, TokenAuth};
@@ -148,12 +150,12 @@ impl Oidc {
         Ok(())
     }
 
-    /// `GET /register/<id>`: off to the provider.
-    pub fn start(&self, auth_id: &str) -> Page {
+    /// `GET /register/<id>` from the browser at `from`: off to the provider.
+    pub fn start(&self, auth_id: &str, from: IpAddr) -> Page {
         let Some(p) = self.provider() else {
             return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
         };
-        let Some(pending) = self.state.pending_logins().into_iter().find(|r| r.id == auth_id) else {
+        let Some(pending) = self.state.pending_login(auth_id, Instant::now()) else {
             return refuse(
                 410,
                 "This login link is unknown or has expired (they last 15 minutes). Run tailscale up again.",
@@ -186,7 +188,11 @@ impl Oidc {
             flow::set_cookie(&flow::cookie_name("state", &state), &state, "/oidc/callback", ttl, self.secure_cookies),
             flow::set_cookie(&flow::cookie_name("nonce", &nonce), &nonce, "/oidc/callback", ttl, self.secure_cookies),
         ];
-        self.logins.insert(state, flow::Pending { auth_id: auth_id.to_string(), nonce, verifier });
+        let login = flow::Pending { auth_id: auth_id.to_string(), nonce, verifier };
+        if self.logins.insert(state, Source::new(from, pending.machine_key.0), login, Instant::now()).is_err() {
+            log::debug!("login from {from} refused: {} logins are in flight", self.logins.len());
+            return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
+        }
         let mut r = html(StatusCode::FOUND, String::new(), &cookies);
         if let Ok(v) = hyper::header::HeaderValue::from_str(&url) {
             r.headers_mut().insert(hyper::header::LOCATION, v);
@@ -194,8 +200,8 @@ impl Oidc {
         r
     }
 
-    /// `GET /oidc/callback`.
-    pub async fn callback(self: Arc<Self>, query: &str, cookie_header: Option<&str>) -> Page {
+    /// `GET /oidc/callback` from the browser at `from`.
+    pub async fn callback(self: Arc<Self>, query: &str, cookie_header: Option<&str>, from: IpAddr) -> Page {
         let q = flow::form(query);
         if let Some(err) = q.get("error") {
             let why = q.get("error_description").cloned().unwrap_or_else(|| err.clone());
@@ -216,7 +222,7 @@ impl Oidc {
             Some(c) if c != state => return refuse(403, "This login's cookie does not match."),
             Some(_) => {}
         }
-        let Some(pending) = self.logins.take(state) else {
+        let Some(pending) = self.logins.take(state, Instant::now()) else {
             log::info!("a login state was replayed or expired");
             return refuse(410, "This login was already used or has expired. Run tailscale up again for a new link.");
         };
@@ -233,13 +239,10 @@ impl Oidc {
             Err(_) => return refuse(500, "The login could not be completed."),
         };
         let Ok(csrf) = flow::random_hex(32) else { return refuse(500, "No randomness available.") };
-        let device = self
-            .state
-            .pending_logins()
-            .into_iter()
-            .find(|p| p.id == auth_id)
-            .map(|p| p.hostname)
-            .unwrap_or_else(|| "this device".into());
+        let waiting = self.state.pending_login(&auth_id, Instant::now());
+        // A login that is gone fails at the confirmation; its charge falls on no device.
+        let machine = waiting.as_ref().map_or([0; 32], |p| p.machine_key.0);
+        let device = waiting.map(|p| p.hostname).unwrap_or_else(|| "this device".into());
         let shown =
             if identity.display_name.is_empty() { identity.username.clone() } else { identity.display_name.clone() };
         let body = pages::confirm(&auth_id, &csrf, &shown, &device);
@@ -249,7 +252,11 @@ impl Oidc {
             // The state and nonce cookies have done their job.
             flow::set_cookie(&nonce_cookie, "", "/oidc/callback", 0, self.secure_cookies),
         ];
-        self.confirmations.insert(csrf, Confirmation { auth_id, identity, expiry });
+        let confirmation = Confirmation { auth_id, identity, expiry };
+        if self.confirmations.insert(csrf, Source::new(from, machine), confirmation, Instant::now()).is_err() {
+            log::debug!("confirmation for {from} refused: {} are waiting", self.confirmations.len());
+            return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
+        }
         html(StatusCode::OK, body, &cookies)
     }
 
@@ -342,7 +349,7 @@ impl Oidc {
         if flow::cookies(cookie_header).get("ts_csrf") != Some(csrf) {
             return refuse(403, "This confirmation did not come from the page this browser was shown.");
         }
-        let Some(c) = self.confirmations.take(csrf) else {
+        let Some(c) = self.confirmations.take(csrf, Instant::now()) else {
             return refuse(410, "This confirmation was already used or has expired. Run tailscale up again.");
         };
         if c.auth_id != auth_id {
@@ -352,7 +359,7 @@ impl Oidc {
         let res = tokio::task::spawn_blocking(move || {
             let now = clock::now_unix();
             let user = state.login_user(&c.identity, now)?;
-            let node = state.approve_login(&c.auth_id, user.id, "oidc", c.expiry, now)?;
+            let node = state.approve_login(&c.auth_id, user.id, "oidc", c.expiry, now, Instant::now())?;
             Ok::<_, crate::state::StateError>((user, node))
         })
         .await;

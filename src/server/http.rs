@@ -3,9 +3,9 @@
 //! join it in later issues.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "oidc")]
 use http_body_util::BodyExt;
@@ -15,16 +15,21 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
+use super::admission::Admission;
 use crate::control::Control;
 #[cfg(feature = "derp")]
 use crate::derp::relay::Relay;
 #[cfg(feature = "oidc")]
 use crate::oidc::Oidc;
 
-/// Slow clients may not hold a connection open by trickling headers.
+/// Slow clients may not hold a connection open by trickling headers (or
+/// by idling between requests: the timer runs while hyper waits for a head).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper's read buffer, which holds a request head: 32 KiB is room for any
+/// real one (cookies included) and bounds what a slow client costs.
+const MAX_HEAD: usize = 32 * 1024;
 
 /// What a build with the optional features serves besides the control protocol.
 #[derive(Clone, Default)]
@@ -39,7 +44,8 @@ pub struct Http {
     pub control: Arc<Control>,
     pub extras: Extras,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub max_connections: usize,
+    /// Shared by every listener.
+    pub admission: Arc<Admission>,
 }
 
 fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -51,15 +57,29 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     r
 }
 
-/// Holds one of the connection slots for as long as any part of the
-/// connection lives, the upgraded Noise stream included.
-pub type Slot = Arc<OwnedSemaphorePermit>;
+/// Holds the connection's place under the caps for as long as any part of
+/// the connection lives, the upgraded Noise or DERP stream included.
+pub type Slot = Arc<super::admission::Slot>;
 
-/// The confirmation form is a few hundred bytes.
+/// The confirmation form is a few hundred bytes, and comes at once.
 #[cfg(feature = "oidc")]
 const MAX_FORM: usize = 16 * 1024;
+#[cfg(feature = "oidc")]
+const FORM_DEADLINE: Duration = Duration::from_secs(30);
 
-async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Response<Full<Bytes>>, Infallible> {
+/// An upgrade refused for want of a long-lived place: the connection closes.
+fn busy() -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "server busy; retry\n");
+    r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    r
+}
+
+async fn route(
+    req: Request<Incoming>,
+    app: Arc<App>,
+    slot: Slot,
+    peer: IpAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     #[cfg(feature = "oidc")]
     let cookies = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -78,23 +98,28 @@ async fn route(req: Request<Incoming>, app: Arc<App>, slot: Slot) -> Result<Resp
     if let Some(o) = app.extras.oidc.as_ref().filter(|o| o.ready()).cloned() {
         match (req.method().as_str(), path.as_str()) {
             ("GET", "/oidc/callback") => {
-                return Ok(o.callback(req.uri().query().unwrap_or(""), cookies.as_deref()).await)
+                return Ok(o.callback(req.uri().query().unwrap_or(""), cookies.as_deref(), peer).await)
             }
             ("POST", p) if p.starts_with("/register/confirm/") => {
                 let id = p["/register/confirm/".len()..].to_string();
-                return Ok(match http_body_util::Limited::new(req.into_body(), MAX_FORM).collect().await {
-                    Ok(b) => o.confirm(&id, &b.to_bytes(), cookies.as_deref()).await,
-                    Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "form too large\n"),
+                let form = http_body_util::Limited::new(req.into_body(), MAX_FORM).collect();
+                return Ok(match tokio::time::timeout(FORM_DEADLINE, form).await {
+                    Ok(Ok(b)) => o.confirm(&id, &b.to_bytes(), cookies.as_deref()).await,
+                    Ok(Err(_)) => text(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "form too large\n"),
+                    Err(_) => text(StatusCode::REQUEST_TIMEOUT, "text/plain; charset=utf-8", "form too slow\n"),
                 });
             }
-            ("GET", p) if p.starts_with("/register/") => return Ok(o.start(&p["/register/".len()..])),
+            ("GET", p) if p.starts_with("/register/") => return Ok(o.start(&p["/register/".len()..], peer)),
             _ => {}
         }
     }
     Ok(match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
         ("GET", "/key") => app.control.key(req.uri().query()),
-        ("POST" | "GET", "/ts2021") => app.control.upgrade(req, slot),
+        ("POST" | "GET", "/ts2021") => match slot.long_lived() {
+            Some(place) => app.control.upgrade(req, (slot, place), peer),
+            None => busy(),
+        },
         ("GET", p) if p.starts_with("/register/") => app.control.register_page(&p["/register/".len()..]),
         _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     })
@@ -107,22 +132,38 @@ struct App {
     extras: Extras,
 }
 
+/// From the 101 answer to the upgraded stream in hand.
+#[cfg(feature = "derp")]
+const UPGRADE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// `GET /derp` with `Upgrade: DERP`: the relay takes the connection over.
+/// Until the client has proven its key it holds a handshake place, never a
+/// client's; a refusal closes the connection.
 #[cfg(feature = "derp")]
 fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot) -> Response<Full<Bytes>> {
     let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !upgrade.eq_ignore_ascii_case("derp") {
-        return text(StatusCode::UPGRADE_REQUIRED, "text/plain; charset=utf-8", "DERP requires connection upgrade\n");
+        let mut r =
+            text(StatusCode::UPGRADE_REQUIRED, "text/plain; charset=utf-8", "DERP requires connection upgrade\n");
+        r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        return r;
     }
-    let Some(permit) = relay.try_slot() else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "relay full\n");
+    let Some(place) = slot.long_lived() else { return busy() };
+    let handshaking = match relay.try_handshake() {
+        Ok(p) => p,
+        Err(why) => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", format!("{why}\n"));
+            r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            return r;
+        }
     };
     let relay2 = relay.clone();
     tokio::spawn(async move {
-        let _slot = slot;
-        match hyper::upgrade::on(req).await {
-            Ok(up) => relay2.serve(TokioIo::new(up), permit).await,
-            Err(e) => log::debug!("derp: upgrade failed: {e}"),
+        let _held = (slot, place);
+        match tokio::time::timeout(UPGRADE_DEADLINE, hyper::upgrade::on(req)).await {
+            Ok(Ok(up)) => relay2.serve(TokioIo::new(up), handshaking).await,
+            Ok(Err(e)) => log::debug!("derp: upgrade failed: {e}"),
+            Err(_) => log::debug!("derp: upgrade timed out"),
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -151,16 +192,17 @@ fn generate_204(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn serve_conn<S>(io: S, app: Arc<App>, slot: Slot, mut shutdown: watch::Receiver<bool>)
+async fn serve_conn<S>(io: S, app: Arc<App>, slot: Slot, peer: IpAddr, mut shutdown: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(
             TokioIo::new(io),
-            hyper::service::service_fn(move |req| route(req, app.clone(), slot.clone())),
+            hyper::service::service_fn(move |req| route(req, app.clone(), slot.clone(), peer)),
         )
         .with_upgrades();
     tokio::pin!(conn);
@@ -173,7 +215,6 @@ where
 impl Http {
     /// Accepts connections until `shutdown` turns true.
     pub async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.max_connections));
         let app = Arc::new(App { control: self.control.clone(), extras: self.extras.clone() });
         loop {
             let (stream, peer): (_, SocketAddr) = tokio::select! {
@@ -190,17 +231,19 @@ impl Http {
             };
             // Small frames (keep-alives, deltas) must not wait for Nagle.
             let _ = stream.set_nodelay(true);
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                log::debug!("refusing {peer}: {} connections already open", self.max_connections);
-                continue;
+            let slot = match self.admission.admit(peer.ip(), Instant::now()) {
+                Ok(s) => Arc::new(s),
+                Err(why) => {
+                    log::debug!("refusing {peer}: {why}");
+                    continue;
+                }
             };
             let (app, tls, rx) = (app.clone(), self.tls.clone(), shutdown.clone());
             tokio::spawn(async move {
-                let slot = Arc::new(permit);
                 match tls {
-                    None => serve_conn(stream, app, slot, rx).await,
+                    None => serve_conn(stream, app, slot, peer.ip(), rx).await,
                     Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_conn(tls, app, slot, rx).await,
+                        Ok(Ok(tls)) => serve_conn(tls, app, slot, peer.ip(), rx).await,
                         Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                     },

@@ -1,6 +1,7 @@
 //! `tinyscale serve`: opens the store, loads the keys, and runs the listeners
 //! until SIGTERM or SIGINT, then flushes the store and leaves.
 
+mod admission;
 #[cfg(feature = "derp")]
 mod derp;
 #[cfg(feature = "fetch")]
@@ -179,11 +180,13 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             relay_tls = r.tls;
             extras.relay = Some(r.relay);
         }
-        let http = http::Http { control: control.clone(), extras: extras.clone(), tls, max_connections: cfg.max_connections };
+        // One cap for both listeners: the relay's TLS port is no way around it.
+        let admission = admission::Admission::new(cfg.max_connections);
+        let http = http::Http { control: control.clone(), extras: extras.clone(), tls, admission: admission.clone() };
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
         #[cfg(feature = "derp")]
         if let Some((l, acceptor)) = relay_tls {
-            let h = http::Http { control, extras, tls: Some(acceptor), max_connections: cfg.max_connections };
+            let h = http::Http { control, extras, tls: Some(acceptor), admission };
             tokio::spawn(h.run(l, stop_rx.clone()));
         }
         let api_task = tokio::spawn(socket::run(api_listener, cfg.unix_socket.clone(), state.clone(), stop_rx));

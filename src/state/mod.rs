@@ -9,6 +9,7 @@
 pub mod events;
 pub mod ipalloc;
 pub mod names;
+pub mod pending;
 pub mod presence;
 pub mod register;
 pub mod secrets;
@@ -249,7 +250,7 @@ pub struct State {
     writer: Mutex<Writer>,
     pub hub: Arc<Hub>,
     presence: RwLock<HashMap<u64, Presence>>,
-    pending: Mutex<register::PendingRegs>,
+    pending: Mutex<pending::PendingRegs>,
 }
 
 fn check_tags(tags: &[String]) -> Result<(), StateError> {
@@ -277,7 +278,7 @@ impl State {
             writer: Mutex::new(Writer { next }),
             hub: Arc::new(Hub::default()),
             presence: RwLock::new(HashMap::new()),
-            pending: Mutex::new(register::PendingRegs::default()),
+            pending: Mutex::new(pending::PendingRegs::default()),
         })
     }
 

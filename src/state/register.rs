@@ -2,26 +2,17 @@
 //!
 //! Identity is the machine key (from Noise) plus the node key. Pre-auth keys
 //! admit directly; otherwise the client is sent to a login URL and a pending
-//! registration waits (capped, in RAM) until an admin or the identity
-//! provider approves it.
+//! registration (`pending.rs`) waits until an admin or the identity provider
+//! approves it.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use serde_json::value::RawValue;
-use tokio::sync::watch;
+use std::time::Instant;
 
 use super::secrets::{secret_matches, split_key, AUTH_KEY_PREFIX};
 use super::{has_passed, State, StateError, Tx};
 use crate::clock;
 use crate::store::{Node, PreAuthKey};
-use crate::tailcfg::{HostinfoView, MachinePublic, NodePublic, RegisterRequest};
-
-/// Registrations waiting for a login at once; the oldest goes first beyond this.
-pub const PENDING_CAP: usize = 128;
-/// How long a login URL stays valid.
-pub const PENDING_TTL: Duration = Duration::from_secs(15 * 60);
+use crate::tailcfg::{HostinfoView, MachinePublic, RegisterRequest};
 /// The owner of nodes that joined with a tags-only key (Tailscale's "tagged-devices").
 pub const TAGGED_DEVICES: u64 = 2_147_455_555;
 
@@ -44,8 +35,9 @@ pub enum Registered {
     Authorized(Arc<Node>),
     /// Logged out, or its key expired: the client must log in again.
     Expired,
-    /// The client must log in at `/register/<id>`.
-    NeedsLogin(String),
+    /// The client must log in: the caller opens a pending login
+    /// ([`State::start_login`]) and sends it to `/register/<id>`.
+    NeedsLogin,
 }
 
 #[derive(Debug)]
@@ -69,47 +61,6 @@ impl From<StateError> for RegisterError {
 pub enum Approval {
     Approved(u64),
     Rejected(String),
-}
-
-struct PendingReg {
-    machine: MachinePublic,
-    node_key: NodePublic,
-    hostname: String,
-    hostinfo: Option<Box<RawValue>>,
-    ephemeral: bool,
-    created: Instant,
-    done: watch::Sender<Option<Approval>>,
-}
-
-#[derive(Default)]
-pub struct PendingRegs {
-    by_id: HashMap<String, PendingReg>,
-    order: VecDeque<String>,
-}
-
-impl PendingRegs {
-    fn expire(&mut self, now: Instant) {
-        while let Some(id) = self.order.front() {
-            match self.by_id.get(id) {
-                Some(p) if now.duration_since(p.created) < PENDING_TTL && self.by_id.len() <= PENDING_CAP => break,
-                _ => {
-                    if let Some(id) = self.order.pop_front() {
-                        self.by_id.remove(&id);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A summary of a waiting registration, for the CLI.
-#[derive(Debug, Clone)]
-pub struct PendingInfo {
-    pub id: String,
-    pub hostname: String,
-    pub machine_key: String,
-    pub node_key: String,
-    pub age_secs: u64,
 }
 
 /// An auth id from a followup URL (`…/register/<id>`), if it looks like one of ours.
@@ -225,7 +176,7 @@ impl State {
             return Ok(Registered::Authorized(n));
         }
 
-        Ok(Registered::NeedsLogin(self.start_login(machine, req)?))
+        Ok(Registered::NeedsLogin)
     }
 
     fn remember_hostinfo(&self, id: u64, req: &RegisterRequest) {
@@ -256,57 +207,11 @@ impl State {
         }
     }
 
-    /// Remembers a registration that needs a login; returns its auth id.
-    fn start_login(&self, machine: MachinePublic, req: &RegisterRequest) -> Result<String, RegisterError> {
-        let id = super::secrets::random_text(24).map_err(|_| RegisterError::State(StateError::Random))?;
-        let (done, _) = watch::channel(None);
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.by_id.insert(
-            id.clone(),
-            PendingReg {
-                machine,
-                node_key: req.node_key,
-                hostname: hostname_of(req),
-                hostinfo: req.hostinfo.clone(),
-                ephemeral: req.ephemeral,
-                created: Instant::now(),
-                done,
-            },
-        );
-        p.order.push_back(id.clone());
-        p.expire(Instant::now());
-        Ok(id)
-    }
-
-    /// Waits on a pending login of `machine`: `None` when there is no such
-    /// login (expired, evicted, or another machine's).
-    pub fn login_waiter(&self, auth_id: &str, machine: MachinePublic) -> Option<watch::Receiver<Option<Approval>>> {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.expire(Instant::now());
-        p.by_id.get(auth_id).filter(|r| r.machine == machine).map(|r| r.done.subscribe())
-    }
-
-    pub fn pending_logins(&self) -> Vec<PendingInfo> {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        p.expire(now);
-        p.order
-            .iter()
-            .filter_map(|id| p.by_id.get(id).map(|r| (id, r)))
-            .map(|(id, r)| PendingInfo {
-                id: id.clone(),
-                hostname: r.hostname.clone(),
-                machine_key: r.machine.to_string(),
-                node_key: r.node_key.to_string(),
-                age_secs: now.duration_since(r.created).as_secs(),
-            })
-            .collect()
-    }
-
     /// Approves the pending login `auth_id` for `user_id`: the device joins
     /// (or, when it is known, takes its new key) and its waiting client is answered.
     /// `expiry`: the node's key expiry when the login dictates one
     /// (`oidc.use_expiry_from_token`); otherwise `node.expiry` applies.
+    /// `mono`: the monotonic time, which the login's lifetime is measured on.
     pub fn approve_login(
         &self,
         auth_id: &str,
@@ -314,14 +219,9 @@ impl State {
         method: &'static str,
         expiry: Option<i64>,
         now: i64,
+        mono: Instant,
     ) -> Result<Arc<Node>, StateError> {
-        let reg = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.expire(Instant::now());
-            p.order.retain(|i| i != auth_id);
-            p.by_id.remove(auth_id)
-        }
-        .ok_or_else(|| {
+        let reg = self.take_pending(auth_id, mono).ok_or_else(|| {
             StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)"))
         })?;
         let (mk, nk) = (reg.machine.to_string(), reg.node_key.to_string());
@@ -362,7 +262,7 @@ impl State {
     }
 }
 
-fn hostname_of(req: &RegisterRequest) -> String {
+pub(super) fn hostname_of(req: &RegisterRequest) -> String {
     req.hostinfo
         .as_ref()
         .map(|h| HostinfoView::of(h).hostname)
@@ -376,6 +276,7 @@ mod tests {
     use crate::config::{Allocation, Prefixes};
     use crate::state::{NewPreAuthKey, NewUser, Settings};
     use crate::store::Store;
+    use crate::tailcfg::NodePublic;
 
     fn state(dir: &std::path::Path) -> State {
         let p = Prefixes { v4: Some("100.64.0.0/24".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
@@ -460,43 +361,25 @@ mod tests {
         let s = state(dir.path());
         let u = s.create_user(NewUser { name: "bob".into(), ..Default::default() }, 1).unwrap();
         let m = MachinePublic([9; 32]);
-        let Registered::NeedsLogin(id) = s.register(m, &req(9, serde_json::json!({})), now()).unwrap() else {
-            panic!()
-        };
+        let first = req(9, serde_json::json!({}));
+        assert!(matches!(s.register(m, &first, now()).unwrap(), Registered::NeedsLogin));
+        let t = Instant::now();
+        let id = s.start_login(m, &first, [192, 0, 2, 1].into(), t).unwrap();
         assert!(valid_auth_id(&id));
         assert_eq!(auth_id_of(&format!("http://x/register/{id}")), Some(id.as_str()));
         // Only the machine that asked may wait on it.
-        assert!(s.login_waiter(&id, MachinePublic([8; 32])).is_none());
-        let rx = s.login_waiter(&id, m).unwrap();
-        let n = s.approve_login(&id, u.id, "cli", None, now()).unwrap();
+        assert!(s.login_waiter(&id, MachinePublic([8; 32]), t).is_none());
+        let rx = s.login_waiter(&id, m, t).unwrap();
+        let n = s.approve_login(&id, u.id, "cli", None, now(), t).unwrap();
         assert_eq!(*rx.borrow(), Some(Approval::Approved(n.id)));
-        assert!(s.approve_login(&id, u.id, "cli", None, now()).is_err(), "single use");
+        assert!(s.approve_login(&id, u.id, "cli", None, now(), t).is_err(), "single use");
         // Logout with the 1970 timestamp, even on a clock still in 1970.
         let r = s.register(m, &req(9, serde_json::json!({"Expiry": "1970-01-01T00:02:03Z"})), 200).unwrap();
         assert!(matches!(r, Registered::Expired));
         assert!(matches!(s.register(m, &req(9, serde_json::json!({})), now()).unwrap(), Registered::Expired));
         // Zero expiry is not a logout.
         let m2 = MachinePublic([7; 32]);
-        let Registered::NeedsLogin(_) =
-            s.register(m2, &req(7, serde_json::json!({"Expiry": "0001-01-01T00:00:00Z"})), now()).unwrap()
-        else {
-            panic!()
-        };
-    }
-
-    #[test]
-    fn pending_logins_are_capped() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = state(dir.path());
-        let mut first = None;
-        for i in 0..(PENDING_CAP + 10) {
-            let m = MachinePublic([(i % 250) as u8 + 1; 32]);
-            let mut r = req(1, serde_json::json!({}));
-            r.node_key = NodePublic([(i % 250) as u8 + 1; 32]);
-            let Registered::NeedsLogin(id) = s.register(m, &r, now()).unwrap() else { panic!() };
-            first.get_or_insert(id);
-        }
-        assert_eq!(s.pending_logins().len(), PENDING_CAP);
-        assert!(s.login_waiter(first.as_ref().unwrap(), MachinePublic([1; 32])).is_none(), "the oldest went first");
+        let r = s.register(m2, &req(7, serde_json::json!({"Expiry": "0001-01-01T00:00:00Z"})), now()).unwrap();
+        assert!(matches!(r, Registered::NeedsLogin));
     }
 }

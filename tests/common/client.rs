@@ -4,14 +4,20 @@
 //! benchmark.
 #![allow(dead_code)]
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
 
 use tinyscale::control::NoiseIo;
 use tinyscale::noise::{self, Initiator, NoiseError};
@@ -33,10 +39,28 @@ pub fn node_key_text(private: &[u8; 32]) -> String {
     NodePublic(key_of(private)).to_string()
 }
 
+/// A TCP connection to `addr` from the local address `local` (any
+/// 127.0.0.0/8 address works on loopback): a different source for the
+/// server's per-address caps.
+pub async fn tcp_from(addr: &str, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = local else { return TcpStream::connect(addr).await };
+    let to: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let sock = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    sock.bind(SocketAddr::new(local, 0))?;
+    sock.connect(to).await
+}
+
 /// One plain HTTP/1.1 request on a fresh connection: (status, headers+body text).
 pub async fn http1(addr: &str, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
+    http1_from(addr, None, request).await
+}
+
+/// [`http1`] from the local address `local`; status 0 when the server closed at once.
+pub async fn http1_from(addr: &str, local: Option<IpAddr>, request: &str) -> (u16, String) {
+    let Ok(mut s) = tcp_from(addr, local).await else { return (0, String::new()) };
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -56,12 +80,16 @@ pub async fn server_key(addr: &str) -> MachinePublic {
 /// Sends the `/ts2021` upgrade with `init` as handshake; returns the stream
 /// after the response headers, and the status.
 pub async fn upgrade(addr: &str, init: &[u8]) -> (TcpStream, u16, String) {
-    try_upgrade(addr, init).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    upgrade_from(addr, init, None).await
 }
 
-/// [`upgrade`] where the server may be gone: Err when it cannot be reached.
-pub async fn try_upgrade(addr: &str, init: &[u8]) -> Result<(TcpStream, u16, String), std::io::Error> {
-    let mut s = TcpStream::connect(addr).await?;
+/// [`upgrade`] from the local address `local`.
+pub async fn upgrade_from(addr: &str, init: &[u8], local: Option<IpAddr>) -> (TcpStream, u16, String) {
+    upgrade_on(tcp_from(addr, local).await.unwrap(), addr, init).await
+}
+
+/// The upgrade on a connected stream.
+pub async fn upgrade_on(mut s: TcpStream, addr: &str, init: &[u8]) -> (TcpStream, u16, String) {
     let _ = s.set_nodelay(true);
     let req = format!(
         "POST /ts2021 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
@@ -69,7 +97,7 @@ pub async fn try_upgrade(addr: &str, init: &[u8]) -> Result<(TcpStream, u16, Str
     );
     // A refused connection shows as status 0, not as a panic.
     if s.write_all(req.as_bytes()).await.is_err() {
-        return Ok((s, 0, String::new()));
+        return (s, 0, String::new());
     }
     let mut head = Vec::new();
     let mut b = [0u8; 1];
@@ -81,12 +109,31 @@ pub async fn try_upgrade(addr: &str, init: &[u8]) -> Result<(TcpStream, u16, Str
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((s, status, head))
+    (s, status, head)
+}
+
+/// Request bodies: whole, or streamed from a channel.
+pub type ReqBody = BoxBody<Bytes, Infallible>;
+
+fn whole(b: impl Into<Bytes>) -> ReqBody {
+    Full::new(b.into()).boxed()
+}
+
+/// A request body fed through a channel; it ends when the sender is dropped.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
 }
 
 pub struct Client {
     pub machine_private: [u8; 32],
-    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    send: hyper::client::conn::http2::SendRequest<ReqBody>,
 }
 
 #[derive(Debug)]
@@ -107,9 +154,30 @@ impl Client {
         machine_private: [u8; 32],
         version: u16,
     ) -> Result<Client, ConnectError> {
+        Self::connect_with(addr, server, machine_private, version, None).await
+    }
+
+    /// Connects from the local address `local` (a different source to the server).
+    pub async fn connect_from(
+        addr: &str,
+        server: MachinePublic,
+        machine_private: [u8; 32],
+        local: IpAddr,
+    ) -> Result<Client, ConnectError> {
+        Self::connect_with(addr, server, machine_private, VERSION, Some(local)).await
+    }
+
+    async fn connect_with(
+        addr: &str,
+        server: MachinePublic,
+        machine_private: [u8; 32],
+        version: u16,
+        local: Option<IpAddr>,
+    ) -> Result<Client, ConnectError> {
         let (init, initiator) =
             Initiator::start(version, &machine_private, &random32(), &server.0).map_err(ConnectError::Noise)?;
-        let (mut s, status, head) = try_upgrade(addr, &init).await.map_err(|e| ConnectError::Io(e.to_string()))?;
+        let s = tcp_from(addr, local).await.map_err(|e| ConnectError::Io(e.to_string()))?;
+        let (mut s, status, head) = upgrade_on(s, addr, &init).await;
         if status != 101 {
             return Err(ConnectError::Http(status, head));
         }
@@ -137,7 +205,7 @@ impl Client {
     async fn post(&mut self, path: &str, body: &Value) -> Result<hyper::Response<Incoming>, String> {
         let req = hyper::Request::post(format!("https://tinyscale{path}"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(whole(body.to_string()))
             .unwrap();
         self.send.ready().await.map_err(|e| e.to_string())?;
         self.send.send_request(req).await.map_err(|e| e.to_string())
@@ -145,14 +213,40 @@ impl Client {
 
     /// POSTs raw bytes (for garbage-JSON tests): (status, body text).
     pub async fn post_raw(&mut self, path: &str, body: &[u8]) -> (u16, String) {
-        let req = hyper::Request::post(format!("https://tinyscale{path}"))
-            .body(Full::new(Bytes::from(body.to_vec())))
-            .unwrap();
+        let req = hyper::Request::post(format!("https://tinyscale{path}")).body(whole(body.to_vec())).unwrap();
         self.send.ready().await.unwrap();
         let r = self.send.send_request(req).await.unwrap();
         let status = r.status().as_u16();
         let b = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         (status, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Starts a POST whose body is whatever is sent through the returned
+    /// channel, declared `content_length` long (or not at all); it ends only
+    /// when the sender is dropped. The task answers the status (0: refused
+    /// or reset by the server).
+    pub fn post_streaming(
+        &self,
+        path: &str,
+        content_length: Option<u64>,
+    ) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<u16>) {
+        let (tx, rx) = mpsc::channel(4);
+        let mut req = hyper::Request::post(format!("https://tinyscale{path}"));
+        if let Some(n) = content_length {
+            req = req.header("content-length", n);
+        }
+        let req = req.body(ChannelBody(rx).boxed()).unwrap();
+        let mut send = self.send.clone();
+        let task = tokio::spawn(async move {
+            if send.ready().await.is_err() {
+                return 0;
+            }
+            match send.send_request(req).await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        });
+        (tx, task)
     }
 
     /// `/machine/register`: (status, JSON body or Null).
