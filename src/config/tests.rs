@@ -1,13 +1,17 @@
+use log::LevelFilter;
+
 use super::*;
+use crate::clock::Span;
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
     move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
 }
 
+/// `text` as the file `./config.yaml` (`None` would mean the embedded defaults).
 fn ok(text: &str, env: &[(&str, &str)]) -> Loaded {
     let e = env_of(env);
-    match parse(text, None, &e) {
+    match parse(text, Some(Path::new("config.yaml")), &e) {
         Ok(l) => l,
         Err(errs) => panic!("unexpected errors: {errs}"),
     }
@@ -15,7 +19,7 @@ fn ok(text: &str, env: &[(&str, &str)]) -> Loaded {
 
 fn errs(text: &str, env: &[(&str, &str)]) -> Errors {
     let e = env_of(env);
-    parse(text, None, &e).expect_err("expected the config to be refused")
+    parse(text, Some(Path::new("config.yaml")), &e).expect_err("expected the config to be refused")
 }
 
 fn fixture(name: &str) -> String {
@@ -24,7 +28,7 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn embedded_defaults_serve_locally() {
-    let c = ok("", &[]).config;
+    let c = parse("", None, &env_of(&[])).unwrap().config;
     assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server_url, "http://127.0.0.1:8080");
     assert_eq!(c.unix_socket, PathBuf::from("tinyscale-data/tinyscale.sock"));
@@ -114,8 +118,8 @@ fn env_overrides_win_over_the_file() {
     let e = errs(text, &[("HEADSCALE_LISTEN_ADDR", "nowhere")]);
     assert_eq!(e.errors[0].origin, Origin::Env("HEADSCALE_LISTEN_ADDR".into()));
     // The config file's own path is not a key.
-    let c = ok("", &[("TINYSCALE_CONFIG", "/nonexistent")]).config;
-    assert!(c.file.is_none());
+    let l = parse("", None, &env_of(&[("TINYSCALE_CONFIG", "/nonexistent")])).unwrap();
+    assert!(l.config.file.is_none() && l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
 #[test]
