@@ -30,7 +30,10 @@ pub fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
         .map(|s| resolve(base, &s))
         .unwrap_or_else(|| data("noise_private.key"));
     let prefixes = sections::read_prefixes(r);
-    let derp = sections::read_derp(r, base, &data);
+    // Without a config file a first start must work out of the box: the
+    // relay and STUN come on, beside the control listener.
+    let embedded_relay = (file.is_none() && cfg!(feature = "derp")).then_some(listen_addr);
+    let derp = sections::read_derp(r, base, &data, embedded_relay);
 
     let node_expiry = r.span("node.expiry", Span(0));
     let ephemeral_inactivity_timeout = r.span("node.ephemeral.inactivity_timeout", Span(120));

@@ -1,7 +1,7 @@
 //! The sections with rules of their own: prefixes, the relay and the DERP
 //! map, the store, DNS and OpenID Connect.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -73,15 +73,28 @@ pub fn read_prefixes(r: &mut Reader) -> Prefixes {
     Prefixes { v4, v6, allocation }
 }
 
-pub fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf) -> Derp {
-    let enabled = r.boolean("derp.server.enabled", false);
+/// The relay's ports when the embedded defaults turn it on.
+const EMBEDDED_TLS_PORT: u16 = 8443;
+const EMBEDDED_STUN_PORT: u16 = 3478;
+
+/// The relay beside `listen`: on its address, at the relay's own ports, or
+/// at free ones when `listen` asks for a free port (port 0).
+fn beside(listen: SocketAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(listen.ip(), if listen.port() == 0 { 0 } else { port })
+}
+
+/// `embedded`: the control listener's address when there is no config file;
+/// then the relay is on by default, beside it (Headscale's default, off,
+/// holds for every config file).
+pub fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf, embedded: Option<SocketAddr>) -> Derp {
+    let enabled = r.boolean("derp.server.enabled", embedded.is_some());
     let region_id = r.int("derp.server.region_id", 999);
     let region_code = r.string("derp.server.region_code", "tinyscale");
     let region_name = r.string("derp.server.region_name", "tinyscale embedded DERP");
     let verify_clients = r.boolean("derp.server.verify_clients", true);
     let stun_listen_addr = match r.opt_string("derp.server.stun_listen_addr").filter(|s| !s.is_empty()) {
         Some(s) => parse_listen_addr(&s).map_err(|e| r.error("derp.server.stun_listen_addr", e)).ok(),
-        None => None,
+        None => embedded.map(|l| beside(l, EMBEDDED_STUN_PORT)),
     };
     if enabled && stun_listen_addr.is_none() && !r.errors.iter().any(|e| e.path == "derp.server.stun_listen_addr") {
         r.error("derp.server.stun_listen_addr", "must be set when derp.server.enabled is true (e.g. 0.0.0.0:3478)");
@@ -102,7 +115,9 @@ pub fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf) ->
             }
         }
     }
-    let tls_listen_addr = addr_or(r, "derp.server.tls_listen_addr", "0.0.0.0:8443");
+    let tls_default =
+        embedded.map_or(SocketAddr::from(([0, 0, 0, 0], EMBEDDED_TLS_PORT)), |l| beside(l, EMBEDDED_TLS_PORT));
+    let tls_listen_addr = addr_or(r, "derp.server.tls_listen_addr", &tls_default.to_string());
     let max_clients = r.int("derp.server.max_clients", 1024);
     if !(1..=100_000).contains(&max_clients) {
         r.error("derp.server.max_clients", format!("{max_clients} is not between 1 and 100000"));

@@ -44,6 +44,39 @@ fn embedded_defaults_serve_locally() {
 }
 
 #[test]
+fn without_a_file_the_relay_and_stun_run_beside_the_listener() {
+    let none = |env: &[(&str, &str)]| parse("", None, &env_of(env)).unwrap().config.derp.server;
+    // A config file keeps Headscale's default: no relay unless it says so.
+    let d = ok("server_url: http://127.0.0.1:8080\n", &[]).config.derp.server;
+    assert!(!d.enabled && d.stun_listen_addr.is_none());
+    assert_eq!(d.tls_listen_addr.to_string(), "0.0.0.0:8443");
+    if !cfg!(feature = "derp") {
+        // A build without the relay cannot turn it on.
+        assert!(!none(&[]).enabled);
+        return;
+    }
+    let d = none(&[]);
+    assert!(d.enabled);
+    assert_eq!(d.tls_listen_addr.to_string(), "127.0.0.1:8443");
+    assert_eq!(d.stun_listen_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:3478"));
+    let d = none(&[("TINYSCALE_LISTEN_ADDR", "0.0.0.0:8080")]);
+    assert_eq!(
+        (d.tls_listen_addr.to_string(), d.stun_listen_addr.unwrap().to_string()),
+        ("0.0.0.0:8443".into(), "0.0.0.0:3478".into())
+    );
+    // A free port asked for the listener means free ports for the relay too.
+    let d = none(&[("TINYSCALE_LISTEN_ADDR", "127.0.0.1:0")]);
+    assert_eq!(
+        (d.tls_listen_addr.to_string(), d.stun_listen_addr.unwrap().to_string()),
+        ("127.0.0.1:0".into(), "127.0.0.1:0".into())
+    );
+    // The environment still decides.
+    let d = none(&[("TINYSCALE_DERP_SERVER_ENABLED", "false"), ("TINYSCALE_DERP_SERVER_TLS_LISTEN_ADDR", ":9443")]);
+    assert!(!d.enabled);
+    assert_eq!(d.tls_listen_addr.to_string(), "0.0.0.0:9443");
+}
+
+#[test]
 fn relative_paths_follow_the_config_file() {
     let e = env_of(&[]);
     let l = parse("noise:\n  private_key_path: keys/noise.key\n", Some(Path::new("/etc/tinyscale/config.yaml")), &e)
