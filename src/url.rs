@@ -58,13 +58,14 @@ pub struct HttpUrl {
 /// whoever serves it (an issuer's path may hold characters `Uri` refuses).
 pub fn parse_http(url: &str) -> Option<HttpUrl> {
     let (scheme, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let uri: Uri = format!("{scheme}://{authority}").parse().ok()?;
-    let https = match uri.scheme_str()? {
-        s if s.eq_ignore_ascii_case("https") => true,
-        s if s.eq_ignore_ascii_case("http") => false,
+    // Lower case only, as every other check of `https://` in tinyscale expects.
+    let https = match scheme {
+        "https" => true,
+        "http" => false,
         _ => return None,
     };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let uri: Uri = format!("{scheme}://{authority}").parse().ok()?;
     let authority = uri.authority()?;
     let raw_host = authority.host();
     let host = raw_host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(raw_host);
@@ -117,9 +118,10 @@ mod tests {
         assert_eq!(p("https://hs.example.net"), Some((true, "hs.example.net".into(), 443)));
         assert_eq!(p("http://[fd00::1]/x"), Some((false, "fd00::1".into(), 80)));
         assert_eq!(p("http://[fd00::1]:81/x?y#z"), Some((false, "fd00::1".into(), 81)));
-        assert_eq!(p("HTTPS://user@Router.lan:8443/"), Some((true, "Router.lan".into(), 8443)));
+        assert_eq!(p("https://user@Router.lan:8443/"), Some((true, "Router.lan".into(), 8443)));
         assert_eq!(p("https://auth.example/application/o/<slug>/"), Some((true, "auth.example".into(), 443)));
         for bad in [
+            "HTTP://x",
             "ftp://x",
             "router.lan:8080",
             "http://",

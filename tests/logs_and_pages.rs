@@ -4,24 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use common::client::{self, Client};
 use common::*;
-
-/// Waits until the server's log holds `needle`.
-fn wait_for_log(s: &Server, needle: &str) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if s.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 /// The value of header `name` in an HTTP response head.
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
@@ -64,7 +50,7 @@ async fn log_format_json_writes_every_record_as_one_json_object() {
     .await;
     assert_eq!(status, 400);
     ok(d, &["users", "create", "alice"]);
-    assert!(wait_for_log(&s, "malformed X-Tailscale-Handshake"), "{}", s.log());
+    assert!(s.wait_log("malformed X-Tailscale-Handshake"), "{}", s.log());
     let (status, log) = s.terminate();
     assert!(status.success(), "{log}");
 
@@ -159,7 +145,7 @@ mod oidc {
         let query = format!("error=denied%0a{}%0d%1b[2J%e2%80%a8", forged.replace(' ', "%20"));
         let (status, page) = http_get(&s.host_port(), &format!("/oidc/callback?{query}"));
         assert_eq!(status, 403, "{page}");
-        assert!(wait_for_log(&s, "FORGED"), "the refusal was not logged:\n{}", s.log());
+        assert!(s.wait_log("FORGED"), "the refusal was not logged:\n{}", s.log());
         let log = s.log();
         for line in log.lines().filter(|l| l.contains("FORGED")) {
             assert!(
