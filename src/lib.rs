@@ -5,7 +5,6 @@
 //! `state`, durable bytes in `store`, and I/O at the edges (`server`, `api`, `cli`).
 
 pub mod api;
-pub mod base64;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -26,3 +25,6 @@ pub mod store;
 #[cfg(feature = "derp")]
 pub mod stun;
 pub mod tailcfg;
+pub mod text;
+pub mod url;
+pub mod web;

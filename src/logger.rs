@@ -2,11 +2,17 @@
 //!
 //! procd hands stderr to logread on OpenWrt, so stderr is the only sink.
 //! Secrets never reach this module: callers log names and ids, not values.
+//! Records carry text from outside (request paths, a provider's error,
+//! hostnames), so every record is made safe here, in both formats: nothing
+//! in it can start a line of its own or drive the reader's terminal.
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use serde::Serialize;
+
+use crate::text::{escape_controls, unsafe_char};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -14,32 +20,19 @@ pub enum Format {
     Json,
 }
 
-struct Logger {
-    format: Format,
-}
+struct Logger;
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
+static LOGGER: Logger = Logger;
+/// The format is chosen after the config is read, once the logger already
+/// reports the config's own problems: it stays switchable.
+static JSON: AtomicBool = AtomicBool::new(false);
 
-/// Installs the logger (first call wins) and sets the level (every call).
+/// Installs the logger (once) and sets the level and the format (every call).
 pub fn init(level: LevelFilter, format: Format) {
-    let logger = LOGGER.get_or_init(|| Logger { format });
-    // Already installed by an earlier call: only the level changes then.
-    let _ = log::set_logger(logger);
+    JSON.store(format == Format::Json, Ordering::Relaxed);
+    // Already installed by an earlier call: only the level and format change then.
+    let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
-}
-
-fn json_escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -52,23 +45,48 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: &'a str,
+    level: &'static str,
+    target: &'a str,
+    msg: &'a str,
+}
+
+/// serde_json leaves DEL, the C1 controls, the line separators and the
+/// bidirectional overrides raw; as `\uXXXX` escapes (all are in the BMP) the
+/// decoded value is the same and the line is safe to show.
+fn escape_json_extras(json: String) -> String {
+    if !json.chars().any(unsafe_char) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Renders one record; separate from `log` so it can be tested.
 fn render(format: Format, now: i64, level: Level, target: &str, msg: &str) -> String {
     let time = crate::clock::rfc3339(now);
     let target = target.strip_prefix("tinyscale::").unwrap_or(target);
     match format {
-        Format::Text => format!("{time} {:<5} {target}: {msg}\n", level_name(level).to_uppercase()),
+        Format::Text => format!(
+            "{time} {:<5} {}: {}\n",
+            level_name(level).to_uppercase(),
+            escape_controls(target),
+            escape_controls(msg)
+        ),
         Format::Json => {
-            let mut s = String::with_capacity(64 + msg.len());
-            s.push_str("{\"time\":\"");
-            s.push_str(&time);
-            s.push_str("\",\"level\":\"");
-            s.push_str(level_name(level));
-            s.push_str("\",\"target\":\"");
-            json_escape(target, &mut s);
-            s.push_str("\",\"msg\":\"");
-            json_escape(msg, &mut s);
-            s.push_str("\"}\n");
+            let line = JsonLine { time: &time, level: level_name(level), target, msg };
+            // A struct of strings always serializes; an empty line would be the only loss.
+            let mut s = escape_json_extras(serde_json::to_string(&line).unwrap_or_default());
+            s.push('\n');
             s
         }
     }
@@ -85,8 +103,9 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let format = if JSON.load(Ordering::Relaxed) { Format::Json } else { Format::Text };
         let line =
-            render(self.format, crate::clock::now_unix(), record.level(), record.target(), &record.args().to_string());
+            render(format, crate::clock::now_unix(), record.level(), record.target(), &record.args().to_string());
         // A full or closed stderr must not take the server down.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -106,5 +125,21 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
         assert_eq!(v["msg"], "a \"q\"\n\u{1}");
         assert_eq!(v["level"], "info");
+        assert_eq!(v["time"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["target"], "x");
+    }
+
+    #[test]
+    fn no_record_forges_a_line_or_reaches_the_terminal_raw() {
+        let evil = "refused: x\n1970-01-01T00:00:00Z INFO  oidc: admin logged in\r\u{1b}[2J\u{9b}1m\u{2028}\u{202e}";
+        let t = render(Format::Text, 0, Level::Info, "tinyscale::oidc", evil);
+        assert_eq!(t.lines().count(), 1, "{t}");
+        assert!(!t.trim_end_matches('\n').chars().any(unsafe_char), "{t:?}");
+        assert!(t.contains("refused: x\\n1970-01-01T00:00:00Z INFO  oidc: admin logged in\\r\\u{1b}[2J"), "{t}");
+        let j = render(Format::Json, 0, Level::Info, "tinyscale::oidc", evil);
+        assert_eq!(j.lines().count(), 1, "{j}");
+        assert!(!j.trim_end_matches('\n').chars().any(unsafe_char), "{j:?}");
+        let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+        assert_eq!(v["msg"], evil, "the JSON value is exactly what was logged");
     }
 }

@@ -179,6 +179,34 @@ fn a_single_use_key_keeps_working_for_its_machine_across_client_restarts() {
     drop(s);
 }
 
+/// No config file, no environment: the README's first command. The embedded
+/// defaults carry the relay (TLS on 8443 with the pinned certificate, STUN on
+/// 3478, beside 127.0.0.1:8080), so the device's DERP map names a region and
+/// it reaches Running, connected to that relay.
+#[cfg(feature = "derp")]
+#[test]
+fn with_no_config_file_a_device_joins_through_the_embedded_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ns = Netns::new();
+    let s = ns.serve(d);
+    assert_eq!(s.addr, "http://127.0.0.1:8080");
+    assert!(s.log().contains("no config file found"), "{}", s.log());
+    ok(d, &["users", "create", "alice"]);
+    let k = key(d, "alice", false);
+    let n = ns.start_node("first", "http://127.0.0.1:8080", Some(&k), &d.join("n"));
+    assert!(n.wait_running(60), "the device never reached Running on the embedded defaults:\n{}", tail(&n.log()));
+    assert!(
+        n.wait_log(30, |l| l.contains("derp-999 connected")),
+        "the device never connected to the embedded relay:\n{}",
+        tail(&n.log())
+    );
+    let list = wait_nodes(d, 20, |l| l.len() == 1 && l[0]["online"] == true);
+    assert_eq!(list[0]["given_name"], "first");
+    n.stop();
+    drop(s);
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")

@@ -12,7 +12,7 @@ fn serve_with_no_config_answers_health_on_the_embedded_default_port() {
     let (status, body) = http_get("127.0.0.1:8080", "/health");
     assert_eq!(status, 200);
     assert_eq!(body, r#"{"status":"pass"}"#);
-    assert!(s.log().contains("tinyscale users create alice"), "the server says how to add a user:\n{}", s.log());
+    assert!(s.wait_log("tinyscale users create alice"), "the server says how to add a user:\n{}", s.log());
     assert!(dir.path().join("tinyscale-data/tinyscale.sock").exists());
     let key = std::fs::read_to_string(dir.path().join("tinyscale-data/noise_private.key")).unwrap();
     assert!(key.starts_with("privkey:"));

@@ -75,11 +75,3 @@ fn keys_and_nodes() {
     assert_eq!(call(&s, "DELETE", "/api/v1/node/1", "").status, 200);
     assert!(call(&s, "GET", "/api/v1/node", "").body["nodes"].as_array().unwrap().is_empty());
 }
-
-#[test]
-fn percent_coding_round_trips() {
-    for s in ["plain", "a b/c%d", "ü@x.y"] {
-        assert_eq!(percent_decode(&percent_encode(s)), s);
-    }
-    assert_eq!(percent_decode("%zz%4"), "%zz%4");
-}

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::api::percent_encode;
 use crate::clock;
 use crate::config::{self, Config};
+use crate::url::percent_encode;
 use args::{switch, value, Flag, Parsed};
 use output::{cell, emit, table, when, Format};
 

@@ -1,7 +1,13 @@
 //! What the CLI prints: a readable table by default, or exactly the JSON
 //! (or YAML) object on stdout with `-o json|json-line|yaml`.
+//!
+//! Readable output shows text that devices chose (hostnames of devices not
+//! even admitted yet): every control character is shown escaped, so none
+//! can start a forged row or drive the admin's terminal.
 
 use serde_json::Value;
+
+use crate::text::escape_controls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -24,7 +30,8 @@ pub fn parse_format(s: Option<&str>) -> Result<Format, String> {
 /// Prints `value` in the machine formats, or what `human` renders otherwise.
 pub fn emit(format: Format, value: &Value, human: impl FnOnce() -> String) {
     let text = match format {
-        Format::Table => human(),
+        // Cells are escaped already; this catches any other text from the server.
+        Format::Table => human().split('\n').map(escape_controls).collect::<Vec<_>>().join("\n"),
         Format::Json => serde_json::to_string_pretty(value).unwrap_or_default(),
         Format::JsonLine => value.to_string(),
         Format::Yaml => serde_yaml::to_string(value).unwrap_or_default().trim_end().to_string(),
@@ -34,8 +41,10 @@ pub fn emit(format: Format, value: &Value, human: impl FnOnce() -> String) {
 
 /// Columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|r| r.iter().map(|c| escape_controls(c).into_owned()).collect()).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(c.chars().count());
@@ -54,7 +63,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         s.trim_end().to_string()
     };
     let mut out = line(headers.to_vec());
-    for r in rows {
+    for r in &rows {
         out.push('\n');
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
@@ -66,7 +75,7 @@ pub fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) if s.is_empty() => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape_controls(s).into_owned(),
         Value::Array(items) if items.is_empty() => "-".into(),
         Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
@@ -91,5 +100,13 @@ mod tests {
         assert_eq!(t, "ID | Name\n1  | alice\n10 | b");
         assert_eq!(when(&Value::String("2026-11-27T15:37:01Z".into())), "2026-11-27 15:37:01");
         assert!(parse_format(Some("xml")).is_err());
+    }
+
+    #[test]
+    fn text_from_devices_cannot_forge_rows_or_drive_the_terminal() {
+        let host = Value::String("evil\u{1b}[2J\nfake | row\r".into());
+        assert_eq!(cell(&host), "evil\\u{1b}[2J\\nfake | row\\r");
+        let t = table(&["ID", "Hostname"], &[vec!["1".into(), "a\nb\u{7}".into()]]);
+        assert_eq!(t, "ID | Hostname\n1  | a\\nb\\u{7}");
     }
 }

@@ -1,13 +1,17 @@
+use log::LevelFilter;
+
 use super::*;
+use crate::clock::Span;
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
     move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
 }
 
+/// `text` as the file `./config.yaml` (`None` would mean the embedded defaults).
 fn ok(text: &str, env: &[(&str, &str)]) -> Loaded {
     let e = env_of(env);
-    match parse(text, None, &e) {
+    match parse(text, Some(Path::new("config.yaml")), &e) {
         Ok(l) => l,
         Err(errs) => panic!("unexpected errors: {errs}"),
     }
@@ -15,7 +19,7 @@ fn ok(text: &str, env: &[(&str, &str)]) -> Loaded {
 
 fn errs(text: &str, env: &[(&str, &str)]) -> Errors {
     let e = env_of(env);
-    parse(text, None, &e).expect_err("expected the config to be refused")
+    parse(text, Some(Path::new("config.yaml")), &e).expect_err("expected the config to be refused")
 }
 
 fn fixture(name: &str) -> String {
@@ -24,7 +28,7 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn embedded_defaults_serve_locally() {
-    let c = ok("", &[]).config;
+    let c = parse("", None, &env_of(&[])).unwrap().config;
     assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server_url, "http://127.0.0.1:8080");
     assert_eq!(c.unix_socket, PathBuf::from("tinyscale-data/tinyscale.sock"));
@@ -37,6 +41,39 @@ fn embedded_defaults_serve_locally() {
     assert!(c.oidc.is_none());
     assert_eq!(c.database.cache_capacity, 1 << 20);
     assert_eq!(c.unix_socket_permission, 0o770);
+}
+
+#[test]
+fn without_a_file_the_relay_and_stun_run_beside_the_listener() {
+    let none = |env: &[(&str, &str)]| parse("", None, &env_of(env)).unwrap().config.derp.server;
+    // A config file keeps Headscale's default: no relay unless it says so.
+    let d = ok("server_url: http://127.0.0.1:8080\n", &[]).config.derp.server;
+    assert!(!d.enabled && d.stun_listen_addr.is_none());
+    assert_eq!(d.tls_listen_addr.to_string(), "0.0.0.0:8443");
+    if !cfg!(feature = "derp") {
+        // A build without the relay cannot turn it on.
+        assert!(!none(&[]).enabled);
+        return;
+    }
+    let d = none(&[]);
+    assert!(d.enabled);
+    assert_eq!(d.tls_listen_addr.to_string(), "127.0.0.1:8443");
+    assert_eq!(d.stun_listen_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:3478"));
+    let d = none(&[("TINYSCALE_LISTEN_ADDR", "0.0.0.0:8080")]);
+    assert_eq!(
+        (d.tls_listen_addr.to_string(), d.stun_listen_addr.unwrap().to_string()),
+        ("0.0.0.0:8443".into(), "0.0.0.0:3478".into())
+    );
+    // A free port asked for the listener means free ports for the relay too.
+    let d = none(&[("TINYSCALE_LISTEN_ADDR", "127.0.0.1:0")]);
+    assert_eq!(
+        (d.tls_listen_addr.to_string(), d.stun_listen_addr.unwrap().to_string()),
+        ("127.0.0.1:0".into(), "127.0.0.1:0".into())
+    );
+    // The environment still decides.
+    let d = none(&[("TINYSCALE_DERP_SERVER_ENABLED", "false"), ("TINYSCALE_DERP_SERVER_TLS_LISTEN_ADDR", ":9443")]);
+    assert!(!d.enabled);
+    assert_eq!(d.tls_listen_addr.to_string(), "0.0.0.0:9443");
 }
 
 #[test]
@@ -114,8 +151,8 @@ fn env_overrides_win_over_the_file() {
     let e = errs(text, &[("HEADSCALE_LISTEN_ADDR", "nowhere")]);
     assert_eq!(e.errors[0].origin, Origin::Env("HEADSCALE_LISTEN_ADDR".into()));
     // The config file's own path is not a key.
-    let c = ok("", &[("TINYSCALE_CONFIG", "/nonexistent")]).config;
-    assert!(c.file.is_none());
+    let l = parse("", None, &env_of(&[("TINYSCALE_CONFIG", "/nonexistent")])).unwrap();
+    assert!(l.config.file.is_none() && l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
 #[test]

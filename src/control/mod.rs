@@ -148,7 +148,7 @@ impl Control {
             .headers()
             .get("X-Tailscale-Handshake")
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::base64::decode)
+            .and_then(|v| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v).ok())
             .filter(|b| b.len() == noise::INITIATION_LEN);
         let Some(init) = init else {
             log::debug!("ts2021: missing or malformed X-Tailscale-Handshake");
@@ -228,29 +228,15 @@ impl Control {
                  <pre>tinyscale auth register --auth-id {auth_id} --user USERNAME</pre>\
                  <p>(The older form works too: <code>tinyscale nodes register --key {auth_id} --user USERNAME</code>.)</p>\
                  <p>The device joins as soon as you do; this page does not need to stay open.</p>",
-                host = html_escape(&p.hostname)
+                host = crate::web::html_escape(&p.hostname)
             ),
         };
         let mut r = Response::new(Full::new(Bytes::from(body)));
         r.headers_mut()
             .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+        crate::web::page_headers(r.headers_mut(), None);
         r
     }
-}
-
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

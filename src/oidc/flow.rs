@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::api::percent_encode;
+use base64::Engine;
+
 use crate::config::PkceMethod;
 use crate::quota::{Capped, Full, Limits, Source};
 use crate::state::secrets::{random_bytes, random_text, RandomUnavailable};
 use crate::tailcfg::encode_hex;
+use crate::url::percent_encode;
 
 /// Logins in flight at once, all browsers together.
 pub const CAP: usize = 256;
@@ -73,7 +75,8 @@ pub fn random_hex(bytes: usize) -> Result<String, RandomUnavailable> {
 pub fn challenge(verifier: &str, method: PkceMethod) -> String {
     match method {
         PkceMethod::S256 => {
-            crate::base64::encode_url(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref())
+            let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
         }
         PkceMethod::Plain => verifier.to_string(),
     }
@@ -141,22 +144,10 @@ pub fn cookie_name(kind: &str, value: &str) -> String {
     format!("ts_{kind}_{}", &value[..value.len().min(6)])
 }
 
-/// `a=b&c=d` form or query text.
-pub fn form(text: &str) -> HashMap<String, String> {
-    text.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let dec = |s: &str| crate::api::percent_decode(&s.replace('+', " "));
-            (dec(k), dec(v))
-        })
-        .collect()
-}
-
 /// `Authorization: Basic` for the token request (RFC 6749 §2.3.1 encodes both parts).
 pub fn basic_auth(client_id: &str, secret: &str) -> String {
     let pair = format!("{}:{}", percent_encode(client_id), percent_encode(secret));
-    format!("Basic {}", crate::base64::encode(pair.as_bytes()))
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()))
 }
 
 #[cfg(test)]
@@ -197,16 +188,14 @@ mod tests {
     }
 
     #[test]
-    fn cookies_and_forms() {
+    fn cookies_and_basic_auth() {
         let c = cookies(Some("a=1; ts_state_abcdef=abcdef99; b = 2"));
         assert_eq!(c["ts_state_abcdef"], "abcdef99");
         assert_eq!(cookie_name("state", "abcdef99"), "ts_state_abcdef");
         let sc = set_cookie("ts_state_abc", "v", "/oidc/callback", 900, true);
         assert_eq!(sc, "ts_state_abc=v; Path=/oidc/callback; Max-Age=900; HttpOnly; SameSite=Lax; Secure");
         assert!(!set_cookie("x", "v", "/", 1, false).contains("Secure"));
-        let f = form("csrf=a%2Bb&x=1+2");
-        assert_eq!((f["csrf"].as_str(), f["x"].as_str()), ("a+b", "1 2"));
-        assert_eq!(basic_auth("ts", "s:e"), format!("Basic {}", crate::base64::encode(b"ts:s%3Ae")));
+        assert_eq!(basic_auth("ts", "s:e"), "Basic dHM6cyUzQWU=", "base64 of ts:s%3Ae");
     }
 
     #[test]

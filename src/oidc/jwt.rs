@@ -8,7 +8,13 @@ use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::base64::decode_url;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+/// JOSE's base64url: URL-safe alphabet, no padding (RFC 7515 §2).
+fn decode_url(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwtError {

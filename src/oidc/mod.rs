@@ -67,6 +67,7 @@ fn html(status: StatusCode, body: String, cookies: &[String]) -> Page {
     let h = r.headers_mut();
     h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    crate::web::page_headers(h, Some(pages::STYLE));
     for c in cookies {
         if let Ok(v) = hyper::header::HeaderValue::from_str(c) {
             h.append(hyper::header::SET_COOKIE, v);
@@ -202,7 +203,7 @@ impl Oidc {
 
     /// `GET /oidc/callback` from the browser at `from`.
     pub async fn callback(self: Arc<Self>, query: &str, cookie_header: Option<&str>, from: IpAddr) -> Page {
-        let q = flow::form(query);
+        let q = crate::url::form(query);
         if let Some(err) = q.get("error") {
             let why = q.get("error_description").cloned().unwrap_or_else(|| err.clone());
             log::info!("the provider refused a login: {err}");
@@ -342,7 +343,7 @@ impl Oidc {
 
     /// `POST /register/confirm/<id>`: the person said yes.
     pub async fn confirm(self: Arc<Self>, auth_id: &str, body: &[u8], cookie_header: Option<&str>) -> Page {
-        let f = flow::form(&String::from_utf8_lossy(body));
+        let f = crate::url::form(&String::from_utf8_lossy(body));
         let Some(csrf) = f.get("csrf").filter(|c| !c.is_empty()) else {
             return refuse(400, "The form lacks its token.");
         };

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -16,27 +17,8 @@ use crate::derp::map::{self, Embedded};
 use crate::derp::relay::Relay;
 use crate::state::State;
 
-/// The host part of a URL (`http://[::1]:8080/x` → `::1`).
-pub fn url_host(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or("").to_string();
-    }
-    authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string()
-}
-
-/// The port of a URL, explicit or by its scheme.
-pub fn url_port(url: &str) -> u16 {
-    let https = url.starts_with("https://");
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let after_host = authority.rsplit_once(']').map(|(_, p)| p).unwrap_or(authority);
-    after_host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(if https { 443 } else { 80 })
-}
-
 fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = crate::base64::encode(der);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.push_str(&String::from_utf8_lossy(line));
@@ -108,7 +90,7 @@ pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeE
     let s = &cfg.derp.server;
     let key = keyfile::load_or_create(&s.private_key_path).map_err(ServeError::Key)?;
     let relay = Arc::new(Relay::new(*key.bytes(), s.verify_clients.then(|| state.clone()), s.max_clients));
-    let host = url_host(&cfg.server_url);
+    let host = cfg.server.host.clone();
     let stun = match s.stun_listen_addr {
         Some(a) => {
             Some(tokio::net::UdpSocket::bind(a).await.map_err(|e| ServeError::Bind(format!("STUN on {a}: {e}")))?)
@@ -116,9 +98,9 @@ pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeE
         None => None,
     };
     let stun_port = stun.as_ref().and_then(|u| u.local_addr().ok()).map_or(-1, |a| a.port() as i64);
-    let (tls, derp_port, cert_name) = if cfg.server_url.starts_with("https://") {
+    let (tls, derp_port, cert_name) = if cfg.server.https {
         // The main listener (or the proxy in front of it) already speaks TLS with a real certificate.
-        (None, url_port(&cfg.server_url), String::new())
+        (None, cfg.server.port, String::new())
     } else {
         let (c, k) = load_or_make_cert(&cert_path(cfg), &host).map_err(ServeError::Tls)?;
         let pin = cert::pin_of(&c);
@@ -149,19 +131,6 @@ pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_parts() {
-        assert_eq!(
-            (url_host("http://192.168.1.1:8080"), url_port("http://192.168.1.1:8080")),
-            ("192.168.1.1".into(), 8080)
-        );
-        assert_eq!(
-            (url_host("https://hs.example.net"), url_port("https://hs.example.net")),
-            ("hs.example.net".into(), 443)
-        );
-        assert_eq!((url_host("http://[fd00::1]:80/x"), url_port("http://[fd00::1]/x")), ("fd00::1".into(), 80));
-    }
 
     #[test]
     fn the_certificate_is_made_once_and_kept() {

@@ -59,18 +59,7 @@ impl std::error::Error for ServeError {}
 /// What every map carries, from the config.
 fn map_context(cfg: &Config, derp_map: DerpMap) -> mapper::Context {
     let base_domain = if cfg.dns.magic_dns { cfg.dns.base_domain.clone() } else { String::new() };
-    let domain = if cfg.dns.base_domain.is_empty() {
-        cfg.server_url
-            .split("://")
-            .nth(1)
-            .unwrap_or("tinyscale")
-            .split(['/', ':'])
-            .next()
-            .unwrap_or("tinyscale")
-            .to_string()
-    } else {
-        cfg.dns.base_domain.clone()
-    };
+    let domain = if cfg.dns.base_domain.is_empty() { cfg.server.host.clone() } else { cfg.dns.base_domain.clone() };
     mapper::Context {
         base_domain,
         derp_map: Arc::new(derp_map),

@@ -93,7 +93,7 @@ pub async fn upgrade_on(mut s: TcpStream, addr: &str, init: &[u8]) -> (TcpStream
     let _ = s.set_nodelay(true);
     let req = format!(
         "POST /ts2021 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {}\r\nContent-Length: 0\r\n\r\n",
-        tinyscale::base64::encode(init)
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, init)
     );
     // A refused connection shows as status 0, not as a panic.
     if s.write_all(req.as_bytes()).await.is_err() {

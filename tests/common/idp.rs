@@ -93,7 +93,8 @@ impl Browser {
         Browser { jar: dir.join(format!("jar-{}", super::idp::free_port())), wrap: Some(Box::new(wrap)) }
     }
 
-    fn curl(&self, args: &[&str]) -> Page {
+    /// curl with this browser's cookie jar.
+    fn command(&self) -> Command {
         let mut c = match &self.wrap {
             Some(w) => {
                 let mut c = w();
@@ -103,7 +104,13 @@ impl Browser {
             None => Command::new("curl"),
         };
         let jar = self.jar.to_str().unwrap();
-        c.args(["-sS", "-m", "30", "-b", jar, "-c", jar, "-w", "\n%{http_code} %{url_effective} %{redirect_url}"]);
+        c.args(["-sS", "-m", "30", "-b", jar, "-c", jar]);
+        c
+    }
+
+    fn curl(&self, args: &[&str]) -> Page {
+        let mut c = self.command();
+        c.args(["-w", "\n%{http_code} %{url_effective} %{redirect_url}"]);
         c.args(args);
         let o = c.output().expect("curl is required");
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -116,6 +123,14 @@ impl Browser {
     /// GET, following every redirect.
     pub fn get(&self, url: &str) -> Page {
         self.curl(&["-L", url])
+    }
+
+    /// GET one hop; returns the response head (status line and headers) and the body.
+    pub fn get_with_head(&self, url: &str) -> (String, String) {
+        let o = self.command().args(["-D", "-", url]).output().expect("curl is required");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (head.to_string(), body.to_string())
     }
 
     /// GET one hop, without following.

@@ -140,6 +140,19 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits (up to 10 s) until the log holds `needle`: lines are read on
+    /// their own thread, so the ones after "listening on" may still be on their way.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn host_port(&self) -> String {
         self.addr.split("://").nth(1).unwrap_or(&self.addr).to_string()
     }

@@ -6,7 +6,10 @@ use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde_json::json;
 
 use super::*;
-use crate::base64::encode_url;
+
+fn encode_url(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(data)
+}
 
 const ISS: &str = "http://127.0.0.1:9000/application/o/tinyscale/";
 const CLIENT: &str = "tinyscale";

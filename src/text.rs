@@ -1,0 +1,47 @@
+//! Making text from outside safe for line-oriented sinks: log lines and the
+//! admin's terminal, where a newline would forge a line and an escape
+//! sequence would drive the terminal.
+
+use std::borrow::Cow;
+
+/// Characters that must not reach a line-oriented sink raw: the C0 and C1
+/// controls and DEL (newlines, ESC, ...), the Unicode line and paragraph
+/// separators, and the bidirectional overrides that reorder what is shown.
+pub fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every unsafe character written as a Rust escape (`\n`, `\u{1b}`),
+/// so it stays on one line and shows what was sent; borrowed when nothing
+/// needed escaping, which is nearly always.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_and_plain_text_is_borrowed() {
+        assert!(matches!(escape_controls("laptop ünï \\n"), Cow::Borrowed(_)));
+        assert_eq!(escape_controls("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(escape_controls("\u{1b}[2J\u{7}\u{7f}\u{9b}"), "\\u{1b}[2J\\u{7}\\u{7f}\\u{9b}");
+        assert_eq!(escape_controls("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
+        assert!(!escape_controls("\u{0}\u{85}\u{2029}\u{2066}").chars().any(unsafe_char));
+    }
+}
