@@ -9,5 +9,6 @@ fuzz_target!(|data: &[u8]| {
     let index = tinyscale::config::LineIndex::build(&text);
     let _ = index.line_of("server_url");
     let _ = index.line_of("derp.server.enabled");
-    let _ = tinyscale::config::parse(&text, None, &|_| None);
+    // As a file's text (None would be the embedded defaults, with no file).
+    let _ = tinyscale::config::parse(&text, Some(std::path::Path::new("/etc/tinyscale/config.yaml")), &|_| None);
 });
