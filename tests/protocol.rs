@@ -319,3 +319,46 @@ async fn the_connection_cap_holds_for_noise_connections_too() {
     assert!(ok_again, "the cap did not free a slot");
     drop(b);
 }
+
+/// Issue 10, item 3: machines racing one single-use key through the real
+/// server. Exactly one gets in; the others are told the key is spent.
+#[tokio::test]
+async fn twelve_machines_racing_a_single_use_key_admit_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let s = Server::start_free(&d);
+    let addr = s.host_port();
+    ok(&d, &["users", "create", "gina"]);
+    let once = key(&d, &["--user", "gina"]);
+    let server = client::server_key(&addr).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(Client::connect(&addr, server, client::random32()).await.unwrap());
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(12));
+    let racers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let (once, start) = (once.clone(), start.clone());
+            tokio::spawn(async move {
+                let node = client::random32();
+                let req = json!({"Version": client::VERSION, "NodeKey": client::node_key_text(&node),
+                    "Auth": {"AuthKey": once}, "Hostinfo": {"Hostname": "racer"}});
+                start.wait().await;
+                c.register(&req).await
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for r in racers {
+        let (status, v) = r.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        if v["MachineAuthorized"] == true {
+            admitted += 1;
+        } else {
+            assert_eq!(v["Error"], "auth key already used", "{v}");
+        }
+    }
+    assert_eq!(admitted, 1, "a single-use key admitted {admitted} machines");
+    assert_eq!(json(&d, &["nodes", "list", "-o", "json"]).as_array().unwrap().len(), 1);
+}

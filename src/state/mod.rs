@@ -313,7 +313,12 @@ impl State {
     /// Runs one mutation: `f` edits a copy of the snapshot through a [`Tx`];
     /// the store batch lands (flushed) before the new snapshot is swapped in
     /// and its change events go out. Either all of it happens or none.
-    fn mutate<T>(&self, f: impl FnOnce(&mut Tx) -> Result<T, StateError>) -> Result<T, StateError> {
+    ///
+    /// Every rule that decides whether a write may happen is checked inside
+    /// `f`, against `tx`'s snapshot: writers are serialized, so what `f` sees
+    /// is what the write lands on. A check against [`State::snapshot`] before
+    /// calling `mutate` can be stale by the time the write runs.
+    fn mutate<T, E: From<StateError>>(&self, f: impl FnOnce(&mut Tx) -> Result<T, E>) -> Result<T, E> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut next_snap = (*self.snapshot()).clone();
         let mut next_ids = w.next;
@@ -323,7 +328,7 @@ impl State {
         if next_ids != w.next {
             batch.set_next_ids(&next_ids);
         }
-        self.store.commit(&batch)?;
+        self.store.commit(&batch).map_err(|e| E::from(e.into()))?;
         w.next = next_ids;
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next_snap);
         drop(w);
@@ -524,8 +529,12 @@ impl State {
 
     pub fn delete_node(&self, id: u64) -> Result<Arc<Node>, StateError> {
         let node = self.mutate(|tx| tx.remove_node(id).ok_or_else(|| not_found("node", id)))?;
-        self.presence.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.forget_presence(id);
         Ok(node)
+    }
+
+    fn forget_presence(&self, id: u64) {
+        self.presence.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 
     /// Adds a node directly, without a client: `tinyscale debug create-node`,
@@ -683,25 +692,21 @@ impl State {
                 .filter_map(|(id, p)| if p.online() { Some((*id, now)) } else { p.last_seen.map(|t| (*id, t)) })
                 .collect()
         });
-        let stale: Vec<(u64, i64)> = {
-            let snap = self.snapshot();
-            seen.into_iter()
-                .filter(|(id, t)| snap.nodes.get(id).is_some_and(|n| n.last_seen.is_none_or(|old| t - old >= min_step)))
-                .collect()
-        };
-        if stale.is_empty() {
+        if seen.is_empty() {
             return Ok(0);
         }
         self.mutate(|tx| {
             let mut n = 0;
-            for (id, t) in &stale {
-                if let Some(old) = tx.snap.nodes.get(id).cloned() {
-                    let node = Arc::new(Node { last_seen: Some(*t), ..(*old).clone() });
-                    // Last-seen is not news for peers: write it without an event.
-                    tx.batch.put_node(&node);
-                    tx.snap.nodes.insert(*id, node);
-                    n += 1;
+            for (id, t) in &seen {
+                let Some(old) = tx.snap.nodes.get(id).cloned() else { continue };
+                if old.last_seen.is_some_and(|old| t - old < min_step) {
+                    continue;
                 }
+                let node = Arc::new(Node { last_seen: Some(*t), ..(*old).clone() });
+                // Last-seen is not news for peers: write it without an event.
+                tx.batch.put_node(&node);
+                tx.snap.nodes.insert(*id, node);
+                n += 1;
             }
             Ok(n)
         })

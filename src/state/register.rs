@@ -129,6 +129,16 @@ fn requested_logout(req: &RegisterRequest, now: i64) -> bool {
     t > clock::parse_rfc3339(crate::tailcfg::ZERO_TIME).unwrap_or(i64::MIN) && (t <= now || t < clock::build_epoch())
 }
 
+/// The node registered with `node_key`, if any; refused when another machine owns it.
+fn owned_by(snap: &super::Snapshot, machine_key: &str, node_key: &str) -> Result<Option<Arc<Node>>, RegisterError> {
+    match snap.node_by_key(node_key) {
+        Some(n) if n.machine_key != machine_key => {
+            Err(RegisterError::Unauthorized("node key belongs to another machine".into()))
+        }
+        other => Ok(other.cloned()),
+    }
+}
+
 fn check_auth_key(snap: &super::Snapshot, text: &str, now: i64) -> Result<Arc<PreAuthKey>, RegisterError> {
     let invalid = || RegisterError::Refused("invalid auth key".into());
     let (prefix, secret) = split_key(AUTH_KEY_PREFIX, text).ok_or_else(invalid)?;
@@ -158,6 +168,11 @@ impl State {
 
     /// Decides a register request (all but the followup wait, which the
     /// caller does with [`State::login_waiter`]).
+    ///
+    /// Answers that write nothing are read off the snapshot; every write
+    /// re-checks its rules (who owns the node key, whether the pre-auth key
+    /// is valid and unspent) inside its transaction, so racing requests
+    /// cannot both pass a check that only one of them may pass.
     pub fn register(
         &self,
         machine: MachinePublic,
@@ -168,21 +183,20 @@ impl State {
             return Err(RegisterError::BadRequest("no NodeKey".into()));
         }
         let (mk, nk) = (machine.to_string(), req.node_key.to_string());
-        let snap = self.snapshot();
-        let by_key = snap.node_by_key(&nk).cloned();
-        if let Some(n) = &by_key {
-            if n.machine_key != mk {
-                return Err(RegisterError::Unauthorized("node key belongs to another machine".into()));
-            }
-        }
+        let by_key = owned_by(&self.snapshot(), &mk, &nk)?;
 
         if requested_logout(req, now) {
-            if let Some(n) = by_key {
+            let removed = self.mutate(|tx| {
+                let Some(n) = owned_by(tx.snap, &mk, &nk)? else { return Ok::<_, RegisterError>(None) };
                 if n.ephemeral {
-                    self.delete_node(n.id)?;
-                } else {
-                    self.expire_node(n.id, now)?;
+                    tx.remove_node(n.id);
+                    return Ok(Some(n.id));
                 }
+                tx.put_node(Arc::new(Node { expiry: Some(now), ..(*n).clone() }));
+                Ok(None)
+            })?;
+            if let Some(id) = removed {
+                self.forget_presence(id);
             }
             return Ok(Registered::Expired);
         }
@@ -194,9 +208,10 @@ impl State {
                 self.remember_hostinfo(n.id, req);
                 return Ok(Registered::Authorized(n.clone()));
             }
-            let key = check_auth_key(&snap, text, now)?;
             let hostname = hostname_of(req);
             let node = self.mutate(|tx| {
+                owned_by(tx.snap, &mk, &nk)?;
+                let key = check_auth_key(tx.snap, text, now)?;
                 let spec = NodeSpec {
                     machine_key: mk.clone(),
                     node_key: nk.clone(),
@@ -209,9 +224,10 @@ impl State {
                     expiry: self.default_expiry(&key.tags, now),
                 };
                 let node = self.upsert_machine(tx, spec, now)?;
-                let used = Arc::new(PreAuthKey { used: true, ..(*key).clone() });
-                tx.put_key(used);
-                Ok(node)
+                if !key.used {
+                    tx.put_key(Arc::new(PreAuthKey { used: true, ..(*key).clone() }));
+                }
+                Ok::<_, RegisterError>(node)
             })?;
             self.remember_hostinfo(node.id, req);
             return Ok(Registered::Authorized(node));
@@ -452,6 +468,45 @@ mod tests {
         };
         assert_eq!((t.user_id, t.expiry, t.ephemeral), (TAGGED_DEVICES, None, true));
         assert_eq!(t.tags, ["tag:srv"]);
+    }
+
+    /// Item 3 of issue 10: the key was checked against a snapshot taken
+    /// before the write, so machines racing one single-use key all got in.
+    #[test]
+    fn a_single_use_key_admits_exactly_one_of_many_racing_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(state(dir.path()));
+        let u = s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
+        let (_, once) = s
+            .create_preauth_key(
+                NewPreAuthKey {
+                    user: Some(u.id),
+                    reusable: false,
+                    ephemeral: false,
+                    tags: vec![],
+                    expiration: now() + 100,
+                },
+                1,
+            )
+            .unwrap();
+        let start = Arc::new(std::sync::Barrier::new(12));
+        let racers: Vec<_> = (1..=12u8)
+            .map(|i| {
+                let (s, once, start) = (s.clone(), once.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    s.register(MachinePublic([i; 32]), &req(i, serde_json::json!({"Auth": {"AuthKey": once}})), now())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let admitted = results.iter().filter(|r| matches!(r, Ok(Registered::Authorized(_)))).count();
+        let spent = results
+            .iter()
+            .filter(|r| matches!(r, Err(RegisterError::Refused(m)) if m == "auth key already used"))
+            .count();
+        assert_eq!((admitted, spent), (1, 11), "{results:?}");
+        assert_eq!(s.snapshot().nodes.len(), 1);
     }
 
     #[test]
