@@ -223,8 +223,12 @@ pub struct ExternalIdentity {
     pub provider_id: String,
     pub username: String,
     pub display_name: String,
-    /// Empty unless verified (or verification is not required).
+    /// Empty unless verified or `oidc.email_verified_required` is off.
     pub email: String,
+    /// Whether the provider vouched for `email`. Only a verified email links
+    /// a login to a user made with the CLI; an unverified one is merely
+    /// stored on the login's own user.
+    pub email_verified: bool,
     pub picture: String,
 }
 
@@ -362,8 +366,9 @@ impl State {
     /// The user of an identity-provider login. Identities are matched by
     /// issuer + subject only, so two different logins are never one user.
     /// A user made with the CLI is taken over only when it was given the same
-    /// email the provider verified; a mere name clash makes a new user with
-    /// a suffixed name (`alice-1`) instead.
+    /// email the provider verified: whoever can set an unverified email at
+    /// the provider could otherwise claim anyone's account. A mere name
+    /// clash makes a new user with a suffixed name (`alice-1`) instead.
     pub fn login_user(&self, id: &ExternalIdentity, now: i64) -> Result<Arc<User>, StateError> {
         self.mutate(|tx| {
             let existing =
@@ -372,7 +377,12 @@ impl State {
                 tx.snap
                     .users
                     .values()
-                    .find(|u| u.provider.is_empty() && !id.email.is_empty() && u.email.eq_ignore_ascii_case(&id.email))
+                    .find(|u| {
+                        u.provider.is_empty()
+                            && id.email_verified
+                            && !id.email.is_empty()
+                            && u.email.eq_ignore_ascii_case(&id.email)
+                    })
                     .cloned()
             };
             let user = match existing.or_else(claimable) {

@@ -148,3 +148,32 @@ fn the_node_cap_holds() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Issue 10, item 4: with `email_verified_required: false` an unverified
+/// email reached `login_user` and took over the CLI user with that email.
+#[test]
+fn only_a_verified_email_links_a_login_to_a_cli_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "100.64.0.0/10");
+    let cli = s
+        .create_user(NewUser { name: "carol".into(), email: "carol@example.com".into(), ..Default::default() }, 1)
+        .unwrap();
+    let login = |sub: &str, verified: bool| ExternalIdentity {
+        provider_id: format!("https://idp.example/{sub}"),
+        username: "carol".into(),
+        display_name: "Carol".into(),
+        email: "Carol@Example.com".into(),
+        email_verified: verified,
+        picture: String::new(),
+    };
+    let stranger = s.login_user(&login("stranger", false), 2).unwrap();
+    assert_ne!(stranger.id, cli.id, "an unverified email claimed the CLI user");
+    assert_eq!(stranger.name, "carol-1");
+    assert_eq!(stranger.email, "Carol@Example.com", "an unverified email is still stored on a new user");
+    assert_eq!(s.snapshot().users[&cli.id].provider, "", "the CLI user is untouched");
+    let carol = s.login_user(&login("carol", true), 3).unwrap();
+    assert_eq!(carol.id, cli.id, "a verified email links");
+    assert_eq!((carol.provider.as_str(), carol.provider_id.as_str()), ("oidc", "https://idp.example/carol"));
+    // The stranger's later logins stay the stranger's.
+    assert_eq!(s.login_user(&login("stranger", false), 4).unwrap().id, stranger.id);
+}
