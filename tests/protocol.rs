@@ -362,3 +362,59 @@ async fn twelve_machines_racing_a_single_use_key_admit_exactly_one() {
     assert_eq!(admitted, 1, "a single-use key admitted {admitted} machines");
     assert_eq!(json(&d, &["nodes", "list", "-o", "json"]).as_array().unwrap().len(), 1);
 }
+
+/// Issue 10, item 5: after `nodes expire` the node kept getting full maps
+/// and live deltas with other devices' endpoints. Now its stream is told it
+/// expired and drops its peers, it hears nothing more of them, and a new
+/// map request gets its own node only; the peers see it expired.
+#[tokio::test]
+async fn an_expired_node_sees_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let s = Server::start_free(&d);
+    let addr = s.host_port();
+    ok(&d, &["users", "create", "hana"]);
+    let k = key(&d, &["--user", "hana", "--reusable"]);
+    let mut a = join(&addr, &k, "alpha").await;
+    let mut b = join(&addr, &k, "beta").await;
+    let (id_a, id_b) = (a.first["Node"]["ID"].as_u64().unwrap(), b.first["Node"]["ID"].as_u64().unwrap());
+    assert_eq!(ids(&b.first, "Peers"), [id_a]);
+    a.stream.next_update(10).await.expect("a hears of b");
+
+    ok(&d, &["nodes", "expire", "-i", &id_b.to_string()]);
+    let own = b.stream.next_update(10).await.expect("b is told");
+    assert_eq!(own["Node"]["Expired"], true, "{own}");
+    assert!(own["Node"]["KeyExpiry"].is_string(), "{own}");
+    assert_eq!(own["PeersRemoved"], json!([id_a]), "{own}");
+    assert_eq!(own["PacketFilter"], json!([]), "{own}");
+    // The peer sees b expired.
+    let mut saw_expired = false;
+    while let Some(m) = a.stream.next_update(5).await {
+        if m["PeersChanged"].as_array().into_iter().flatten().any(|n| n["ID"] == id_b && n["Expired"] == true) {
+            saw_expired = true;
+            break;
+        }
+    }
+    assert!(saw_expired, "a never saw b expired");
+
+    // a's new endpoint does not reach b.
+    let mut lite = Client::map_request(&a.node, false);
+    lite["Endpoints"] = json!(["203.0.113.77:41641"]);
+    assert_eq!(a.client.lite(&lite).await, 200);
+    if let Some(m) = b.stream.next_update(3).await {
+        panic!("an expired node got an update: {m}");
+    }
+    // A fresh map request from b: its own node, no peers, no endpoints of others.
+    let mut again = b.client.map_stream(&Client::map_request(&b.node, true)).await.unwrap();
+    let first = again.next().await.unwrap();
+    assert_eq!(first["Node"]["Expired"], true, "{first}");
+    assert!(first.get("Peers").is_none(), "{first}");
+    assert!(!first.to_string().contains("203.0.113.77"), "{first}");
+    // b logs in again with the key: the same node, peers back.
+    let r = b.client.register_with_key(&b.node, &k, "beta").await;
+    assert_eq!(r["MachineAuthorized"], true, "{r}");
+    let mut back = b.client.map_stream(&Client::map_request(&b.node, true)).await.unwrap();
+    let first = back.next().await.unwrap();
+    assert!(first["Node"].get("Expired").is_none(), "{first}");
+    assert_eq!(ids(&first, "Peers"), [id_a], "{first}");
+}

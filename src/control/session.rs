@@ -60,13 +60,18 @@ fn encode(resp: &MapResponse, zstd: bool) -> Bytes {
 
 /// A full map for `node_id`, built off the async runtime (it is O(peers)).
 pub async fn full_frame(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<Bytes> {
+    full_frame_sent(control, node_id, zstd).await.map(|(f, _)| f)
+}
+
+/// A full map and what it told the client.
+async fn full_frame_sent(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<(Bytes, mapper::Sent)> {
     let ctx = control.context().await;
     let state = control.state.clone();
     tokio::task::spawn_blocking(move || {
         let snap = state.snapshot();
         let now = clock::now_unix();
         let resp = state.with_presence(|p| mapper::full(&ctx, &snap, p, node_id, now))?;
-        Some(encode(&resp, zstd))
+        Some((encode(&resp, zstd), mapper::Sent::after_full(&snap, node_id, now)))
     })
     .await
     .ok()
@@ -88,7 +93,7 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool) -> MapBody {
 }
 
 async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription, tx: mpsc::Sender<Bytes>) {
-    let Some(first) = full_frame(&control, node_id, zstd).await else { return };
+    let Some((first, mut sent)) = full_frame_sent(&control, node_id, zstd).await else { return };
     if tx.send(first).await.is_err() {
         return;
     }
@@ -98,30 +103,36 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
     let mut keepalive = keepalive_deadline();
     let mut shutdown = control.shutdown.clone();
     loop {
-        let out = tokio::select! {
+        // A keep-alive tick also looks for a key that expired by the clock.
+        let (changes, resync, quiet) = tokio::select! {
             _ = sub.changed() => {
-                let pending = sub.take();
-                let delta = if pending.resync {
-                    Delta::Full
-                } else {
-                    let ctx = control.context().await;
-                    let snap = state.snapshot();
-                    let now = clock::now_unix();
-                    state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &pending.changes, now))
-                };
-                match delta {
-                    Delta::Nothing => continue,
-                    Delta::Send(resp) => encode(&resp, zstd),
-                    Delta::Full => match full_frame(&control, node_id, zstd).await {
-                        Some(f) => f,
-                        None => break,
-                    },
-                    Delta::SelfGone => break,
-                }
+                let p = sub.take();
+                (p.changes, p.resync, false)
             }
-            _ = tokio::time::sleep_until(keepalive) => encode(&mapper::keepalive(), zstd),
+            _ = tokio::time::sleep_until(keepalive) => (Vec::new(), false, true),
             _ = tx.closed() => break,
             _ = shutdown.changed() => break,
+        };
+        let delta = if resync {
+            Delta::Full
+        } else {
+            let ctx = control.context().await;
+            let snap = state.snapshot();
+            let now = clock::now_unix();
+            state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &changes, now, &mut sent))
+        };
+        let out = match delta {
+            Delta::Nothing if quiet => encode(&mapper::keepalive(), zstd),
+            Delta::Nothing => continue,
+            Delta::Send(resp) => encode(&resp, zstd),
+            Delta::Full => match full_frame_sent(&control, node_id, zstd).await {
+                Some((f, s)) => {
+                    sent = s;
+                    f
+                }
+                None => break,
+            },
+            Delta::SelfGone => break,
         };
         if tx.send(out).await.is_err() {
             break;

@@ -13,7 +13,7 @@ use crate::state::events::Change;
 use crate::state::presence::Presence;
 use crate::state::register::TAGGED_DEVICES;
 use crate::state::{has_passed, Snapshot};
-use crate::store;
+use crate::store::{self, Node};
 use crate::tailcfg::{
     self, DerpMap, DnsConfig, FilterRule, MachinePublic, MapResponse, NodePublic, PeerChange, UserProfile,
 };
@@ -97,6 +97,12 @@ pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_s
     }
 }
 
+/// Whether `self_id`'s key has expired: such a node is shown only itself
+/// until it logs in again.
+pub fn self_expired(snap: &Snapshot, self_id: u64, now: i64) -> bool {
+    snap.nodes.get(&self_id).is_some_and(|n| n.expiry.is_some_and(|e| has_passed(e, now)))
+}
+
 /// The first map of a session; `None` when the node no longer exists.
 pub fn full(
     ctx: &Context,
@@ -106,6 +112,9 @@ pub fn full(
     now: i64,
 ) -> Option<MapResponse> {
     let me = snap.nodes.get(&self_id)?;
+    if self_expired(snap, self_id, now) {
+        return Some(expired_map(ctx, snap, presence, me, &[], now));
+    }
     let peers: Vec<tailcfg::Node> = snap
         .nodes
         .values()
@@ -127,6 +136,45 @@ pub fn full(
     })
 }
 
+/// What an expired node is told: its own node (`Expired`, `KeyExpiry` in the
+/// past, which makes the client ask for a login), no peers, and a packet
+/// filter that lets nothing in. `gone` lists the peers the client may still
+/// hold from before (every current one, plus `removed` ones of this batch),
+/// so a stream that was live empties its peer list.
+fn expired_map(
+    ctx: &Context,
+    snap: &Snapshot,
+    presence: &HashMap<u64, Presence>,
+    me: &Node,
+    removed: &[u64],
+    now: i64,
+) -> MapResponse {
+    let gone: BTreeSet<u64> =
+        snap.nodes.keys().copied().filter(|id| *id != me.id).chain(removed.iter().copied()).collect();
+    MapResponse {
+        node: Some(node(ctx, me, presence.get(&me.id), now, true)),
+        peers_removed: gone.into_iter().collect(),
+        packet_filter: Some(Vec::new()),
+        user_profiles: vec![user_profile(snap, me.user_id)],
+        control_time: Some(time(now)),
+        ..Default::default()
+    }
+}
+
+/// What a session has told its client that later answers depend on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The client was told its node expired (and holds no peers).
+    pub expired: bool,
+}
+
+impl Sent {
+    /// After a full map built at `now`.
+    pub fn after_full(snap: &Snapshot, self_id: u64, now: i64) -> Sent {
+        Sent { expired: self_expired(snap, self_id, now) }
+    }
+}
+
 #[derive(Debug)]
 pub enum Delta {
     Nothing,
@@ -137,7 +185,9 @@ pub enum Delta {
     SelfGone,
 }
 
-/// The smallest update for `self_id` after `changes` (which may repeat ids).
+/// The smallest update for `self_id` after `changes` (which may repeat ids),
+/// given what the session already `sent`. Also called with no changes (at
+/// each keep-alive) so a key that expires by the clock is noticed.
 pub fn delta(
     ctx: &Context,
     snap: &Snapshot,
@@ -145,7 +195,35 @@ pub fn delta(
     self_id: u64,
     changes: &[Change],
     now: i64,
+    sent: &mut Sent,
 ) -> Delta {
+    let Some(me) = snap.nodes.get(&self_id) else { return Delta::SelfGone };
+    match (sent.expired, self_expired(snap, self_id, now)) {
+        (false, true) => {
+            sent.expired = true;
+            let removed: Vec<u64> =
+                changes.iter().filter_map(|c| if let Change::NodeRemoved(id) = c { Some(*id) } else { None }).collect();
+            return Delta::Send(Box::new(expired_map(ctx, snap, presence, me, &removed, now)));
+        }
+        (true, true) => {
+            // Nothing about peers reaches an expired node; only its own node.
+            if !changes.contains(&Change::NodeChanged(self_id)) {
+                return Delta::Nothing;
+            }
+            let resp = MapResponse {
+                node: Some(node(ctx, me, presence.get(&self_id), now, true)),
+                control_time: Some(time(now)),
+                ..Default::default()
+            };
+            return Delta::Send(Box::new(resp));
+        }
+        // Logged in again: everything it was not told meanwhile.
+        (true, false) => {
+            sent.expired = false;
+            return Delta::Full;
+        }
+        (false, false) => {}
+    }
     let (mut self_changed, mut changed, mut removed) = (false, BTreeSet::new(), BTreeSet::new());
     let (mut patched, mut online) = (BTreeSet::new(), BTreeMap::new());
     let mut derp = false;
@@ -176,7 +254,6 @@ pub fn delta(
     let mut resp = MapResponse { derp_map: derp.then(|| ctx.derp_map.clone()), ..Default::default() };
     let mut users = BTreeSet::new();
     if self_changed {
-        let Some(me) = snap.nodes.get(&self_id) else { return Delta::SelfGone };
         users.insert(me.user_id);
         resp.node = Some(node(ctx, me, presence.get(&self_id), now, true));
     }
