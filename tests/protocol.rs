@@ -418,3 +418,48 @@ async fn an_expired_node_sees_only_itself() {
     assert!(first["Node"].get("Expired").is_none(), "{first}");
     assert_eq!(ids(&first, "Peers"), [id_a], "{first}");
 }
+
+/// Issue 10, item 8: ephemeral nodes that never opened a map stream, or
+/// did not come back after a restart, were never removed.
+#[tokio::test]
+async fn ephemeral_nodes_that_never_stream_or_never_come_back_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(
+        d.join("config.yaml"),
+        "listen_addr: 127.0.0.1:0\nnode:\n  ephemeral:\n    inactivity_timeout: 66s\n",
+    )
+    .unwrap();
+    let s = Server::start(&d, &[], &[]);
+    ok(&d, &["users", "create", "ivy"]);
+    let ek = key(&d, &["--user", "ivy", "--ephemeral", "--reusable"]);
+    let k = key(&d, &["--user", "ivy"]);
+    let addr = s.host_port();
+    let server = client::server_key(&addr).await;
+    // One streams, then the server restarts and it never comes back.
+    let gone = join(&addr, &ek, "gone").await;
+    drop(gone);
+    s.kill9();
+    let s = Server::start(&d, &[], &[]);
+    let addr = s.host_port();
+    // One registers and never streams; a node that is not ephemeral stays.
+    let mut c = Client::connect(&addr, server, client::random32()).await.unwrap();
+    c.register_with_key(&client::random32(), &ek, "silent").await;
+    let kept = join(&addr, &k, "kept").await;
+    let names = |d: &std::path::Path| -> Vec<String> {
+        json(d, &["nodes", "list", "-o", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["given_name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&d), ["gone", "silent", "kept"]);
+    let started = std::time::Instant::now();
+    while names(&d).len() > 1 && started.elapsed() < std::time::Duration::from_secs(90) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(names(&d), ["kept"], "after {:?}", started.elapsed());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(60), "removed before the timeout");
+    drop(kept);
+}

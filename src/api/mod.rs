@@ -288,11 +288,8 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
             ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("POST", ["node", id, "expire"]) => {
-            let at = match query_param(req.query, "expiry") {
-                Some(t) => time_param(&t, "expiry")?,
-                None => now,
-            };
-            let n = state.expire_node(id_of(id, "node")?, at)?;
+            let at = query_param(req.query, "expiry").map(|t| time_param(&t, "expiry")).transpose()?;
+            let n = state.expire_node(id_of(id, "node")?, at, now)?;
             ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("DELETE", ["node", id]) => {

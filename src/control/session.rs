@@ -141,31 +141,15 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
     }
     drop(sub);
     log::debug!("node {node_id}: map stream closed");
-    if state.stream_closed(node_id, clock::now_unix()) {
+    if state.stream_closed(node_id, clock::now_unix(), clock::mono_secs()) {
         tokio::spawn(went_away(control.clone(), node_id));
     }
 }
 
 /// After a node's last stream closed: tell peers it is offline unless it
-/// came back within the grace period, and remove it if it was ephemeral and
-/// stayed away.
+/// came back within the grace period. (An ephemeral node that stays away is
+/// removed by `server::housekeeping`.)
 async fn went_away(control: Arc<Control>, node_id: u64) {
     tokio::time::sleep(OFFLINE_GRACE).await;
-    if !control.state.announce_if_offline(node_id) {
-        return;
-    }
-    let ephemeral = control.state.snapshot().nodes.get(&node_id).is_some_and(|n| n.ephemeral);
-    if !ephemeral {
-        return;
-    }
-    tokio::time::sleep(control.ephemeral_timeout.saturating_sub(OFFLINE_GRACE)).await;
-    if control.state.is_online(node_id) {
-        return;
-    }
-    let state = control.state.clone();
-    match tokio::task::spawn_blocking(move || state.delete_node(node_id)).await {
-        Ok(Ok(n)) => log::info!("ephemeral node {} ({}) removed after inactivity", n.id, n.given_name),
-        Ok(Err(e)) => log::debug!("ephemeral node {node_id}: {e}"),
-        Err(e) => log::error!("ephemeral cleanup failed: {e}"),
-    }
+    control.state.announce_if_offline(node_id);
 }

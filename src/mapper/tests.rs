@@ -117,7 +117,7 @@ fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
     assert!(matches!(s.with_presence(|p| delta(&ctx(), &snap, p, me, &[], now, &mut sent)), Delta::Nothing));
 
     // The admin expires it while its stream is open: the next answer drops every peer.
-    s.expire_node(me, now - 1).unwrap();
+    s.expire_node(me, Some(now - 1), now).unwrap();
     let snap = s.snapshot();
     let Delta::Send(r) = s.with_presence(|p| delta(&ctx(), &snap, p, me, &[Change::NodeChanged(me)], now, &mut sent))
     else {
@@ -151,7 +151,7 @@ fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
 
     // A key that runs out by the clock is noticed at the next keep-alive.
     let mut sent_b = Sent::default();
-    s.expire_node(b, now + 60).unwrap();
+    s.expire_node(b, Some(now + 60), now).unwrap();
     let snap = s.snapshot();
     assert!(matches!(s.with_presence(|p| delta(&ctx(), &snap, p, b, &[], now, &mut sent_b)), Delta::Nothing));
     assert!(
@@ -159,7 +159,7 @@ fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
     );
 
     // Logged in again (a later expiry): a full map.
-    s.expire_node(me, now + 3600).unwrap();
+    s.expire_node(me, Some(now + 3600), now).unwrap();
     let snap = s.snapshot();
     assert!(matches!(
         s.with_presence(|p| delta(&ctx(), &snap, p, me, &[Change::NodeChanged(me)], now, &mut sent)),

@@ -5,6 +5,7 @@
 mod derp;
 #[cfg(feature = "fetch")]
 mod derp_urls;
+pub mod housekeeping;
 mod http;
 pub mod keyfile;
 mod socket;
@@ -163,6 +164,8 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         }
 
         tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
+        let ephemeral_timeout = Duration::from_secs(cfg.ephemeral_inactivity_timeout.secs());
+        tokio::spawn(housekeeping::run(state.clone(), ephemeral_timeout, stop_rx.clone()));
         if !cfg.derp.urls.is_empty() {
             #[cfg(feature = "fetch")]
             tokio::spawn(derp_urls::refresh(cfg.clone(), embedded, control.clone(), stop_rx.clone()));

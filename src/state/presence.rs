@@ -23,6 +23,11 @@ pub struct Presence {
     pub streams: u32,
     /// When the last stream closed (Unix seconds).
     pub last_seen: Option<i64>,
+    /// Since when (monotonic seconds) the node has had no stream: set when
+    /// its last stream closes, or when the ephemeral reaper first finds it
+    /// without one (after a restart, or a registration never followed by a
+    /// stream).
+    pub idle_since: Option<u64>,
 }
 
 impl Presence {

@@ -35,7 +35,7 @@ pub struct NodeSpec {
     pub auth_key_id: Option<u64>,
     pub tags: Vec<String>,
     pub ephemeral: bool,
-    pub expiry: Option<i64>,
+    pub expiry: super::expiry::Planned,
 }
 
 #[derive(Debug)]
@@ -156,10 +156,10 @@ fn check_auth_key(snap: &super::Snapshot, text: &str, now: i64) -> Result<Arc<Pr
 }
 
 impl State {
-    fn default_expiry(&self, tags: &[String], now: i64) -> Option<i64> {
-        // Tagged nodes never expire; nor does anything while the clock reads 1970.
-        let span = self.settings.node_expiry;
-        (!span.is_zero() && tags.is_empty() && clock::clock_is_sane(now)).then(|| now + span.secs() as i64)
+    fn default_expiry(&self, tags: &[String], now: i64) -> super::expiry::Planned {
+        // Tagged nodes never expire.
+        let span = if tags.is_empty() { self.settings.node_expiry } else { clock::Span(0) };
+        super::expiry::Planned::of(span, now)
     }
 
     fn is_expired(n: &Node, now: i64) -> bool {
@@ -192,7 +192,8 @@ impl State {
                     tx.remove_node(n.id);
                     return Ok(Some(n.id));
                 }
-                tx.put_node(Arc::new(Node { expiry: Some(now), ..(*n).clone() }));
+                let expiry = Some(super::expiry::expired_now(now));
+                tx.put_node(Arc::new(Node { expiry, expiry_deferred: None, ..(*n).clone() }));
                 Ok(None)
             })?;
             if let Some(id) = removed {
@@ -255,10 +256,14 @@ impl State {
     fn upsert_machine(&self, tx: &mut Tx, spec: NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
         match tx.snap.node_by_machine(&spec.machine_key).cloned() {
             Some(old) => {
+                if spec.expiry.deferred().is_some() {
+                    self.expiry.note_deferred();
+                }
                 let node = Arc::new(Node {
                     node_key: spec.node_key,
                     user_id: spec.user_id,
-                    expiry: spec.expiry,
+                    expiry: spec.expiry.at(),
+                    expiry_deferred: spec.expiry.deferred(),
                     register_method: spec.register_method.into(),
                     auth_key_id: spec.auth_key_id.or(old.auth_key_id),
                     tags: spec.tags,
@@ -359,7 +364,10 @@ impl State {
                 auth_key_id: None,
                 tags: Vec::new(),
                 ephemeral: reg.ephemeral,
-                expiry: expiry.or_else(|| self.default_expiry(&[], now)),
+                expiry: match expiry {
+                    Some(at) => super::expiry::Planned::At(at),
+                    None => self.default_expiry(&[], now),
+                },
             };
             self.upsert_machine(tx, spec, now)
         });

@@ -43,9 +43,14 @@ pub struct Node {
     #[serde(default)]
     pub ipv6: Option<Ipv6Addr>,
     pub created_at: i64,
-    /// Unix seconds; `None` never expires.
+    /// Unix seconds; `None` never expires (unless `expiry_deferred`).
     #[serde(default)]
     pub expiry: Option<i64>,
+    /// `node.expiry` in seconds, still to be turned into a wall time: the
+    /// node registered while the clock read before the build time (a router
+    /// before NTP), so `now + node.expiry` was unknown. See `state::expiry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_deferred: Option<u64>,
     /// Written at most every few minutes, never per keep-alive.
     #[serde(default)]
     pub last_seen: Option<i64>,

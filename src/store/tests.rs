@@ -25,6 +25,7 @@ fn node(id: u64, v4: &str) -> Node {
         ipv6: None,
         created_at: 1,
         expiry: None,
+        expiry_deferred: None,
         last_seen: None,
         register_method: "authkey".into(),
         auth_key_id: None,
