@@ -180,6 +180,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
                 tokio::spawn(crate::stun::server::serve(udp, stop_rx.clone()));
             }
             relay_tls = r.tls;
+            tokio::spawn(derp::close_gone(r.relay.clone(), state.clone(), stop_rx.clone()));
             extras.relay = Some(r.relay);
         }
         let http = http::Http { control: control.clone(), extras: extras.clone(), tls, max_connections: cfg.max_connections };
