@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 
 use crate::clock;
+use crate::secrets::{masked, AUTH_KEY_PREFIX};
 use crate::state::register::TAGGED_DEVICES;
-use crate::state::secrets::{masked, AUTH_KEY_PREFIX};
 use crate::state::{has_passed, Snapshot};
 use crate::store::{Node, PreAuthKey, User};
 

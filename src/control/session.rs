@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::Control;
 use crate::clock;
 use crate::mapper::{self, frame, Delta};
+use crate::secrets::random_bytes;
 use crate::state::events::Subscription;
-use crate::state::secrets::random_bytes;
 use crate::tailcfg::MapResponse;
 
 /// Frames queued towards one client.

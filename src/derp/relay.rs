@@ -303,7 +303,7 @@ impl Relay {
 
 fn keepalive_deadline() -> Instant {
     let mut b = [0u8; 1];
-    let _ = crate::state::secrets::random_bytes(&mut b);
+    let _ = crate::secrets::random_bytes(&mut b);
     Instant::now() + KEEPALIVE + Duration::from_millis(b[0] as u64 * 5000 / 255)
 }
 

@@ -101,7 +101,7 @@ pub fn username(c: &Claims, cfg: &Oidc) -> String {
         .into_iter()
         .flatten()
         .find(|n| check_username(n).is_ok())
-        .unwrap_or_else(|| format!("user-{}", &crate::state::secrets::hash_secret(&c.sub)[..8]))
+        .unwrap_or_else(|| format!("user-{}", &crate::secrets::hash_secret(&c.sub)[..8]))
 }
 
 pub fn identity(c: &Claims, cfg: &Oidc) -> Identity {

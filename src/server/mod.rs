@@ -84,7 +84,8 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.database.path, cfg.database.cache_capacity).map_err(ServeError::Store)?;
     let noise_key = keyfile::load_or_create(&cfg.noise_private_key_path).map_err(ServeError::Key)?;
-    let settings = Settings { prefixes: cfg.prefixes.clone(), node_expiry: cfg.node_expiry, max_nodes: cfg.max_nodes };
+    let settings =
+        Settings { node_expiry: cfg.node_expiry, max_nodes: cfg.max_nodes, ..Settings::new(cfg.prefixes.clone()) };
     let state = Arc::new(State::load(store, settings).map_err(ServeError::State)?);
     let tls = match &cfg.tls {
         Some(t) => Some(tls::acceptor(&t.cert_path, &t.key_path).map_err(ServeError::Tls)?),

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use super::secrets::{secret_matches, split_key, AUTH_KEY_PREFIX};
 use super::{has_passed, State, StateError, Tx};
 use crate::clock;
+use crate::secrets::{secret_matches, split_key, AUTH_KEY_PREFIX};
 use crate::store::{Node, PreAuthKey};
 use crate::tailcfg::{HostinfoView, MachinePublic, NodePublic, RegisterRequest};
 
