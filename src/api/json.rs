@@ -62,7 +62,8 @@ pub fn node_json(snap: &Snapshot, n: &Node, online: bool, last_seen: Option<i64>
     let ips: Vec<String> = n.ipv4.map(|a| a.to_string()).into_iter().chain(n.ipv6.map(|a| a.to_string())).collect();
     json!({
         "id": n.id,
-        "machine_key": n.machine_key,
+        // The all-zero key for a node made without a device, as always.
+        "machine_key": n.machine_key.unwrap_or_default(),
         "node_key": n.node_key,
         "ip_addresses": ips,
         "name": n.hostname,

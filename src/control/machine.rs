@@ -190,8 +190,8 @@ impl Control {
         }
         let id = {
             let snap = self.state.snapshot();
-            match snap.node_by_key(&req.node_key.to_string()) {
-                Some(n) if n.machine_key == machine.to_string() => n.id,
+            match snap.node_by_key(&req.node_key) {
+                Some(n) if n.machine_key == Some(machine) => n.id,
                 _ => {
                     log::debug!("{machine}: map for unknown node key {}", req.node_key);
                     return plain(StatusCode::NOT_FOUND, "node not found");

@@ -144,7 +144,7 @@ impl Relay {
 
     fn admitted(&self, key: &Key) -> Result<(), String> {
         let Some(state) = &self.verify else { return Ok(()) };
-        let nk = NodePublic(*key).to_string();
+        let nk = NodePublic(*key);
         let snap = state.snapshot();
         match snap.node_by_key(&nk) {
             None => Err(format!("{nk} is not a node of this tailnet")),

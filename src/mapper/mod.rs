@@ -15,7 +15,7 @@ use crate::state::register::TAGGED_DEVICES;
 use crate::state::{has_passed, Snapshot};
 use crate::store::{self, Node};
 use crate::tailcfg::{
-    self, DerpMap, DnsConfig, FilterRule, MachinePublic, MapResponse, NodePublic, PeerChange, UserProfile,
+    self, DerpMap, DnsConfig, FilterRule, MapResponse, PeerChange, UserProfile,
 };
 
 /// What every map carries that comes from the configuration.
@@ -76,9 +76,9 @@ pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_s
         name: dns::fqdn(&n.given_name, &ctx.base_domain),
         user: n.user_id,
         // Stored keys were written from parsed keys; a damaged one reads as zero.
-        key: NodePublic::parse(&n.node_key).unwrap_or_default(),
+        key: n.node_key,
         key_expiry: n.expiry.map(time),
-        machine: MachinePublic::parse(&n.machine_key).unwrap_or_default(),
+        machine: n.machine_key.unwrap_or_default(),
         disco_key: p.map(|p| p.disco_key).unwrap_or_default(),
         allowed_ips: addrs.clone(),
         addresses: addrs,

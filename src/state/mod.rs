@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::clock::Span;
 use crate::config::Prefixes;
 use crate::store::{Batch, NextIds, Node, PreAuthKey, Store, StoreError, User};
+use crate::tailcfg::{MachinePublic, NodePublic};
 use events::{Change, Hub};
 use presence::Presence;
 
@@ -74,8 +75,8 @@ pub struct Snapshot {
     pub users: BTreeMap<u64, Arc<User>>,
     pub nodes: BTreeMap<u64, Arc<Node>>,
     pub preauth_keys: BTreeMap<u64, Arc<PreAuthKey>>,
-    by_node_key: HashMap<String, u64>,
-    by_machine_key: HashMap<String, u64>,
+    by_node_key: HashMap<NodePublic, u64>,
+    by_machine_key: HashMap<MachinePublic, u64>,
 }
 
 impl Snapshot {
@@ -91,13 +92,13 @@ impl Snapshot {
         }
     }
 
-    /// The node registered with this `nodekey:…`.
-    pub fn node_by_key(&self, node_key: &str) -> Option<&Arc<Node>> {
+    /// The node registered with this node key.
+    pub fn node_by_key(&self, node_key: &NodePublic) -> Option<&Arc<Node>> {
         self.by_node_key.get(node_key).and_then(|id| self.nodes.get(id))
     }
 
-    /// The node of the device with this `mkey:…`.
-    pub fn node_by_machine(&self, machine_key: &str) -> Option<&Arc<Node>> {
+    /// The node of the device with this machine key.
+    pub fn node_by_machine(&self, machine_key: &MachinePublic) -> Option<&Arc<Node>> {
         self.by_machine_key.get(machine_key).and_then(|id| self.nodes.get(id))
     }
 
@@ -106,10 +107,10 @@ impl Snapshot {
     }
 
     fn index(&mut self, n: &Node) {
-        self.by_node_key.insert(n.node_key.clone(), n.id);
+        self.by_node_key.insert(n.node_key, n.id);
         // Nodes added by `debug create-node` have no machine.
-        if !n.machine_key.ends_with(&"0".repeat(64)) {
-            self.by_machine_key.insert(n.machine_key.clone(), n.id);
+        if let Some(m) = n.machine_key {
+            self.by_machine_key.insert(m, n.id);
         }
     }
 
@@ -117,8 +118,8 @@ impl Snapshot {
         if self.by_node_key.get(&n.node_key) == Some(&n.id) {
             self.by_node_key.remove(&n.node_key);
         }
-        if self.by_machine_key.get(&n.machine_key) == Some(&n.id) {
-            self.by_machine_key.remove(&n.machine_key);
+        if let Some(m) = n.machine_key.filter(|m| self.by_machine_key.get(m) == Some(&n.id)) {
+            self.by_machine_key.remove(&m);
         }
     }
 }
@@ -573,12 +574,12 @@ impl State {
             if !tx.snap.users.contains_key(&user_id) {
                 return Err(not_found("user", user_id));
             }
-            if tx.snap.node_by_key(&key.to_string()).is_some() {
+            if tx.snap.node_by_key(&key).is_some() {
                 return Err(StateError::Exists(format!("a node with key {key} already exists")));
             }
             let spec = register::NodeSpec {
-                machine_key: format!("mkey:{}", "0".repeat(64)),
-                node_key: key.to_string(),
+                machine_key: None,
+                node_key: key,
                 user_id,
                 hostname: hostname.to_string(),
                 register_method: "cli",

@@ -27,8 +27,9 @@ pub const TAGGED_DEVICES: u64 = 2_147_455_555;
 
 /// What a new node is made from.
 pub struct NodeSpec {
-    pub machine_key: String,
-    pub node_key: String,
+    /// `None` for a node made without a device (`debug create-node`).
+    pub machine_key: Option<MachinePublic>,
+    pub node_key: NodePublic,
     pub user_id: u64,
     pub hostname: String,
     pub register_method: &'static str,
@@ -130,9 +131,13 @@ fn requested_logout(req: &RegisterRequest, now: i64) -> bool {
 }
 
 /// The node registered with `node_key`, if any; refused when another machine owns it.
-fn owned_by(snap: &super::Snapshot, machine_key: &str, node_key: &str) -> Result<Option<Arc<Node>>, RegisterError> {
-    match snap.node_by_key(node_key) {
-        Some(n) if n.machine_key != machine_key => {
+fn owned_by(
+    snap: &super::Snapshot,
+    machine: MachinePublic,
+    node_key: NodePublic,
+) -> Result<Option<Arc<Node>>, RegisterError> {
+    match snap.node_by_key(&node_key) {
+        Some(n) if n.machine_key != Some(machine) => {
             Err(RegisterError::Unauthorized("node key belongs to another machine".into()))
         }
         other => Ok(other.cloned()),
@@ -182,12 +187,12 @@ impl State {
         if req.node_key.is_zero() {
             return Err(RegisterError::BadRequest("no NodeKey".into()));
         }
-        let (mk, nk) = (machine.to_string(), req.node_key.to_string());
-        let by_key = owned_by(&self.snapshot(), &mk, &nk)?;
+        let nk = req.node_key;
+        let by_key = owned_by(&self.snapshot(), machine, nk)?;
 
         if requested_logout(req, now) {
             let removed = self.mutate(|tx| {
-                let Some(n) = owned_by(tx.snap, &mk, &nk)? else { return Ok::<_, RegisterError>(None) };
+                let Some(n) = owned_by(tx.snap, machine, nk)? else { return Ok::<_, RegisterError>(None) };
                 if n.ephemeral {
                     tx.remove_node(n.id);
                     return Ok(Some(n.id));
@@ -211,11 +216,11 @@ impl State {
             }
             let hostname = hostname_of(req);
             let node = self.mutate(|tx| {
-                owned_by(tx.snap, &mk, &nk)?;
+                owned_by(tx.snap, machine, nk)?;
                 let key = check_auth_key(tx.snap, text, now)?;
                 let spec = NodeSpec {
-                    machine_key: mk.clone(),
-                    node_key: nk.clone(),
+                    machine_key: Some(machine),
+                    node_key: nk,
                     user_id: key.user_id.unwrap_or(TAGGED_DEVICES),
                     hostname,
                     register_method: "authkey",
@@ -254,7 +259,7 @@ impl State {
     /// The node of `spec.machine_key` takes the new key, owner and expiry;
     /// a machine seen for the first time becomes a new node.
     fn upsert_machine(&self, tx: &mut Tx, spec: NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
-        match tx.snap.node_by_machine(&spec.machine_key).cloned() {
+        match spec.machine_key.and_then(|m| tx.snap.node_by_machine(&m).cloned()) {
             Some(old) => {
                 if spec.expiry.deferred().is_some() {
                     self.expiry.note_deferred();
@@ -345,19 +350,18 @@ impl State {
         .ok_or_else(|| {
             StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)"))
         })?;
-        let (mk, nk) = (reg.machine.to_string(), reg.node_key.to_string());
         let result = self.mutate(|tx| {
             if !tx.snap.users.contains_key(&user_id) {
                 return Err(StateError::NotFound(format!("no user with id {user_id}")));
             }
-            if let Some(other) = tx.snap.node_by_key(&nk) {
-                if other.machine_key != mk {
+            if let Some(other) = tx.snap.node_by_key(&reg.node_key) {
+                if other.machine_key != Some(reg.machine) {
                     return Err(StateError::Exists("that node key belongs to another machine".into()));
                 }
             }
             let spec = NodeSpec {
-                machine_key: mk.clone(),
-                node_key: nk.clone(),
+                machine_key: Some(reg.machine),
+                node_key: reg.node_key,
                 user_id,
                 hostname: reg.hostname.clone(),
                 register_method: method,
