@@ -6,8 +6,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::secrets::{masked, AUTH_KEY_PREFIX};
 use crate::state::register::TAGGED_DEVICES;
-use crate::state::{has_passed, Snapshot};
-use crate::store::{Node, PreAuthKey, User};
+use crate::state::{has_passed, Node, PreAuthKey, Snapshot, User};
 
 fn time(t: Option<i64>) -> Value {
     t.map_or(Value::Null, |t| Value::String(clock::rfc3339(t)))

@@ -177,7 +177,7 @@ struct AuthRegister {
 }
 
 /// A node with its live online state.
-fn live_node(state: &State, snap: &Snapshot, n: &crate::store::Node, now: i64) -> Value {
+fn live_node(state: &State, snap: &Snapshot, n: &crate::state::Node, now: i64) -> Value {
     let (online, seen) = state.with_presence(|p| p.get(&n.id).map_or((false, None), |p| (p.online(), p.last_seen)));
     node_json(snap, n, online, seen, now)
 }

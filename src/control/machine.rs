@@ -11,8 +11,7 @@ use super::{session, Body, Control};
 use crate::clock;
 use crate::mapper;
 use crate::state::register::{auth_id_of, Approval, RegisterError, Registered};
-use crate::state::Snapshot;
-use crate::store::Node;
+use crate::state::{Node, Snapshot};
 use crate::tailcfg::{
     Login, MachinePublic, MapRequest, RegisterRequest, RegisterResponse, User, MIN_CAPABILITY_VERSION,
 };

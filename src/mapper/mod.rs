@@ -12,11 +12,8 @@ use crate::dns;
 use crate::state::events::Change;
 use crate::state::presence::Presence;
 use crate::state::register::TAGGED_DEVICES;
-use crate::state::{has_passed, Snapshot};
-use crate::store::{self, Node};
-use crate::tailcfg::{
-    self, DerpMap, DnsConfig, FilterRule, MapResponse, PeerChange, UserProfile,
-};
+use crate::state::{has_passed, Node, Snapshot};
+use crate::tailcfg::{self, DerpMap, DnsConfig, FilterRule, MapResponse, PeerChange, UserProfile};
 
 /// What every map carries that comes from the configuration.
 #[derive(Debug, Clone)]
@@ -61,7 +58,7 @@ pub fn user_profile(snap: &Snapshot, user_id: u64) -> UserProfile {
 }
 
 /// A node as a client sees it (`is_self`: its own node).
-pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_self: bool) -> tailcfg::Node {
+pub fn node(ctx: &Context, n: &Node, p: Option<&Presence>, now: i64, is_self: bool) -> tailcfg::Node {
     let addrs: Vec<String> =
         n.ipv4.map(|a| format!("{a}/32")).into_iter().chain(n.ipv6.map(|a| format!("{a}/128"))).collect();
     let online = p.is_some_and(Presence::online);

@@ -29,11 +29,7 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 /// The node keys that may keep a relay connection: nodes that exist and have
 /// not expired, by id.
 fn admitted_keys(snap: &Snapshot, now: i64) -> HashMap<u64, NodePublic> {
-    snap.nodes
-        .values()
-        .filter(|n| !n.expiry.is_some_and(|e| has_passed(e, now)))
-        .map(|n| (n.id, n.node_key))
-        .collect()
+    snap.nodes.values().filter(|n| !n.expiry.is_some_and(|e| has_passed(e, now))).map(|n| (n.id, n.node_key)).collect()
 }
 
 /// The keys in `before` that `after` no longer admits: deleted, expired or replaced.

@@ -23,9 +23,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{State, StateError};
+use super::{Node, State, StateError};
 use crate::clock::{self, Span};
-use crate::store::Node;
 
 /// The expiry a registration gives a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +97,7 @@ impl State {
         let (changed, left) = self.mutate(|tx| {
             let mut since = self.expiry.since.lock().unwrap_or_else(|e| e.into_inner());
             let pending: Vec<Arc<Node>> =
-                tx.snap.nodes.values().filter(|n| n.expiry_deferred.is_some()).cloned().collect();
+                tx.snap().nodes.values().filter(|n| n.expiry_deferred.is_some()).cloned().collect();
             since.retain(|id, _| pending.iter().any(|n| n.id == *id));
             let mut changed = 0;
             for n in &pending {

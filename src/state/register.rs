@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use super::{has_passed, State, StateError, Tx};
+use super::{has_passed, Node, PreAuthKey, State, StateError, Tx};
 use crate::clock;
 use crate::secrets::{secret_matches, split_key, AUTH_KEY_PREFIX};
-use crate::store::{Node, PreAuthKey};
 use crate::tailcfg::{HostinfoView, MachinePublic, NodePublic, RegisterRequest};
 
 /// Registrations waiting for a login at once; the oldest goes first beyond this.
@@ -192,7 +191,7 @@ impl State {
 
         if requested_logout(req, now) {
             let removed = self.mutate(|tx| {
-                let Some(n) = owned_by(tx.snap, machine, nk)? else { return Ok::<_, RegisterError>(None) };
+                let Some(n) = owned_by(tx.snap(), machine, nk)? else { return Ok::<_, RegisterError>(None) };
                 if n.ephemeral {
                     tx.remove_node(n.id);
                     return Ok(Some(n.id));
@@ -216,8 +215,8 @@ impl State {
             }
             let hostname = hostname_of(req);
             let node = self.mutate(|tx| {
-                owned_by(tx.snap, machine, nk)?;
-                let key = check_auth_key(tx.snap, text, now)?;
+                owned_by(tx.snap(), machine, nk)?;
+                let key = check_auth_key(tx.snap(), text, now)?;
                 let spec = NodeSpec {
                     machine_key: Some(machine),
                     node_key: nk,
@@ -259,7 +258,7 @@ impl State {
     /// The node of `spec.machine_key` takes the new key, owner and expiry;
     /// a machine seen for the first time becomes a new node.
     fn upsert_machine(&self, tx: &mut Tx, spec: NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
-        match spec.machine_key.and_then(|m| tx.snap.node_by_machine(&m).cloned()) {
+        match spec.machine_key.and_then(|m| tx.snap().node_by_machine(&m).cloned()) {
             Some(old) => {
                 if spec.expiry.deferred().is_some() {
                     self.expiry.note_deferred();
@@ -351,10 +350,10 @@ impl State {
             StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)"))
         })?;
         let result = self.mutate(|tx| {
-            if !tx.snap.users.contains_key(&user_id) {
+            if !tx.snap().users.contains_key(&user_id) {
                 return Err(StateError::NotFound(format!("no user with id {user_id}")));
             }
-            if let Some(other) = tx.snap.node_by_key(&reg.node_key) {
+            if let Some(other) = tx.snap().node_by_key(&reg.node_key) {
                 if other.machine_key != Some(reg.machine) {
                     return Err(StateError::Exists("that node key belongs to another machine".into()));
                 }
