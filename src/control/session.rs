@@ -60,18 +60,30 @@ fn encode(resp: &MapResponse, zstd: bool) -> Bytes {
 
 /// A full map for `node_id`, built off the async runtime (it is O(peers)).
 pub async fn full_frame(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<Bytes> {
-    full_frame_sent(control, node_id, zstd).await.map(|(f, _)| f)
+    full_frame_sent(control, node_id, zstd).await.map(|f| f.bytes)
+}
+
+struct FullFrame {
+    bytes: Bytes,
+    sent: mapper::Sent,
+    /// Whether it lists peers: a full map without `Peers` does not clear
+    /// the peers a client holds (Tailscale reads an empty list as "no news").
+    has_peers: bool,
 }
 
 /// A full map and what it told the client.
-async fn full_frame_sent(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<(Bytes, mapper::Sent)> {
-    let ctx = control.context().await;
+async fn full_frame_sent(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<FullFrame> {
+    let ctx = control.state.map_context();
     let state = control.state.clone();
     tokio::task::spawn_blocking(move || {
         let snap = state.snapshot();
         let now = clock::now_unix();
         let resp = state.with_presence(|p| mapper::full(&ctx, &snap, p, node_id, now))?;
-        Some((encode(&resp, zstd), mapper::Sent::after_full(&snap, node_id, now)))
+        Some(FullFrame {
+            bytes: encode(&resp, zstd),
+            sent: mapper::Sent::after_full(&snap, node_id, now),
+            has_peers: resp.peers.is_some(),
+        })
     })
     .await
     .ok()
@@ -93,7 +105,9 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool) -> MapBody {
 }
 
 async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription, tx: mpsc::Sender<Bytes>) {
-    let Some((first, mut sent)) = full_frame_sent(&control, node_id, zstd).await else { return };
+    let Some(FullFrame { bytes: first, mut sent, .. }) = full_frame_sent(&control, node_id, zstd).await else {
+        return;
+    };
     if tx.send(first).await.is_err() {
         return;
     }
@@ -116,7 +130,7 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
         let delta = if resync {
             Delta::Full
         } else {
-            let ctx = control.context().await;
+            let ctx = control.state.map_context();
             let snap = state.snapshot();
             let now = clock::now_unix();
             state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &changes, now, &mut sent))
@@ -126,11 +140,13 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
             Delta::Nothing => continue,
             Delta::Send(resp) => encode(&resp, zstd),
             Delta::Full => match full_frame_sent(&control, node_id, zstd).await {
-                Some((f, s)) => {
-                    sent = s;
-                    f
+                Some(f) if f.has_peers => {
+                    sent = f.sent;
+                    f.bytes
                 }
-                None => break,
+                // No peers to replace the client's with: end the stream, and
+                // the client's next one starts from nothing.
+                _ => break,
             },
             Delta::SelfGone => break,
         };

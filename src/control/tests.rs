@@ -16,25 +16,8 @@ use crate::store::Store;
 fn control(dir: &std::path::Path) -> (Arc<Control>, watch::Sender<bool>) {
     let p = Prefixes { v4: Some("100.64.0.0/24".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
     let state = Arc::new(State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), Settings::new(p)).unwrap());
-    let ctx = mapper::Context {
-        base_domain: "t.internal".into(),
-        derp_map: Default::default(),
-        dns: Default::default(),
-        domain: "t.internal".into(),
-        taildrop: false,
-    };
     let (tx, rx) = watch::channel(false);
-    (
-        Arc::new(Control::new(
-            state,
-            &MachinePrivate::from_random([1; 32]),
-            "http://x",
-            ctx,
-            Duration::from_secs(120),
-            rx,
-        )),
-        tx,
-    )
+    (Arc::new(Control::new(state, &MachinePrivate::from_random([1; 32]), "http://x", rx)), tx)
 }
 
 fn ephemeral_node(c: &Control) -> u64 {

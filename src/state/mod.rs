@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::clock::Span;
 use crate::config::Prefixes;
 use crate::store::{NextIds, Store, StoreError};
+use crate::tailcfg::{DerpMap, DnsConfig};
 use events::Hub;
 use presence::Presence;
 
@@ -100,12 +101,33 @@ pub struct Settings {
     pub max_nodes: usize,
     /// Where keys and random addresses come from (the OS; tests may fix it).
     pub random: secrets::Fill,
+    /// What every map carries, as configured (its DERP map can change later:
+    /// [`State::set_derp_map`]).
+    pub map: MapContext,
 }
 
 impl Settings {
     pub fn new(prefixes: Prefixes) -> Self {
-        Settings { prefixes, node_expiry: Span(0), max_nodes: 10_000, random: secrets::random_bytes }
+        Settings {
+            prefixes,
+            node_expiry: Span(0),
+            max_nodes: 10_000,
+            random: secrets::random_bytes,
+            map: MapContext::default(),
+        }
     }
+}
+
+/// What every map carries that does not come from the nodes.
+#[derive(Debug, Clone, Default)]
+pub struct MapContext {
+    /// MagicDNS's domain ("" without MagicDNS).
+    pub base_domain: String,
+    pub derp_map: Arc<DerpMap>,
+    pub dns: Arc<DnsConfig>,
+    /// The tailnet's display name.
+    pub domain: String,
+    pub taildrop: bool,
 }
 
 struct Writer {
@@ -122,6 +144,8 @@ pub struct State {
     presence: RwLock<HashMap<u64, Presence>>,
     pending: Mutex<register::PendingRegs>,
     expiry: expiry::Deferred,
+    /// Swapped whole when the DERP map changes; readers clone the `Arc`.
+    map: RwLock<Arc<MapContext>>,
 }
 
 fn not_found(what: &str, id: u64) -> StateError {
@@ -145,6 +169,7 @@ impl State {
         next.api_key = next.api_key.max(c.api_keys.iter().map(|k| k.id + 1).max().unwrap_or(1));
         Ok(State {
             store,
+            map: RwLock::new(Arc::new(settings.map.clone())),
             settings,
             snapshot: RwLock::new(Arc::new(snap)),
             writer: Mutex::new(Writer { next }),
@@ -161,6 +186,25 @@ impl State {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// What every map carries now.
+    pub fn map_context(&self) -> Arc<MapContext> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in a new DERP map and tells every map session; returns whether
+    /// it changed. (All change events are published here, in `state`.)
+    pub fn set_derp_map(&self, derp_map: DerpMap) -> bool {
+        {
+            let mut ctx = self.map.write().unwrap_or_else(|e| e.into_inner());
+            if *ctx.derp_map == derp_map {
+                return false;
+            }
+            *ctx = Arc::new(MapContext { derp_map: Arc::new(derp_map), ..(**ctx).clone() });
+        }
+        self.hub.publish(events::Change::DerpMap);
+        true
     }
 
     pub fn flush(&self) -> Result<(), StateError> {

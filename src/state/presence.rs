@@ -24,6 +24,10 @@ pub struct Presence {
     pub cap: u32,
     /// Open map streams.
     pub streams: u32,
+    /// What peers were last told: online from its first stream until the
+    /// grace period after its last one closed. Maps show this, so a full map
+    /// and the deltas before it agree.
+    pub shown_online: bool,
     /// When the last stream closed (Unix seconds).
     pub last_seen: Option<i64>,
     /// Since when (monotonic seconds) the node has had no stream: set when
@@ -132,14 +136,14 @@ impl State {
 
     /// A map stream opened; the first one makes the node online.
     pub fn stream_opened(&self, id: u64) {
-        let first = {
+        let news = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
             let p = map.entry(id).or_default();
             p.streams += 1;
             p.idle_since = None;
-            p.streams == 1
+            !std::mem::replace(&mut p.shown_online, true)
         };
-        if first {
+        if news {
             self.hub.publish(Change::Online(id, true));
         }
     }
@@ -203,11 +207,14 @@ impl State {
 
     /// After the grace period: announce the node offline if it did not come back.
     pub fn announce_if_offline(&self, id: u64) -> bool {
-        let offline = self.with_presence(|m| m.get(&id).is_some_and(|p| !p.online()));
-        if offline {
+        let news = {
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            map.get_mut(&id).is_some_and(|p| !p.online() && std::mem::replace(&mut p.shown_online, false))
+        };
+        if news {
             self.hub.publish(Change::Online(id, false));
         }
-        offline
+        news
     }
 
     pub fn is_online(&self, id: u64) -> bool {

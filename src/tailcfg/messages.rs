@@ -212,6 +212,11 @@ pub struct PeerChange {
     pub endpoints: Option<Vec<String>>,
     #[serde(rename = "DiscoKey", skip_serializing_if = "Option::is_none")]
     pub disco_key: Option<DiscoPublic>,
+    #[serde(rename = "Online", skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    /// RFC 3339. A patch can set it, never clear it.
+    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
