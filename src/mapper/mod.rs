@@ -204,6 +204,8 @@ pub fn delta(
             let resp = MapResponse {
                 node: me_changed.then(|| node(ctx, me, presence.get(&self_id), now, true)),
                 derp_map: derp.then(|| ctx.derp_map.clone()),
+                // Its owner may be what changed (a user rename).
+                user_profiles: if me_changed { vec![user_profile(snap, me.user_id)] } else { Vec::new() },
                 control_time: Some(time(now)),
                 ..Default::default()
             };
@@ -269,6 +271,7 @@ pub fn delta(
             e.endpoints = Some(p.endpoints.clone());
             e.disco_key = (!p.disco_key.is_zero()).then_some(p.disco_key);
             e.derp_region = Some(p.home_derp);
+            e.cap = (p.cap != 0).then_some(p.cap);
         }
     }
     // What the node's presence says now (the event may be older): online
@@ -303,5 +306,9 @@ pub fn keepalive() -> MapResponse {
     MapResponse { keep_alive: true, ..Default::default() }
 }
 
+#[cfg(test)]
+mod client_view;
+#[cfg(test)]
+mod property_tests;
 #[cfg(test)]
 mod tests;

@@ -46,7 +46,7 @@ impl Presence {
 /// What a map request changed, so peers hear of exactly that.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct Update {
-    /// Endpoints, disco key or home region: a patch suffices.
+    /// Endpoints, disco key, home region or capability version: a patch suffices.
     pub endpoints: bool,
     /// The Hostinfo: peers need the whole node.
     pub hostinfo: bool,
@@ -71,8 +71,9 @@ pub fn apply(
             u.endpoints = true;
         }
     }
-    if cap != 0 {
+    if cap != 0 && cap != p.cap {
         p.cap = cap;
+        u.endpoints = true;
     }
     if let Some(hi) = hostinfo.filter(|h| h.get().len() <= MAX_HOSTINFO) {
         let view = HostinfoView::of(&hi);

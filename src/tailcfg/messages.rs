@@ -208,6 +208,9 @@ pub struct PeerChange {
     pub node_id: u64,
     #[serde(rename = "DERPRegion", skip_serializing_if = "Option::is_none")]
     pub derp_region: Option<i64>,
+    /// The client's capability version (0: unchanged).
+    #[serde(rename = "Cap", skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u32>,
     #[serde(rename = "Endpoints", skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<String>>,
     #[serde(rename = "DiscoKey", skip_serializing_if = "Option::is_none")]
