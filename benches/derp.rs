@@ -18,7 +18,7 @@ use tinyscale::derp::frame::Frame;
 
 fn random32() -> [u8; 32] {
     let mut b = [0u8; 32];
-    tinyscale::state::secrets::random_bytes(&mut b).unwrap();
+    tinyscale::secrets::random_bytes(&mut b).unwrap();
     b
 }
 

@@ -1,6 +1,7 @@
 //! Wall-clock time as Unix seconds, RFC 3339 text, and Headscale-style durations.
 //!
-//! Pure functions take `now` as a parameter; only [`now_unix`] reads the clock.
+//! Pure functions take `now` as a parameter; only [`now_unix`] and
+//! [`mono_secs`] read a clock.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,11 +16,25 @@ pub fn now_unix() -> i64 {
     }
 }
 
+/// Seconds on a monotonic clock, counted from the first call in this
+/// process: for spans that must not jump when NTP sets the wall clock.
+/// It is tokio's clock, so tests can pause and advance it.
+pub fn mono_secs() -> u64 {
+    static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
+    tokio::time::Instant::now().saturating_duration_since(origin).as_secs()
+}
+
 /// When this binary was built (Unix seconds). The wall clock is not trusted
 /// while it reads earlier than this.
 pub fn build_epoch() -> i64 {
     env!("TINYSCALE_BUILD_EPOCH").parse().unwrap_or(0)
 }
+
+/// The earliest time there is: what an expiry made "now" records while the
+/// clock reads before the build time. It is past on any clock, even one
+/// that went back further after a reboot.
+pub const LONG_AGO: i64 = 0;
 
 /// Whether the wall clock can be believed (it is not behind the build time).
 pub fn clock_is_sane(now: i64) -> bool {

@@ -19,6 +19,7 @@ pub mod noise;
 #[cfg(feature = "oidc")]
 pub mod oidc;
 pub mod quota;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

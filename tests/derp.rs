@@ -341,3 +341,28 @@ async fn with_an_https_server_url_the_relay_lives_on_the_main_listener() {
     a.send(&b.public, b"over the main listener").await.unwrap();
     assert_eq!(b.next(5).await, Some(Frame::RecvPacket { src: a.public, packet: b"over the main listener".to_vec() }));
 }
+
+/// Issue 10, item 8: a deleted or expired node kept its relay connection.
+#[tokio::test]
+async fn deleted_and_expired_nodes_lose_their_relay_connection() {
+    let r = start("");
+    let (keys, map) = nodes(&r, 3).await;
+    let pin = pin_of_map(&map);
+    let list = json(&r.d, &["nodes", "list", "-o", "json"]);
+    let id_of = |private: &[u8; 32]| {
+        let text = format!("nodekey:{}", tinyscale::tailcfg::encode_hex(&tinyscale::noise::public_key(private)));
+        list.as_array().unwrap().iter().find(|n| n["node_key"] == text.as_str()).unwrap()["id"].to_string()
+    };
+    let a = DerpClient::handshake(dc::tls(&r.tls, &pin).await.unwrap(), keys[0]).await.unwrap();
+    let b = DerpClient::handshake(dc::tls(&r.tls, &pin).await.unwrap(), keys[1]).await.unwrap();
+    let b_again = DerpClient::handshake(dc::plain(&r.server.host_port()).await.unwrap(), keys[1]).await.unwrap();
+    let mut c = DerpClient::handshake(dc::tls(&r.tls, &pin).await.unwrap(), keys[2]).await.unwrap();
+    ok(&r.d, &["nodes", "delete", "-i", &id_of(&keys[1]), "--force"]);
+    assert!(closed(b.io).await, "a deleted node kept its relay connection");
+    assert!(closed(b_again.io).await, "a deleted node kept its second relay connection");
+    ok(&r.d, &["nodes", "expire", "-i", &id_of(&keys[0])]);
+    assert!(closed(a.io).await, "an expired node kept its relay connection");
+    // The others are untouched.
+    dc::write(&mut c.io, &Frame::Ping(*b"stillup!")).await.unwrap();
+    assert_eq!(c.next(5).await, Some(Frame::Pong(*b"stillup!")));
+}

@@ -243,6 +243,24 @@ async fn cli_users_are_linked_only_by_a_verified_email() {
     assert_eq!(json(&d, &["users", "list", "--name", "bob", "-o", "json"])[0]["provider"], "");
 }
 
+/// Issue 10, item 4: with `email_verified_required: false`, carol's
+/// unverified email (the test provider sends `email_verified: false` for her)
+/// must not take over the CLI user who has that email.
+#[tokio::test]
+async fn an_unverified_email_never_takes_over_a_cli_user() {
+    let s = setup("RS256", "carol", "  email_verified_required: false\n");
+    let d = s.d();
+    ok(&d, &["users", "create", "carol", "--email", "carol@example.com"]);
+    let cli = json(&d, &["users", "list", "--name", "carol", "-o", "json"])[0].clone();
+    join(&s, "laptop").await;
+    let n = nodes(&d);
+    assert_eq!(n[0]["user"]["name"], "carol-1", "the login got the CLI user: {}", n[0]["user"]);
+    assert_eq!(n[0]["user"]["provider"], "oidc");
+    assert_eq!(n[0]["user"]["email"], "carol@example.com", "the unverified email is kept on the new user");
+    let after = json(&d, &["users", "list", "--name", "carol", "-o", "json"])[0].clone();
+    assert_eq!(after, cli, "the CLI user changed");
+}
+
 #[test]
 fn an_unreachable_provider_stops_the_start_when_required() {
     let dir = tempfile::tempdir().unwrap();

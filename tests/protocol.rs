@@ -330,3 +330,147 @@ async fn the_connection_cap_holds_for_noise_connections_too() {
     assert!(ok_again, "the cap did not free a slot");
     drop(b);
 }
+
+/// Issue 10, item 3: machines racing one single-use key through the real
+/// server. Exactly one gets in; the others are told the key is spent.
+#[tokio::test]
+async fn twelve_machines_racing_a_single_use_key_admit_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let s = Server::start_free(&d);
+    let addr = s.host_port();
+    ok(&d, &["users", "create", "gina"]);
+    let once = key(&d, &["--user", "gina"]);
+    let server = client::server_key(&addr).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(Client::connect(&addr, server, client::random32()).await.unwrap());
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(12));
+    let racers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let (once, start) = (once.clone(), start.clone());
+            tokio::spawn(async move {
+                let node = client::random32();
+                let req = json!({"Version": client::VERSION, "NodeKey": client::node_key_text(&node),
+                    "Auth": {"AuthKey": once}, "Hostinfo": {"Hostname": "racer"}});
+                start.wait().await;
+                c.register(&req).await
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for r in racers {
+        let (status, v) = r.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        if v["MachineAuthorized"] == true {
+            admitted += 1;
+        } else {
+            assert_eq!(v["Error"], "auth key already used", "{v}");
+        }
+    }
+    assert_eq!(admitted, 1, "a single-use key admitted {admitted} machines");
+    assert_eq!(json(&d, &["nodes", "list", "-o", "json"]).as_array().unwrap().len(), 1);
+}
+
+/// Issue 10, item 5: after `nodes expire` the node kept getting full maps
+/// and live deltas with other devices' endpoints. Now its stream is told it
+/// expired and drops its peers, it hears nothing more of them, and a new
+/// map request gets its own node only; the peers see it expired.
+#[tokio::test]
+async fn an_expired_node_sees_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let s = Server::start_free(&d);
+    let addr = s.host_port();
+    ok(&d, &["users", "create", "hana"]);
+    let k = key(&d, &["--user", "hana", "--reusable"]);
+    let mut a = join(&addr, &k, "alpha").await;
+    let mut b = join(&addr, &k, "beta").await;
+    let (id_a, id_b) = (a.first["Node"]["ID"].as_u64().unwrap(), b.first["Node"]["ID"].as_u64().unwrap());
+    assert_eq!(ids(&b.first, "Peers"), [id_a]);
+    a.stream.next_update(10).await.expect("a hears of b");
+
+    ok(&d, &["nodes", "expire", "-i", &id_b.to_string()]);
+    let own = b.stream.next_update(10).await.expect("b is told");
+    assert_eq!(own["Node"]["Expired"], true, "{own}");
+    assert!(own["Node"]["KeyExpiry"].is_string(), "{own}");
+    assert_eq!(own["PeersRemoved"], json!([id_a]), "{own}");
+    assert_eq!(own["PacketFilter"], json!([]), "{own}");
+    // The peer sees b expired.
+    let mut saw_expired = false;
+    while let Some(m) = a.stream.next_update(5).await {
+        if m["PeersChanged"].as_array().into_iter().flatten().any(|n| n["ID"] == id_b && n["Expired"] == true) {
+            saw_expired = true;
+            break;
+        }
+    }
+    assert!(saw_expired, "a never saw b expired");
+
+    // a's new endpoint does not reach b.
+    let mut lite = Client::map_request(&a.node, false);
+    lite["Endpoints"] = json!(["203.0.113.77:41641"]);
+    assert_eq!(a.client.lite(&lite).await, 200);
+    if let Some(m) = b.stream.next_update(3).await {
+        panic!("an expired node got an update: {m}");
+    }
+    // A fresh map request from b: its own node, no peers, no endpoints of others.
+    let mut again = b.client.map_stream(&Client::map_request(&b.node, true)).await.unwrap();
+    let first = again.next().await.unwrap();
+    assert_eq!(first["Node"]["Expired"], true, "{first}");
+    assert!(first.get("Peers").is_none(), "{first}");
+    assert!(!first.to_string().contains("203.0.113.77"), "{first}");
+    // b logs in again with the key: the same node, peers back.
+    let r = b.client.register_with_key(&b.node, &k, "beta").await;
+    assert_eq!(r["MachineAuthorized"], true, "{r}");
+    let mut back = b.client.map_stream(&Client::map_request(&b.node, true)).await.unwrap();
+    let first = back.next().await.unwrap();
+    assert!(first["Node"].get("Expired").is_none(), "{first}");
+    assert_eq!(ids(&first, "Peers"), [id_a], "{first}");
+}
+
+/// Issue 10, item 8: ephemeral nodes that never opened a map stream, or
+/// did not come back after a restart, were never removed.
+#[tokio::test]
+async fn ephemeral_nodes_that_never_stream_or_never_come_back_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(
+        d.join("config.yaml"),
+        "listen_addr: 127.0.0.1:0\nnode:\n  ephemeral:\n    inactivity_timeout: 66s\n",
+    )
+    .unwrap();
+    let s = Server::start(&d, &[], &[]);
+    ok(&d, &["users", "create", "ivy"]);
+    let ek = key(&d, &["--user", "ivy", "--ephemeral", "--reusable"]);
+    let k = key(&d, &["--user", "ivy"]);
+    let addr = s.host_port();
+    let server = client::server_key(&addr).await;
+    // One streams, then the server restarts and it never comes back.
+    let gone = join(&addr, &ek, "gone").await;
+    drop(gone);
+    s.kill9();
+    let s = Server::start(&d, &[], &[]);
+    let addr = s.host_port();
+    // One registers and never streams; a node that is not ephemeral stays.
+    let mut c = Client::connect(&addr, server, client::random32()).await.unwrap();
+    c.register_with_key(&client::random32(), &ek, "silent").await;
+    let kept = join(&addr, &k, "kept").await;
+    let names = |d: &std::path::Path| -> Vec<String> {
+        json(d, &["nodes", "list", "-o", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["given_name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&d), ["gone", "silent", "kept"]);
+    let started = std::time::Instant::now();
+    while names(&d).len() > 1 && started.elapsed() < std::time::Duration::from_secs(90) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(names(&d), ["kept"], "after {:?}", started.elapsed());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(60), "removed before the timeout");
+    drop(kept);
+}

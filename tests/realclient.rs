@@ -211,3 +211,32 @@ fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// Issue 10, item 5 with the real client: after `nodes expire` the node
+/// is told at once and asks for a login (ipn state NeedsLogin), and it
+/// stops hearing of its peer.
+#[test]
+fn an_expired_node_needs_a_login_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    config(d);
+    let ns = Netns::new();
+    let _s = ns.serve(d);
+    ok(d, &["users", "create", "ida"]);
+    let k = key(d, "ida", true);
+    let a = ns.start_node("nodea", CONTROL, Some(&k), &d.join("a"));
+    let b = ns.start_node("nodeb", CONTROL, Some(&k), &d.join("b"));
+    assert!(a.wait_running(60) && b.wait_running(60), "{}\n{}", tail(&a.log()), tail(&b.log()));
+    assert!(b.wait_peers(1, 20), "b: {:?}", b.peers());
+    let list = wait_nodes(d, 20, |l| l.len() == 2);
+    let id_b = list.iter().find(|n| n["given_name"] == "nodeb").unwrap()["id"].to_string();
+    ok(d, &["nodes", "expire", "-i", &id_b]);
+    assert!(
+        b.wait_log(30, |l| l.contains("Switching ipn state Running -> NeedsLogin")),
+        "the expired node did not ask for a login:\n{}",
+        tail(&b.log())
+    );
+    assert!(b.wait_peers(0, 20), "the expired node still lists {:?} peers", b.peers());
+    a.stop();
+    b.stop();
+}

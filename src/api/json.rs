@@ -4,10 +4,9 @@
 use serde_json::{json, Value};
 
 use crate::clock;
+use crate::secrets::{masked, AUTH_KEY_PREFIX};
 use crate::state::register::TAGGED_DEVICES;
-use crate::state::secrets::{masked, AUTH_KEY_PREFIX};
-use crate::state::{has_passed, Snapshot};
-use crate::store::{Node, PreAuthKey, User};
+use crate::state::{has_passed, Node, PreAuthKey, Snapshot, User};
 
 fn time(t: Option<i64>) -> Value {
     t.map_or(Value::Null, |t| Value::String(clock::rfc3339(t)))
@@ -62,7 +61,8 @@ pub fn node_json(snap: &Snapshot, n: &Node, online: bool, last_seen: Option<i64>
     let ips: Vec<String> = n.ipv4.map(|a| a.to_string()).into_iter().chain(n.ipv6.map(|a| a.to_string())).collect();
     json!({
         "id": n.id,
-        "machine_key": n.machine_key,
+        // The all-zero key for a node made without a device, as always.
+        "machine_key": n.machine_key.unwrap_or_default(),
         "node_key": n.node_key,
         "ip_addresses": ips,
         "name": n.hostname,

@@ -135,7 +135,7 @@ struct AuthRegister {
 }
 
 /// A node with its live online state.
-fn live_node(state: &State, snap: &Snapshot, n: &crate::store::Node, now: i64) -> Value {
+fn live_node(state: &State, snap: &Snapshot, n: &crate::state::Node, now: i64) -> Value {
     let (online, seen) = state.with_presence(|p| p.get(&n.id).map_or((false, None), |p| (p.online(), p.last_seen)));
     node_json(snap, n, online, seen, now)
 }
@@ -246,11 +246,8 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
             ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("POST", ["node", id, "expire"]) => {
-            let at = match query_param(req.query, "expiry") {
-                Some(t) => time_param(&t, "expiry")?,
-                None => now,
-            };
-            let n = state.expire_node(id_of(id, "node")?, at)?;
+            let at = query_param(req.query, "expiry").map(|t| time_param(&t, "expiry")).transpose()?;
+            let n = state.expire_node(id_of(id, "node")?, at, now)?;
             ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
         ("DELETE", ["node", id]) => {

@@ -382,7 +382,7 @@ fn pick_key(c: &Ctx, p: &Parsed) -> Result<u64, Failure> {
         return id.parse().map_err(|_| usage_err(format!("{id:?} is not a key id")));
     }
     let text = p.words.get(1).ok_or_else(|| usage_err("say which key: --id ID (see `tinyscale preauthkeys list`)"))?;
-    let prefix = text.strip_prefix(crate::state::secrets::AUTH_KEY_PREFIX).unwrap_or(text);
+    let prefix = text.strip_prefix(crate::secrets::AUTH_KEY_PREFIX).unwrap_or(text);
     let prefix = prefix.split('-').next().unwrap_or(prefix);
     let r = c.call("GET", "/api/v1/preauthkey", None)?;
     r["pre_auth_keys"]
@@ -392,7 +392,7 @@ fn pick_key(c: &Ctx, p: &Parsed) -> Result<u64, Failure> {
         .find(|k| {
             k["key"]
                 .as_str()
-                .and_then(|s| s.strip_prefix(crate::state::secrets::AUTH_KEY_PREFIX))
+                .and_then(|s| s.strip_prefix(crate::secrets::AUTH_KEY_PREFIX))
                 .and_then(|s| s.split('-').next())
                 == Some(prefix)
         })

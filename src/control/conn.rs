@@ -107,7 +107,7 @@ impl Control {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let known = self.state.snapshot().node_by_machine(&machine.to_string()).is_some();
+        let known = self.state.snapshot().node_by_machine(&machine).is_some();
         log::debug!("ts2021: {machine} connected from {from} (capability version {version}, known: {known})");
         let (tx, mut activity) = watch::channel(Activity::default());
         let tx = Arc::new(tx);

@@ -14,8 +14,7 @@ use crate::clock;
 use crate::mapper;
 use crate::state::pending::LoginRefused;
 use crate::state::register::{auth_id_of, Approval, RegisterError, Registered};
-use crate::state::Snapshot;
-use crate::store::Node;
+use crate::state::{Node, Snapshot};
 use crate::tailcfg::{
     Login, MachinePublic, MapRequest, RegisterRequest, RegisterResponse, User, MIN_CAPABILITY_VERSION,
 };
@@ -72,7 +71,7 @@ impl Control {
     ) -> Response<Body> {
         let from = payer.from;
         // A machine that registered on this connection pays as a known one from then on.
-        payer.known = payer.known || self.state.snapshot().node_by_machine(&machine.to_string()).is_some();
+        payer.known = payer.known || self.state.snapshot().node_by_machine(&machine).is_some();
         if req.method() != hyper::Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "POST only");
         }
@@ -218,8 +217,8 @@ impl Control {
         }
         let id = {
             let snap = self.state.snapshot();
-            match snap.node_by_key(&req.node_key.to_string()) {
-                Some(n) if n.machine_key == machine.to_string() => n.id,
+            match snap.node_by_key(&req.node_key) {
+                Some(n) if n.machine_key == Some(machine) => n.id,
                 _ => {
                     log::debug!("{machine}: map for unknown node key {}", req.node_key);
                     return plain(StatusCode::NOT_FOUND, "node not found");

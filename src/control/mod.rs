@@ -18,11 +18,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{watch, RwLock, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
-use crate::mapper;
 use crate::noise;
-use crate::state::secrets::random_bytes;
+use crate::secrets::random_bytes;
 use crate::state::State;
 use crate::tailcfg::{MachinePrivate, MachinePublic, MIN_CAPABILITY_VERSION};
 
@@ -40,11 +39,9 @@ pub struct Control {
     noise_key: [u8; 32],
     noise_public: MachinePublic,
     server_url: String,
-    ctx: RwLock<Arc<mapper::Context>>,
     handshakes: Arc<Semaphore>,
     /// Bytes of request bodies all connections may hold at once.
     budget: Arc<body::Budget>,
-    pub ephemeral_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -59,47 +56,20 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 impl Control {
-    pub fn new(
-        state: Arc<State>,
-        key: &MachinePrivate,
-        server_url: &str,
-        ctx: mapper::Context,
-        ephemeral_timeout: Duration,
-        shutdown: watch::Receiver<bool>,
-    ) -> Control {
+    pub fn new(state: Arc<State>, key: &MachinePrivate, server_url: &str, shutdown: watch::Receiver<bool>) -> Control {
         Control {
             state,
             noise_key: *key.bytes(),
             noise_public: MachinePublic(noise::public_key(key.bytes())),
             server_url: server_url.trim_end_matches('/').to_string(),
-            ctx: RwLock::new(Arc::new(ctx)),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             budget: Arc::default(),
-            ephemeral_timeout,
             shutdown,
         }
     }
 
     pub fn public_key(&self) -> MachinePublic {
         self.noise_public
-    }
-
-    pub async fn context(&self) -> Arc<mapper::Context> {
-        self.ctx.read().await.clone()
-    }
-
-    /// Swaps in a new DERP map and tells every connected client.
-    pub async fn set_derp_map(&self, map: crate::tailcfg::DerpMap) {
-        {
-            let mut ctx = self.ctx.write().await;
-            if *ctx.derp_map == map {
-                return;
-            }
-            let mut next = (**ctx).clone();
-            next.derp_map = Arc::new(map);
-            *ctx = Arc::new(next);
-        }
-        self.state.hub.publish(crate::state::events::Change::DerpMap);
     }
 
     /// `GET /key?v=<capver>`: the server's Noise public key.

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::Control;
 use crate::clock;
 use crate::mapper::{self, frame, Delta};
+use crate::secrets::random_bytes;
 use crate::state::events::Subscription;
-use crate::state::secrets::random_bytes;
 use crate::tailcfg::MapResponse;
 
 /// Frames queued towards one client.
@@ -60,13 +60,30 @@ fn encode(resp: &MapResponse, zstd: bool) -> Bytes {
 
 /// A full map for `node_id`, built off the async runtime (it is O(peers)).
 pub async fn full_frame(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<Bytes> {
-    let ctx = control.context().await;
+    full_frame_sent(control, node_id, zstd).await.map(|f| f.bytes)
+}
+
+struct FullFrame {
+    bytes: Bytes,
+    sent: mapper::Sent,
+    /// Whether it lists peers: a full map without `Peers` does not clear
+    /// the peers a client holds (Tailscale reads an empty list as "no news").
+    has_peers: bool,
+}
+
+/// A full map and what it told the client.
+async fn full_frame_sent(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<FullFrame> {
+    let ctx = control.state.map_context();
     let state = control.state.clone();
     tokio::task::spawn_blocking(move || {
         let snap = state.snapshot();
         let now = clock::now_unix();
         let resp = state.with_presence(|p| mapper::full(&ctx, &snap, p, node_id, now))?;
-        Some(encode(&resp, zstd))
+        Some(FullFrame {
+            bytes: encode(&resp, zstd),
+            sent: mapper::Sent::after_full(&snap, node_id, now),
+            has_peers: resp.peers.is_some(),
+        })
     })
     .await
     .ok()
@@ -88,7 +105,9 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool) -> MapBody {
 }
 
 async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription, tx: mpsc::Sender<Bytes>) {
-    let Some(first) = full_frame(&control, node_id, zstd).await else { return };
+    let Some(FullFrame { bytes: first, mut sent, .. }) = full_frame_sent(&control, node_id, zstd).await else {
+        return;
+    };
     if tx.send(first).await.is_err() {
         return;
     }
@@ -98,30 +117,38 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
     let mut keepalive = keepalive_deadline();
     let mut shutdown = control.shutdown.clone();
     loop {
-        let out = tokio::select! {
+        // A keep-alive tick also looks for a key that expired by the clock.
+        let (changes, resync, quiet) = tokio::select! {
             _ = sub.changed() => {
-                let pending = sub.take();
-                let delta = if pending.resync {
-                    Delta::Full
-                } else {
-                    let ctx = control.context().await;
-                    let snap = state.snapshot();
-                    let now = clock::now_unix();
-                    state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &pending.changes, now))
-                };
-                match delta {
-                    Delta::Nothing => continue,
-                    Delta::Send(resp) => encode(&resp, zstd),
-                    Delta::Full => match full_frame(&control, node_id, zstd).await {
-                        Some(f) => f,
-                        None => break,
-                    },
-                    Delta::SelfGone => break,
-                }
+                let p = sub.take();
+                (p.changes, p.resync, false)
             }
-            _ = tokio::time::sleep_until(keepalive) => encode(&mapper::keepalive(), zstd),
+            _ = tokio::time::sleep_until(keepalive) => (Vec::new(), false, true),
             _ = tx.closed() => break,
             _ = shutdown.changed() => break,
+        };
+        let delta = if resync {
+            Delta::Full
+        } else {
+            let ctx = control.state.map_context();
+            let snap = state.snapshot();
+            let now = clock::now_unix();
+            state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &changes, now, &mut sent))
+        };
+        let out = match delta {
+            Delta::Nothing if quiet => encode(&mapper::keepalive(), zstd),
+            Delta::Nothing => continue,
+            Delta::Send(resp) => encode(&resp, zstd),
+            Delta::Full => match full_frame_sent(&control, node_id, zstd).await {
+                Some(f) if f.has_peers => {
+                    sent = f.sent;
+                    f.bytes
+                }
+                // No peers to replace the client's with: end the stream, and
+                // the client's next one starts from nothing.
+                _ => break,
+            },
+            Delta::SelfGone => break,
         };
         if tx.send(out).await.is_err() {
             break;
@@ -130,31 +157,15 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
     }
     drop(sub);
     log::debug!("node {node_id}: map stream closed");
-    if state.stream_closed(node_id, clock::now_unix()) {
+    if state.stream_closed(node_id, clock::now_unix(), clock::mono_secs()) {
         tokio::spawn(went_away(control.clone(), node_id));
     }
 }
 
 /// After a node's last stream closed: tell peers it is offline unless it
-/// came back within the grace period, and remove it if it was ephemeral and
-/// stayed away.
+/// came back within the grace period. (An ephemeral node that stays away is
+/// removed by `server::housekeeping`.)
 async fn went_away(control: Arc<Control>, node_id: u64) {
     tokio::time::sleep(OFFLINE_GRACE).await;
-    if !control.state.announce_if_offline(node_id) {
-        return;
-    }
-    let ephemeral = control.state.snapshot().nodes.get(&node_id).is_some_and(|n| n.ephemeral);
-    if !ephemeral {
-        return;
-    }
-    tokio::time::sleep(control.ephemeral_timeout.saturating_sub(OFFLINE_GRACE)).await;
-    if control.state.is_online(node_id) {
-        return;
-    }
-    let state = control.state.clone();
-    match tokio::task::spawn_blocking(move || state.delete_node(node_id)).await {
-        Ok(Ok(n)) => log::info!("ephemeral node {} ({}) removed after inactivity", n.id, n.given_name),
-        Ok(Err(e)) => log::debug!("ephemeral node {node_id}: {e}"),
-        Err(e) => log::error!("ephemeral cleanup failed: {e}"),
-    }
+    control.state.announce_if_offline(node_id);
 }

@@ -17,25 +17,8 @@ use crate::store::Store;
 fn control(dir: &std::path::Path) -> (Arc<Control>, watch::Sender<bool>) {
     let p = Prefixes { v4: Some("100.64.0.0/24".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
     let state = Arc::new(State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), Settings::new(p)).unwrap());
-    let ctx = mapper::Context {
-        base_domain: "t.internal".into(),
-        derp_map: Default::default(),
-        dns: Default::default(),
-        domain: "t.internal".into(),
-        taildrop: false,
-    };
     let (tx, rx) = watch::channel(false);
-    (
-        Arc::new(Control::new(
-            state,
-            &MachinePrivate::from_random([1; 32]),
-            "http://x",
-            ctx,
-            Duration::from_secs(120),
-            rx,
-        )),
-        tx,
-    )
+    (Arc::new(Control::new(state, &MachinePrivate::from_random([1; 32]), "http://x", rx)), tx)
 }
 
 fn ephemeral_node(c: &Control) -> u64 {
@@ -62,10 +45,27 @@ async fn first_frame(body: &mut session::MapBody) {
     assert!(f.is_some(), "the session sent its full map");
 }
 
+/// Waits (in real time: the removal runs on a blocking thread) until `id` is gone.
+async fn removed(c: &Control, id: u64) -> bool {
+    for _ in 0..100 {
+        if !c.state.snapshot().nodes.contains_key(&id) {
+            return true;
+        }
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn housekeeping(c: &Control, stop: &watch::Sender<bool>) {
+    tokio::spawn(crate::server::housekeeping::run(c.state.clone(), Duration::from_secs(120), stop.subscribe()));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, _stop) = control(dir.path());
+    let (c, stop) = control(dir.path());
+    housekeeping(&c, &stop);
     let id = ephemeral_node(&c);
     let watcher = c.state.hub.subscribe(999);
     let mut body = session::start(c.clone(), id, true);
@@ -78,22 +78,32 @@ async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(watcher.take().changes.contains(&Change::Online(id, false)), "offline after the grace period");
     assert!(c.state.snapshot().nodes.contains_key(&id), "not yet removed");
-    tokio::time::sleep(Duration::from_secs(115)).await;
-    // The removal runs on a blocking thread: give it a moment of real time.
-    for _ in 0..100 {
-        if !c.state.snapshot().nodes.contains_key(&id) {
-            break;
-        }
-        tokio::task::yield_now().await;
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!c.state.snapshot().nodes.contains_key(&id), "removed after node.ephemeral.inactivity_timeout");
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    assert!(c.state.snapshot().nodes.contains_key(&id), "not yet removed");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(removed(&c, id).await, "removed after node.ephemeral.inactivity_timeout");
+}
+
+/// Issue 10, item 8: an ephemeral node that never opened a map stream (or
+/// did not come back after a restart: it is loaded without a stream just the
+/// same) was never removed; only a closing stream started the count.
+#[tokio::test(start_paused = true)]
+async fn an_ephemeral_node_that_never_streams_is_removed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, stop) = control(dir.path());
+    housekeeping(&c, &stop);
+    let id = ephemeral_node(&c);
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    assert!(c.state.snapshot().nodes.contains_key(&id), "not yet removed");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(removed(&c, id).await, "removed after node.ephemeral.inactivity_timeout without ever streaming");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_node_that_comes_back_within_the_grace_period_stays_online_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, _stop) = control(dir.path());
+    let (c, stop) = control(dir.path());
+    housekeeping(&c, &stop);
     let id = ephemeral_node(&c);
     let watcher = c.state.hub.subscribe(999);
     let mut body = session::start(c.clone(), id, true);

@@ -81,7 +81,7 @@ pub fn generate(host: &str) -> Result<SelfSigned, CertError> {
     let pair =
         EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).map_err(|_| CertError)?;
     let mut serial = [0u8; 16];
-    crate::state::secrets::random_bytes(&mut serial).map_err(|_| CertError)?;
+    crate::secrets::random_bytes(&mut serial).map_err(|_| CertError)?;
     serial[0] &= 0x7f; // positive
     serial[0] |= 0x01; // and no leading zero byte
     let ecdsa_sha256 = seq(&[oid(&[1, 2, 840, 10045, 4, 3, 2])]);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hyper::body::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::frame::{self, Frame, Key};
@@ -51,6 +51,9 @@ pub struct Relay {
     slots: Arc<Semaphore>,
     handshaking: Arc<Semaphore>,
     next_conn: AtomicUsize,
+    /// Per connected key: what ends its connections ([`Relay::close_node`])
+    /// and how many there are (a key may connect more than once).
+    closers: Mutex<HashMap<Key, (Arc<Notify>, usize)>>,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,36 @@ impl Relay {
             slots: Arc::new(Semaphore::new(max_clients)),
             handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
             next_conn: AtomicUsize::new(0),
+            closers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ends every connection of `key` (its node was deleted, expired or took
+    /// a new key). Returns whether there was one.
+    pub fn close_node(&self, key: NodePublic) -> bool {
+        match self.closers.lock().unwrap_or_else(|e| e.into_inner()).get(&key.0) {
+            Some((close, _)) => {
+                close.notify_waiters();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn closer(&self, key: Key) -> Arc<Notify> {
+        let mut c = self.closers.lock().unwrap_or_else(|e| e.into_inner());
+        let e = c.entry(key).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        e.1 += 1;
+        e.0.clone()
+    }
+
+    fn release_closer(&self, key: Key) {
+        let mut c = self.closers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = c.get_mut(&key) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                c.remove(&key);
+            }
         }
     }
 
@@ -126,7 +159,7 @@ impl Relay {
 
     fn admitted(&self, key: &Key) -> Result<(), String> {
         let Some(state) = &self.verify else { return Ok(()) };
-        let nk = NodePublic(*key).to_string();
+        let nk = NodePublic(*key);
         let snap = state.snapshot();
         match snap.node_by_key(&nk) {
             None => Err(format!("{nk} is not a node of this tailnet")),
@@ -153,13 +186,22 @@ impl Relay {
             Err(_) => return log::debug!("handshake timed out"),
         };
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let close = self.closer(key);
+        // Registered before anyone can find this connection, so no close is missed.
+        let closed = close.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
         let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
         // The newest connection of a key is the one packets go to.
         self.peers.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Peer { conn, tx: tx.clone() });
         log::debug!("{} connected", NodePublic(key).short());
         let writer = tokio::spawn(write_loop(wr, rx));
         let mut sent_to = HashSet::new();
-        let end = self.read_loop(&mut rd, key, &tx, &mut sent_to).await;
+        let end = tokio::select! {
+            end = self.read_loop(&mut rd, key, &tx, &mut sent_to) => end,
+            _ = &mut closed => Err(End::Refused("its node was deleted or expired".into())),
+        };
+        self.release_closer(key);
         if let Err(End::Refused(why)) = &end {
             log::info!("closing {}: {why}", NodePublic(key).short());
         }
@@ -202,7 +244,7 @@ impl Relay {
         self.admitted(&key).map_err(End::Refused)?;
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| End::Refused("relay full".into()))?;
         let mut nonce = [0u8; handshake::NONCE_LEN];
-        crate::state::secrets::random_bytes(&mut nonce).map_err(|_| End::Refused("no randomness".into()))?;
+        crate::secrets::random_bytes(&mut nonce).map_err(|_| End::Refused("no randomness".into()))?;
         let sealed = handshake::seal(&self.private, &key, nonce, handshake::SERVER_INFO);
         wr.write_all(&encoded(&Frame::ServerInfo(sealed))).await?;
         wr.flush().await?;
@@ -280,7 +322,7 @@ impl Relay {
 
 fn keepalive_deadline() -> Instant {
     let mut b = [0u8; 1];
-    let _ = crate::state::secrets::random_bytes(&mut b);
+    let _ = crate::secrets::random_bytes(&mut b);
     Instant::now() + KEEPALIVE + Duration::from_millis(b[0] as u64 * 5000 / 255)
 }
 

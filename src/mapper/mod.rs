@@ -5,29 +5,14 @@
 pub mod frame;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use crate::clock;
 use crate::dns;
 use crate::state::events::Change;
 use crate::state::presence::Presence;
 use crate::state::register::TAGGED_DEVICES;
-use crate::state::{has_passed, Snapshot};
-use crate::store;
-use crate::tailcfg::{
-    self, DerpMap, DnsConfig, FilterRule, MachinePublic, MapResponse, NodePublic, PeerChange, UserProfile,
-};
-
-/// What every map carries that comes from the configuration.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub base_domain: String,
-    pub derp_map: Arc<DerpMap>,
-    pub dns: Arc<DnsConfig>,
-    /// The tailnet's display name.
-    pub domain: String,
-    pub taildrop: bool,
-}
+use crate::state::{has_passed, MapContext, Node, Snapshot};
+use crate::tailcfg::{self, FilterRule, MapResponse, PeerChange, UserProfile};
 
 const CAP_FILE_SHARING: &str = "https://tailscale.com/cap/file-sharing";
 
@@ -61,10 +46,10 @@ pub fn user_profile(snap: &Snapshot, user_id: u64) -> UserProfile {
 }
 
 /// A node as a client sees it (`is_self`: its own node).
-pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_self: bool) -> tailcfg::Node {
+pub fn node(ctx: &MapContext, n: &Node, p: Option<&Presence>, now: i64, is_self: bool) -> tailcfg::Node {
     let addrs: Vec<String> =
         n.ipv4.map(|a| format!("{a}/32")).into_iter().chain(n.ipv6.map(|a| format!("{a}/128"))).collect();
-    let online = p.is_some_and(Presence::online);
+    let online = p.is_some_and(|p| p.shown_online);
     let home = p.map_or(0, |p| p.home_derp);
     let mut cap_map = BTreeMap::new();
     if is_self && ctx.taildrop {
@@ -76,9 +61,9 @@ pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_s
         name: dns::fqdn(&n.given_name, &ctx.base_domain),
         user: n.user_id,
         // Stored keys were written from parsed keys; a damaged one reads as zero.
-        key: NodePublic::parse(&n.node_key).unwrap_or_default(),
+        key: n.node_key,
         key_expiry: n.expiry.map(time),
-        machine: MachinePublic::parse(&n.machine_key).unwrap_or_default(),
+        machine: n.machine_key.unwrap_or_default(),
         disco_key: p.map(|p| p.disco_key).unwrap_or_default(),
         allowed_ips: addrs.clone(),
         addresses: addrs,
@@ -97,15 +82,24 @@ pub fn node(ctx: &Context, n: &store::Node, p: Option<&Presence>, now: i64, is_s
     }
 }
 
+/// Whether `self_id`'s key has expired: such a node is shown only itself
+/// until it logs in again.
+pub fn self_expired(snap: &Snapshot, self_id: u64, now: i64) -> bool {
+    snap.nodes.get(&self_id).is_some_and(|n| n.expiry.is_some_and(|e| has_passed(e, now)))
+}
+
 /// The first map of a session; `None` when the node no longer exists.
 pub fn full(
-    ctx: &Context,
+    ctx: &MapContext,
     snap: &Snapshot,
     presence: &HashMap<u64, Presence>,
     self_id: u64,
     now: i64,
 ) -> Option<MapResponse> {
     let me = snap.nodes.get(&self_id)?;
+    if self_expired(snap, self_id, now) {
+        return Some(expired_map(ctx, snap, presence, me, &[], now));
+    }
     let peers: Vec<tailcfg::Node> = snap
         .nodes
         .values()
@@ -127,6 +121,48 @@ pub fn full(
     })
 }
 
+/// What an expired node is told: its own node (`Expired`, `KeyExpiry` in the
+/// past, which makes the client ask for a login), no peers, a packet filter
+/// that lets nothing in, and the parts that come from the configuration. `gone` lists the peers the client may still
+/// hold from before (every current one, plus `removed` ones of this batch),
+/// so a stream that was live empties its peer list.
+fn expired_map(
+    ctx: &MapContext,
+    snap: &Snapshot,
+    presence: &HashMap<u64, Presence>,
+    me: &Node,
+    removed: &[u64],
+    now: i64,
+) -> MapResponse {
+    let gone: BTreeSet<u64> =
+        snap.nodes.keys().copied().filter(|id| *id != me.id).chain(removed.iter().copied()).collect();
+    MapResponse {
+        node: Some(node(ctx, me, presence.get(&me.id), now, true)),
+        derp_map: Some(ctx.derp_map.clone()),
+        peers_removed: gone.into_iter().collect(),
+        dns_config: Some(ctx.dns.clone()),
+        domain: ctx.domain.clone(),
+        packet_filter: Some(Vec::new()),
+        user_profiles: vec![user_profile(snap, me.user_id)],
+        control_time: Some(time(now)),
+        ..Default::default()
+    }
+}
+
+/// What a session has told its client that later answers depend on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The client was told its node expired (and holds no peers).
+    pub expired: bool,
+}
+
+impl Sent {
+    /// After a full map built at `now`.
+    pub fn after_full(snap: &Snapshot, self_id: u64, now: i64) -> Sent {
+        Sent { expired: self_expired(snap, self_id, now) }
+    }
+}
+
 #[derive(Debug)]
 pub enum Delta {
     Nothing,
@@ -137,17 +173,53 @@ pub enum Delta {
     SelfGone,
 }
 
-/// The smallest update for `self_id` after `changes` (which may repeat ids).
+/// The smallest update for `self_id` after `changes` (which may repeat ids),
+/// given what the session already `sent`. Also called with no changes (at
+/// each keep-alive) so a key that expires by the clock is noticed.
 pub fn delta(
-    ctx: &Context,
+    ctx: &MapContext,
     snap: &Snapshot,
     presence: &HashMap<u64, Presence>,
     self_id: u64,
     changes: &[Change],
     now: i64,
+    sent: &mut Sent,
 ) -> Delta {
+    let Some(me) = snap.nodes.get(&self_id) else { return Delta::SelfGone };
+    match (sent.expired, self_expired(snap, self_id, now)) {
+        (false, true) => {
+            sent.expired = true;
+            let removed: Vec<u64> =
+                changes.iter().filter_map(|c| if let Change::NodeRemoved(id) = c { Some(*id) } else { None }).collect();
+            return Delta::Send(Box::new(expired_map(ctx, snap, presence, me, &removed, now)));
+        }
+        (true, true) => {
+            // Nothing about peers reaches an expired node; only its own node
+            // and the DERP map.
+            let me_changed = changes.contains(&Change::NodeChanged(self_id));
+            let derp = changes.contains(&Change::DerpMap);
+            if !me_changed && !derp {
+                return Delta::Nothing;
+            }
+            let resp = MapResponse {
+                node: me_changed.then(|| node(ctx, me, presence.get(&self_id), now, true)),
+                derp_map: derp.then(|| ctx.derp_map.clone()),
+                // Its owner may be what changed (a user rename).
+                user_profiles: if me_changed { vec![user_profile(snap, me.user_id)] } else { Vec::new() },
+                control_time: Some(time(now)),
+                ..Default::default()
+            };
+            return Delta::Send(Box::new(resp));
+        }
+        // Logged in again: everything it was not told meanwhile.
+        (true, false) => {
+            sent.expired = false;
+            return Delta::Full;
+        }
+        (false, false) => {}
+    }
     let (mut self_changed, mut changed, mut removed) = (false, BTreeSet::new(), BTreeSet::new());
-    let (mut patched, mut online) = (BTreeSet::new(), BTreeMap::new());
+    let (mut patched, mut online) = (BTreeSet::new(), BTreeSet::new());
     let mut derp = false;
     for c in changes {
         match *c {
@@ -168,15 +240,14 @@ pub fn delta(
             Change::Endpoints(id) => {
                 patched.insert(id);
             }
-            Change::Online(id, on) => {
-                online.insert(id, on);
+            Change::Online(id, _) => {
+                online.insert(id);
             }
         }
     }
     let mut resp = MapResponse { derp_map: derp.then(|| ctx.derp_map.clone()), ..Default::default() };
     let mut users = BTreeSet::new();
     if self_changed {
-        let Some(me) = snap.nodes.get(&self_id) else { return Delta::SelfGone };
         users.insert(me.user_id);
         resp.node = Some(node(ctx, me, presence.get(&self_id), now, true));
     }
@@ -193,19 +264,28 @@ pub fn delta(
     }
     resp.peers_removed = removed.into_iter().filter(|id| !snap.nodes.contains_key(id)).collect();
     let mut patches: BTreeMap<u64, PeerChange> = BTreeMap::new();
-    for id in patched.iter().filter(|id| !changed.contains(*id) && snap.nodes.contains_key(*id)) {
+    let unchanged_peer = |id: &u64| !changed.contains(id) && snap.nodes.contains_key(id);
+    for id in patched.iter().filter(|id| unchanged_peer(id)) {
         if let Some(p) = presence.get(id) {
             let e = patches.entry(*id).or_insert_with(|| PeerChange { node_id: *id, ..Default::default() });
             e.endpoints = Some(p.endpoints.clone());
-            e.disco_key = Some(p.disco_key);
+            e.disco_key = (!p.disco_key.is_zero()).then_some(p.disco_key);
             e.derp_region = Some(p.home_derp);
+            e.cap = (p.cap != 0).then_some(p.cap);
         }
     }
-    resp.online_change = online
-        .into_iter()
-        .filter(|(id, _)| !changed.contains(id) && snap.nodes.contains_key(id))
-        .map(|(id, on)| (id.to_string(), on))
-        .collect();
+    // What the node's presence says now (the event may be older): online
+    // as OnlineChange; offline as a patch, which can carry LastSeen too.
+    for id in online.iter().filter(|id| unchanged_peer(id)) {
+        let p = presence.get(id);
+        if p.is_some_and(|p| p.shown_online) {
+            resp.online_change.insert(id.to_string(), true);
+            continue;
+        }
+        let e = patches.entry(*id).or_insert_with(|| PeerChange { node_id: *id, ..Default::default() });
+        e.online = Some(false);
+        e.last_seen = p.and_then(|p| p.last_seen).or(snap.nodes.get(id).and_then(|n| n.last_seen)).map(time);
+    }
     resp.peers_changed_patch = patches.into_values().collect();
     if resp.node.is_none()
         && resp.derp_map.is_none()
@@ -226,5 +306,9 @@ pub fn keepalive() -> MapResponse {
     MapResponse { keep_alive: true, ..Default::default() }
 }
 
+#[cfg(test)]
+mod client_view;
+#[cfg(test)]
+mod property_tests;
 #[cfg(test)]
 mod tests;

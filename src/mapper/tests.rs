@@ -1,10 +1,15 @@
-use super::*;
-use crate::config::{Allocation, Prefixes};
-use crate::state::{NewUser, Settings, State};
-use crate::store::Store;
+//! The mapper on snapshots built from records: no store, no `State`.
 
-fn ctx() -> Context {
-    Context {
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::state::presence::Presence;
+use crate::state::{MapContext, Node, Snapshot, User};
+use crate::tailcfg::{DerpMap, DiscoPublic, DnsConfig, MachinePublic, NodePublic};
+
+fn ctx() -> MapContext {
+    MapContext {
         base_domain: "tailnet.internal".into(),
         derp_map: Arc::new(DerpMap::default()),
         dns: Arc::new(DnsConfig::default()),
@@ -13,24 +18,88 @@ fn ctx() -> Context {
     }
 }
 
-fn setup(dir: &std::path::Path, nodes: u8) -> (State, Vec<u64>) {
-    let p = Prefixes { v4: Some("100.64.0.0/10".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
-    let s = State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), Settings::new(p)).unwrap();
-    let u = s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
-    let ids = (1..=nodes)
-        .map(|i| {
-            s.create_node(u.id, &format!("n{i}"), &format!("nodekey:{}", format!("{i:02x}").repeat(32)), 1).unwrap().id
-        })
-        .collect();
-    (s, ids)
+/// A tailnet as records and presence.
+struct World {
+    users: Vec<User>,
+    nodes: Vec<Node>,
+    presence: HashMap<u64, Presence>,
+}
+
+fn user(id: u64, name: &str) -> User {
+    User {
+        id,
+        name: name.into(),
+        display_name: String::new(),
+        email: String::new(),
+        profile_pic_url: String::new(),
+        provider: String::new(),
+        provider_id: String::new(),
+        created_at: 1,
+    }
+}
+
+fn record(id: u64, user_id: u64) -> Node {
+    Node {
+        id,
+        machine_key: Some(MachinePublic([id as u8; 32])),
+        node_key: NodePublic([id as u8; 32]),
+        user_id,
+        hostname: format!("n{id}"),
+        given_name: format!("n{id}"),
+        ipv4: Some(format!("100.64.0.{id}").parse().unwrap()),
+        ipv6: None,
+        created_at: 1,
+        expiry: None,
+        expiry_deferred: None,
+        last_seen: None,
+        register_method: "authkey".into(),
+        auth_key_id: None,
+        tags: vec![],
+        ephemeral: false,
+    }
+}
+
+impl World {
+    /// `n` nodes (ids 1..=n) of one user, alice.
+    fn new(n: u64) -> World {
+        World {
+            users: vec![user(1, "alice")],
+            nodes: (1..=n).map(|i| record(i, 1)).collect(),
+            presence: HashMap::new(),
+        }
+    }
+
+    fn snap(&self) -> Snapshot {
+        Snapshot::from_records(self.users.clone(), self.nodes.clone(), [])
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).unwrap()
+    }
+
+    /// `id` reports a disco key and endpoints and has an open stream.
+    fn connect(&mut self, id: u64, endpoint: &str) {
+        let p = self.presence.entry(id).or_default();
+        p.disco_key = DiscoPublic([7; 32]);
+        p.endpoints = vec![endpoint.into()];
+        p.streams = 1;
+        p.shown_online = true;
+    }
+
+    fn full(&self, me: u64, now: i64) -> Option<MapResponse> {
+        full(&ctx(), &self.snap(), &self.presence, me, now)
+    }
+
+    fn delta(&self, me: u64, changes: &[Change], now: i64, sent: &mut Sent) -> Delta {
+        delta(&ctx(), &self.snap(), &self.presence, me, changes, now, sent)
+    }
 }
 
 #[test]
 fn the_full_map_has_everything_a_client_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let (s, ids) = setup(dir.path(), 3);
-    let snap = s.snapshot();
-    let m = s.with_presence(|p| full(&ctx(), &snap, p, ids[0], 100)).unwrap();
+    let w = World::new(3);
+    let ids = [1, 2, 3];
+    let m = w.full(ids[0], 100).unwrap();
     let j = serde_json::to_value(&m).unwrap();
     assert_eq!(j["Node"]["ID"], ids[0]);
     assert_eq!(j["Node"]["Name"], "n1.tailnet.internal.");
@@ -45,23 +114,19 @@ fn the_full_map_has_everything_a_client_needs() {
     assert!(j["DERPMap"].is_object() && j["DNSConfig"].is_object() && j["ControlTime"].is_string());
     assert_eq!(j["Debug"]["DisableLogTail"], true);
     // A lone node gets no Peers key at all.
-    let (s1, one) = setup(tempfile::tempdir().unwrap().path(), 1);
-    let m = s1.with_presence(|p| full(&ctx(), &s1.snapshot(), p, one[0], 100)).unwrap();
+    let m = World::new(1).full(1, 100).unwrap();
     assert!(serde_json::to_value(&m).unwrap().get("Peers").is_none());
-    assert!(s.with_presence(|p| full(&ctx(), &snap, p, 999, 100)).is_none());
+    assert!(w.full(999, 100).is_none());
 }
 
 #[test]
 fn deltas_are_the_smallest_update() {
-    let dir = tempfile::tempdir().unwrap();
-    let (s, ids) = setup(dir.path(), 3);
-    let (me, a, b) = (ids[0], ids[1], ids[2]);
-    s.report(a, crate::tailcfg::DiscoPublic([7; 32]), Some(vec!["1.2.3.4:41641".into()]), None, 130);
-    s.stream_opened(a);
-    let snap = s.snapshot();
-    let d = |changes: &[Change]| s.with_presence(|p| delta(&ctx(), &snap, p, me, changes, 100));
+    let mut w = World::new(3);
+    let (me, a, b) = (1, 2, 3);
+    w.connect(a, "1.2.3.4:41641");
+    let d = |w: &World, changes: &[Change]| w.delta(me, changes, 100, &mut Sent::default());
 
-    let Delta::Send(r) = d(&[Change::Endpoints(a), Change::Online(a, true)]) else { panic!() };
+    let Delta::Send(r) = d(&w, &[Change::Endpoints(a), Change::Online(a, true)]) else { panic!() };
     let j = serde_json::to_value(&r).unwrap();
     assert_eq!(
         j["PeersChangedPatch"],
@@ -71,30 +136,93 @@ fn deltas_are_the_smallest_update() {
     assert_eq!(j["OnlineChange"], serde_json::json!({a.to_string(): true}));
     assert!(j.get("Peers").is_none() && j.get("Node").is_none());
 
-    let Delta::Send(r) = d(&[Change::NodeChanged(b), Change::Endpoints(b)]) else { panic!() };
+    let Delta::Send(r) = d(&w, &[Change::NodeChanged(b), Change::Endpoints(b)]) else { panic!() };
     assert_eq!(r.peers_changed.len(), 1);
     assert!(r.peers_changed_patch.is_empty(), "a whole node supersedes its patch");
     assert_eq!(r.user_profiles.len(), 1);
 
+    // Going offline is a patch that says since when.
+    let p = w.presence.get_mut(&a).unwrap();
+    (p.streams, p.shown_online, p.last_seen) = (0, false, Some(90));
+    let Delta::Send(r) = d(&w, &[Change::Online(a, false)]) else { panic!() };
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        j["PeersChangedPatch"],
+        serde_json::json!([{"NodeID": a, "Online": false, "LastSeen": "1970-01-01T00:01:30Z"}])
+    );
+    assert!(j.get("OnlineChange").is_none());
+
     // A removal of a node that no longer exists.
-    s.delete_node(b).unwrap();
-    let snap2 = s.snapshot();
-    let Delta::Send(r) = s.with_presence(|p| delta(&ctx(), &snap2, p, me, &[Change::NodeRemoved(b)], 100)) else {
-        panic!()
-    };
+    let mut gone = World::new(3);
+    gone.nodes.retain(|n| n.id != b);
+    let Delta::Send(r) = d(&gone, &[Change::NodeRemoved(b)]) else { panic!() };
     assert_eq!(r.peers_removed, [b]);
     // A change to a node that has since gone becomes a removal.
-    let Delta::Send(r) = s.with_presence(|p| delta(&ctx(), &snap2, p, me, &[Change::NodeChanged(b)], 100)) else {
-        panic!()
-    };
+    let Delta::Send(r) = d(&gone, &[Change::NodeChanged(b)]) else { panic!() };
     assert_eq!(r.peers_removed, [b]);
 
-    assert!(matches!(d(&[Change::Endpoints(me), Change::Online(me, true)]), Delta::Nothing));
-    assert!(matches!(d(&[Change::NodeChanged(me)]), Delta::Send(r) if r.node.is_some()));
-    assert!(matches!(d(&[Change::NodeRemoved(me)]), Delta::SelfGone));
-    assert!(matches!(d(&[Change::Everything]), Delta::Full));
-    assert!(matches!(d(&[Change::DerpMap]), Delta::Send(r) if r.derp_map.is_some() && r.peers_changed.is_empty()));
-    assert!(matches!(d(&[]), Delta::Nothing));
+    assert!(matches!(d(&w, &[Change::Endpoints(me), Change::Online(me, true)]), Delta::Nothing));
+    assert!(matches!(d(&w, &[Change::NodeChanged(me)]), Delta::Send(r) if r.node.is_some()));
+    assert!(matches!(d(&w, &[Change::NodeRemoved(me)]), Delta::SelfGone));
+    assert!(matches!(d(&w, &[Change::Everything]), Delta::Full));
+    assert!(matches!(d(&w, &[Change::DerpMap]), Delta::Send(r) if r.derp_map.is_some() && r.peers_changed.is_empty()));
+    assert!(matches!(d(&w, &[]), Delta::Nothing));
+}
+
+/// Issue 10, item 5: an expired node kept getting full maps and live
+/// deltas, other devices' endpoints included.
+#[test]
+fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
+    let mut w = World::new(3);
+    let (me, a, b) = (1, 2, 3);
+    let now = crate::clock::build_epoch() + 1000;
+    w.connect(a, "198.51.100.1:41641");
+    let mut sent = Sent::default();
+    let m = w.full(me, now).unwrap();
+    assert_eq!(m.peers.as_ref().map(Vec::len), Some(2));
+    assert!(matches!(w.delta(me, &[], now, &mut sent), Delta::Nothing));
+
+    // The admin expires it while its stream is open: the next answer drops every peer.
+    w.node_mut(me).expiry = Some(now - 1);
+    let Delta::Send(r) = w.delta(me, &[Change::NodeChanged(me)], now, &mut sent) else { panic!() };
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["Node"]["Expired"], true, "{j}");
+    assert!(j["Node"]["KeyExpiry"].is_string(), "the client decides it needs a login from KeyExpiry");
+    assert_eq!(j["PeersRemoved"], serde_json::json!([a, b]));
+    assert_eq!(j["PacketFilter"], serde_json::json!([]));
+    assert!(j.get("Peers").is_none() && j.get("PeersChanged").is_none() && j.get("PeersChangedPatch").is_none());
+    assert!(sent.expired);
+    // From then on peers' news does not reach it, only its own node's (and the DERP map).
+    let news = [Change::Endpoints(a), Change::NodeChanged(b), Change::Online(a, true)];
+    assert!(matches!(w.delta(me, &news, now, &mut sent), Delta::Nothing));
+    let Delta::Send(r) = w.delta(me, &[Change::NodeChanged(me), Change::Endpoints(a)], now, &mut sent) else {
+        panic!()
+    };
+    assert!(r.node.is_some() && r.peers_changed.is_empty() && r.peers_changed_patch.is_empty());
+    assert!(r.peers_removed.is_empty());
+    assert!(matches!(w.delta(me, &[Change::DerpMap], now, &mut sent), Delta::Send(r) if r.derp_map.is_some()));
+    // A new map request gets its own node only.
+    let m = w.full(me, now).unwrap();
+    let j = serde_json::to_value(&m).unwrap();
+    assert_eq!(j["Node"]["Expired"], true);
+    assert!(j.get("Peers").is_none(), "{j}");
+    assert!(!j.to_string().contains("198.51.100.1"), "a peer's endpoint reached an expired node: {j}");
+    assert_eq!(Sent::after_full(&w.snap(), me, now), Sent { expired: true });
+    // Peers see it expired.
+    let m = w.full(a, now).unwrap();
+    assert!(m.peers.unwrap().iter().any(|n| n.id == me && n.expired));
+
+    // A key that runs out by the clock is noticed at the next keep-alive.
+    let mut sent_b = Sent::default();
+    w.node_mut(b).expiry = Some(now + 60);
+    assert!(matches!(w.delta(b, &[], now, &mut sent_b), Delta::Nothing));
+    let expired_now = w.delta(b, &[], now + 60, &mut sent_b);
+    assert!(matches!(expired_now, Delta::Send(r) if r.node.as_ref().is_some_and(|n| n.expired)));
+
+    // Logged in again (a later expiry): a full map.
+    w.node_mut(me).expiry = Some(now + 3600);
+    assert!(matches!(w.delta(me, &[Change::NodeChanged(me)], now, &mut sent), Delta::Full));
+    assert!(!sent.expired);
 }
 
 #[test]

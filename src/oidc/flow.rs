@@ -11,7 +11,7 @@ use base64::Engine;
 
 use crate::config::PkceMethod;
 use crate::quota::{Capped, Full, Limits, Source};
-use crate::state::secrets::{random_bytes, random_text, RandomUnavailable};
+use crate::secrets::{random_bytes, random_text, RandomUnavailable};
 use crate::tailcfg::encode_hex;
 use crate::url::percent_encode;
 

@@ -101,7 +101,7 @@ pub fn username(c: &Claims, cfg: &Oidc) -> String {
         .into_iter()
         .flatten()
         .find(|n| check_username(n).is_ok())
-        .unwrap_or_else(|| format!("user-{}", &crate::state::secrets::hash_secret(&c.sub)[..8]))
+        .unwrap_or_else(|| format!("user-{}", &crate::secrets::hash_secret(&c.sub)[..8]))
 }
 
 pub fn identity(c: &Claims, cfg: &Oidc) -> Identity {
@@ -110,6 +110,7 @@ pub fn identity(c: &Claims, cfg: &Oidc) -> Identity {
         provider_id: provider_id(&c.iss, &c.sub),
         username: username(c, cfg),
         display_name: c.name.clone().unwrap_or_default(),
+        email_verified: c.email_verified.0 && !email.is_empty(),
         email,
         picture: c.picture.clone().unwrap_or_default(),
     }
@@ -215,8 +216,14 @@ mod tests {
         let nothing = Claims { sub: "x".into(), ..Default::default() };
         assert!(username(&nothing, &cfg()).starts_with("user-"));
         assert_eq!(provider_id("https://a/app/", "/abc"), "https://a/app/abc");
-        // An unverified email is not kept when verification is required.
+        // An unverified email is not kept when verification is required,
+        // and is kept but marked unverified when it is not.
         assert_eq!(identity(&claims("carol", "carol@example.com", false, &[]), &cfg()).email, "");
+        let mut lax = cfg();
+        lax.email_verified_required = false;
+        let carol = identity(&claims("carol", "carol@example.com", false, &[]), &lax);
+        assert_eq!((carol.email.as_str(), carol.email_verified), ("carol@example.com", false));
+        assert!(identity(&claims("alice", "alice@example.com", true, &[]), &lax).email_verified);
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Setting up the embedded relay: its key, its certificate (self-signed and
-//! pinned when `server_url` is plain http), the STUN listener, and the
-//! region it adds to the DERP map.
+//! pinned when `server_url` is plain http), the STUN listener, the region it
+//! adds to the DERP map, and the task that ends the relay connections of
+//! nodes that are gone.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use base64::Engine;
 use rustls::pki_types::pem::PemObject;
@@ -15,7 +20,55 @@ use crate::config::Config;
 use crate::derp::cert;
 use crate::derp::map::{self, Embedded};
 use crate::derp::relay::Relay;
-use crate::state::State;
+use crate::state::events::Change;
+use crate::state::{has_passed, Snapshot, State};
+use crate::tailcfg::NodePublic;
+
+/// How often keys that ran out by the clock (no event says so) are looked for.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
+/// The node keys that may keep a relay connection: nodes that exist and have
+/// not expired, by id.
+fn admitted_keys(snap: &Snapshot, now: i64) -> HashMap<u64, NodePublic> {
+    snap.nodes.values().filter(|n| !n.expiry.is_some_and(|e| has_passed(e, now))).map(|n| (n.id, n.node_key)).collect()
+}
+
+/// The keys in `before` that `after` no longer admits: deleted, expired or replaced.
+fn no_longer_admitted(before: &HashMap<u64, NodePublic>, after: &HashMap<u64, NodePublic>) -> Vec<NodePublic> {
+    before.iter().filter(|(id, k)| after.get(*id) != Some(*k)).map(|(_, k)| *k).collect()
+}
+
+/// Ends the relay connections of nodes that were deleted, expired or took a
+/// new key, as the state publishes it, and once a minute for keys that ran
+/// out by the clock.
+pub async fn close_gone(relay: Arc<Relay>, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    // Node id 0 is no node: this subscription is the relay's, not a map session's.
+    let sub = state.hub.subscribe(0);
+    let mut known = admitted_keys(&state.snapshot(), crate::clock::now_unix());
+    let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let look = tokio::select! {
+            _ = sub.changed() => {
+                let p = sub.take();
+                p.resync
+                    || p.changes.iter().any(|c| matches!(c, Change::NodeChanged(_) | Change::NodeRemoved(_) | Change::Everything))
+            }
+            _ = sweep.tick() => true,
+            _ = shutdown.changed() => return,
+        };
+        if !look {
+            continue;
+        }
+        let next = admitted_keys(&state.snapshot(), crate::clock::now_unix());
+        for key in no_longer_admitted(&known, &next) {
+            if relay.close_node(key) {
+                log::info!("closed the relay connection of {}: its node was deleted, expired or re-keyed", key.short());
+            }
+        }
+        known = next;
+    }
+}
 
 fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -131,6 +184,16 @@ pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_of_deleted_expired_and_rekeyed_nodes_are_no_longer_admitted() {
+        let k = |b| NodePublic([b; 32]);
+        let before = HashMap::from([(1, k(1)), (2, k(2)), (3, k(3)), (4, k(4))]);
+        let after = HashMap::from([(1, k(1)), (3, k(9)), (5, k(5))]);
+        let mut gone = no_longer_admitted(&before, &after);
+        gone.sort();
+        assert_eq!(gone, [k(2), k(3), k(4)]);
+    }
 
     #[test]
     fn the_certificate_is_made_once_and_kept() {

@@ -8,16 +8,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::control::Control;
 use crate::derp::map;
+use crate::state::State;
 use crate::tailcfg::DerpMap;
 
 /// Fetches `derp.urls` now and every `update_frequency`, keeping the last
-/// good copy of each when a fetch fails, and hands changed maps to `control`.
+/// good copy of each when a fetch fails, and hands changed maps to `state`.
 pub async fn refresh(
     cfg: Arc<Config>,
     embedded: Option<crate::tailcfg::DerpRegion>,
-    control: Arc<Control>,
+    state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let client = Arc::new(crate::fetch::Client::new(crate::fetch::load_roots(&crate::config::process_env)));
@@ -34,7 +34,7 @@ pub async fn refresh(
             }
         }
         let fetched: Vec<DerpMap> = last_good.iter().flatten().cloned().collect();
-        control.set_derp_map(map::assemble(&fetched, &cfg.derp.from_paths, embedded.clone())).await;
+        state.set_derp_map(map::assemble(&fetched, &cfg.derp.from_paths, embedded.clone()));
         if !cfg.derp.auto_update_enabled {
             return;
         }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::state::secrets::random_bytes;
+use crate::secrets::random_bytes;
 use crate::tailcfg::MachinePrivate;
 
 #[derive(Debug)]

@@ -6,6 +6,7 @@ mod admission;
 mod derp;
 #[cfg(feature = "fetch")]
 mod derp_urls;
+pub mod housekeeping;
 mod http;
 pub mod keyfile;
 mod socket;
@@ -19,12 +20,10 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::Control;
-use crate::mapper;
 #[cfg(feature = "oidc")]
 use crate::oidc::Oidc;
-use crate::state::{Settings, State, StateError};
+use crate::state::{MapContext, Settings, State, StateError};
 use crate::store::{Store, StoreError};
-use crate::tailcfg::DerpMap;
 
 #[derive(Debug)]
 pub enum ServeError {
@@ -56,13 +55,13 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// What every map carries, from the config.
-fn map_context(cfg: &Config, derp_map: DerpMap) -> mapper::Context {
+/// What every map carries, from the config (the DERP map comes later).
+fn map_context(cfg: &Config) -> MapContext {
     let base_domain = if cfg.dns.magic_dns { cfg.dns.base_domain.clone() } else { String::new() };
     let domain = if cfg.dns.base_domain.is_empty() { cfg.server.host.clone() } else { cfg.dns.base_domain.clone() };
-    mapper::Context {
+    MapContext {
         base_domain,
-        derp_map: Arc::new(derp_map),
+        derp_map: Default::default(),
         dns: Arc::new(crate::dns::client_config(&cfg.dns)),
         domain,
         taildrop: cfg.taildrop_enabled,
@@ -73,7 +72,12 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.database.path, cfg.database.cache_capacity).map_err(ServeError::Store)?;
     let noise_key = keyfile::load_or_create(&cfg.noise_private_key_path).map_err(ServeError::Key)?;
-    let settings = Settings { prefixes: cfg.prefixes.clone(), node_expiry: cfg.node_expiry, max_nodes: cfg.max_nodes };
+    let settings = Settings {
+        node_expiry: cfg.node_expiry,
+        max_nodes: cfg.max_nodes,
+        map: map_context(&cfg),
+        ..Settings::new(cfg.prefixes.clone())
+    };
     let state = Arc::new(State::load(store, settings).map_err(ServeError::State)?);
     let tls = match &cfg.tls {
         Some(t) => Some(tls::acceptor(&t.cert_path, &t.key_path).map_err(ServeError::Tls)?),
@@ -122,14 +126,8 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
                 "the DERP map is empty: clients stay in \"Starting\" until it names a region (derp.server.enabled or derp.paths)"
             );
         }
-        let control = Arc::new(Control::new(
-            state.clone(),
-            &noise_key,
-            &cfg.server_url,
-            map_context(&cfg, derp_map),
-            Duration::from_secs(cfg.ephemeral_inactivity_timeout.secs()),
-            stop_rx.clone(),
-        ));
+        state.set_derp_map(derp_map);
+        let control = Arc::new(Control::new(state.clone(), &noise_key, &cfg.server_url, stop_rx.clone()));
         log::info!("Noise public key {}", control.public_key());
         #[allow(unused_mut)]
         let mut extras = http::Extras::default();
@@ -153,9 +151,11 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         }
 
         tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
+        let ephemeral_timeout = Duration::from_secs(cfg.ephemeral_inactivity_timeout.secs());
+        tokio::spawn(housekeeping::run(state.clone(), ephemeral_timeout, stop_rx.clone()));
         if !cfg.derp.urls.is_empty() {
             #[cfg(feature = "fetch")]
-            tokio::spawn(derp_urls::refresh(cfg.clone(), embedded, control.clone(), stop_rx.clone()));
+            tokio::spawn(derp_urls::refresh(cfg.clone(), embedded, state.clone(), stop_rx.clone()));
             #[cfg(not(feature = "fetch"))]
             log::warn!("derp.urls is ignored: this tinyscale was built without the fetch feature");
         }
@@ -167,6 +167,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
                 tokio::spawn(crate::stun::server::serve(udp, stop_rx.clone()));
             }
             relay_tls = r.tls;
+            tokio::spawn(derp::close_gone(r.relay.clone(), state.clone(), stop_rx.clone()));
             extras.relay = Some(r.relay);
         }
         // One cap for both listeners: the relay's TLS port is no way around it.

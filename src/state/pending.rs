@@ -102,7 +102,8 @@ impl State {
         from: IpAddr,
         mono: Instant,
     ) -> Result<String, LoginRefused> {
-        let id = super::secrets::random_text(24).map_err(|_| LoginRefused::State(StateError::Random))?;
+        let id = crate::secrets::random_text_from(24, self.settings.random)
+            .map_err(|_| LoginRefused::State(StateError::Random))?;
         let (done, _) = watch::channel(None);
         let reg = PendingReg {
             machine,

@@ -2,10 +2,13 @@
 //! home DERP region, Hostinfo, online. Kept in RAM only: endpoint churn must
 //! never write flash. After a restart clients report it all again within seconds.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::events::Change;
+use super::{Node, State, StateError};
 use crate::tailcfg::{DiscoPublic, HostinfoView};
 
 /// A Hostinfo larger than this is not kept (real ones are 1–3 KiB).
@@ -21,8 +24,17 @@ pub struct Presence {
     pub cap: u32,
     /// Open map streams.
     pub streams: u32,
+    /// What peers were last told: online from its first stream until the
+    /// grace period after its last one closed. Maps show this, so a full map
+    /// and the deltas before it agree.
+    pub shown_online: bool,
     /// When the last stream closed (Unix seconds).
     pub last_seen: Option<i64>,
+    /// Since when (monotonic seconds) the node has had no stream: set when
+    /// its last stream closes, or when the ephemeral reaper first finds it
+    /// without one (after a restart, or a registration never followed by a
+    /// stream).
+    pub idle_since: Option<u64>,
 }
 
 impl Presence {
@@ -34,7 +46,7 @@ impl Presence {
 /// What a map request changed, so peers hear of exactly that.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct Update {
-    /// Endpoints, disco key or home region: a patch suffices.
+    /// Endpoints, disco key, home region or capability version: a patch suffices.
     pub endpoints: bool,
     /// The Hostinfo: peers need the whole node.
     pub hostinfo: bool,
@@ -59,8 +71,9 @@ pub fn apply(
             u.endpoints = true;
         }
     }
-    if cap != 0 {
+    if cap != 0 && cap != p.cap {
         p.cap = cap;
+        u.endpoints = true;
     }
     if let Some(hi) = hostinfo.filter(|h| h.get().len() <= MAX_HOSTINFO) {
         let view = HostinfoView::of(&hi);
@@ -90,6 +103,150 @@ fn keep_net_info(new: &RawValue, old: &RawValue) -> Option<Box<RawValue>> {
     let mut new: serde_json::Value = serde_json::from_str(new.get()).ok()?;
     new.as_object_mut()?.insert("NetInfo".into(), ni);
     serde_json::value::to_raw_value(&new).ok()
+}
+
+impl State {
+    pub(super) fn forget_presence(&self, id: u64) {
+        self.presence.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    pub fn with_presence<R>(&self, f: impl FnOnce(&HashMap<u64, Presence>) -> R) -> R {
+        f(&self.presence.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Records what a map request reported and tells peers what changed.
+    pub fn report(
+        &self,
+        id: u64,
+        disco: crate::tailcfg::DiscoPublic,
+        endpoints: Option<Vec<String>>,
+        hostinfo: Option<Box<serde_json::value::RawValue>>,
+        cap: u32,
+    ) -> Update {
+        let u = {
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            apply(map.entry(id).or_default(), disco, endpoints, hostinfo, cap)
+        };
+        if u.hostinfo {
+            self.hub.publish(Change::NodeChanged(id));
+        } else if u.endpoints {
+            self.hub.publish(Change::Endpoints(id));
+        }
+        u
+    }
+
+    /// A map stream opened; the first one makes the node online.
+    pub fn stream_opened(&self, id: u64) {
+        let news = {
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            let p = map.entry(id).or_default();
+            p.streams += 1;
+            p.idle_since = None;
+            !std::mem::replace(&mut p.shown_online, true)
+        };
+        if news {
+            self.hub.publish(Change::Online(id, true));
+        }
+    }
+
+    /// A map stream closed at `now` (wall) / `mono` (monotonic seconds);
+    /// returns whether the node has none left.
+    pub fn stream_closed(&self, id: u64, now: i64, mono: u64) -> bool {
+        let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = map.get_mut(&id) else { return true };
+        p.streams = p.streams.saturating_sub(1);
+        if p.streams == 0 {
+            p.last_seen = Some(now);
+            p.idle_since = Some(mono);
+        }
+        p.streams == 0
+    }
+
+    /// Removes the ephemeral nodes that have had no map stream for
+    /// `timeout` seconds (`mono`: monotonic seconds now). A node found
+    /// without a stream for the first time starts its count here, so nodes
+    /// loaded at start or registered without ever streaming go too.
+    pub fn reap_ephemeral(&self, mono: u64, timeout: u64) -> Result<Vec<Arc<Node>>, StateError> {
+        let idle: Vec<u64> = {
+            let snap = self.snapshot();
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            snap.nodes
+                .values()
+                .filter(|n| n.ephemeral)
+                .filter_map(|n| {
+                    let p = map.entry(n.id).or_default();
+                    if p.online() {
+                        return None;
+                    }
+                    let since = *p.idle_since.get_or_insert(mono);
+                    (mono.saturating_sub(since) >= timeout).then_some(n.id)
+                })
+                .collect()
+        };
+        if idle.is_empty() {
+            return Ok(Vec::new());
+        }
+        let gone = self.mutate(|tx| {
+            // Checked again where the write happens: it may have come back or
+            // re-registered as a node that is not ephemeral.
+            let presence = self.presence.read().unwrap_or_else(|e| e.into_inner());
+            let mut gone = Vec::new();
+            for id in idle {
+                let Some(n) = tx.snap().nodes.get(&id).cloned() else { continue };
+                if n.ephemeral && presence.get(&id).is_none_or(|p| !p.online()) {
+                    tx.remove_node(id);
+                    gone.push(n);
+                }
+            }
+            Ok::<_, StateError>(gone)
+        })?;
+        for n in &gone {
+            self.forget_presence(n.id);
+        }
+        Ok(gone)
+    }
+
+    /// After the grace period: announce the node offline if it did not come back.
+    pub fn announce_if_offline(&self, id: u64) -> bool {
+        let news = {
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            map.get_mut(&id).is_some_and(|p| !p.online() && std::mem::replace(&mut p.shown_online, false))
+        };
+        if news {
+            self.hub.publish(Change::Online(id, false));
+        }
+        news
+    }
+
+    pub fn is_online(&self, id: u64) -> bool {
+        self.with_presence(|m| m.get(&id).is_some_and(Presence::online))
+    }
+
+    /// Writes last-seen times that moved on by more than `min_step` seconds:
+    /// called every few minutes and at shutdown, never per keep-alive.
+    pub fn persist_last_seen(&self, now: i64, min_step: i64) -> Result<usize, StateError> {
+        let seen: Vec<(u64, i64)> = self.with_presence(|m| {
+            m.iter()
+                .filter_map(|(id, p)| if p.online() { Some((*id, now)) } else { p.last_seen.map(|t| (*id, t)) })
+                .collect()
+        });
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        self.mutate(|tx| {
+            let mut n = 0;
+            for (id, t) in &seen {
+                let Some(old) = tx.snap().nodes.get(id).cloned() else { continue };
+                if old.last_seen.is_some_and(|old| t - old < min_step) {
+                    continue;
+                }
+                // Last-seen is not news for peers: written without an event.
+                tx.touch_node(Arc::new(Node { last_seen: Some(*t), ..(*old).clone() }));
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -8,25 +8,25 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::secrets::{secret_matches, split_key, AUTH_KEY_PREFIX};
-use super::{has_passed, State, StateError, Tx};
+use super::{has_passed, Node, PreAuthKey, State, StateError, Tx};
 use crate::clock;
-use crate::store::{Node, PreAuthKey};
-use crate::tailcfg::{HostinfoView, MachinePublic, RegisterRequest};
+use crate::secrets::{secret_matches, split_key, AUTH_KEY_PREFIX};
+use crate::tailcfg::{HostinfoView, MachinePublic, NodePublic, RegisterRequest};
 /// The owner of nodes that joined with a tags-only key (Tailscale's "tagged-devices").
 pub const TAGGED_DEVICES: u64 = 2_147_455_555;
 
 /// What a new node is made from.
 pub struct NodeSpec {
-    pub machine_key: String,
-    pub node_key: String,
+    /// `None` for a node made without a device (`debug create-node`).
+    pub machine_key: Option<MachinePublic>,
+    pub node_key: NodePublic,
     pub user_id: u64,
     pub hostname: String,
     pub register_method: &'static str,
     pub auth_key_id: Option<u64>,
     pub tags: Vec<String>,
     pub ephemeral: bool,
-    pub expiry: Option<i64>,
+    pub expiry: super::expiry::Planned,
 }
 
 #[derive(Debug)]
@@ -80,6 +80,20 @@ fn requested_logout(req: &RegisterRequest, now: i64) -> bool {
     t > clock::parse_rfc3339(crate::tailcfg::ZERO_TIME).unwrap_or(i64::MIN) && (t <= now || t < clock::build_epoch())
 }
 
+/// The node registered with `node_key`, if any; refused when another machine owns it.
+fn owned_by(
+    snap: &super::Snapshot,
+    machine: MachinePublic,
+    node_key: NodePublic,
+) -> Result<Option<Arc<Node>>, RegisterError> {
+    match snap.node_by_key(&node_key) {
+        Some(n) if n.machine_key != Some(machine) => {
+            Err(RegisterError::Unauthorized("node key belongs to another machine".into()))
+        }
+        other => Ok(other.cloned()),
+    }
+}
+
 fn check_auth_key(snap: &super::Snapshot, text: &str, now: i64) -> Result<Arc<PreAuthKey>, RegisterError> {
     let invalid = || RegisterError::Refused("invalid auth key".into());
     let (prefix, secret) = split_key(AUTH_KEY_PREFIX, text).ok_or_else(invalid)?;
@@ -97,10 +111,10 @@ fn check_auth_key(snap: &super::Snapshot, text: &str, now: i64) -> Result<Arc<Pr
 }
 
 impl State {
-    fn default_expiry(&self, tags: &[String], now: i64) -> Option<i64> {
-        // Tagged nodes never expire; nor does anything while the clock reads 1970.
-        let span = self.settings.node_expiry;
-        (!span.is_zero() && tags.is_empty() && clock::clock_is_sane(now)).then(|| now + span.secs() as i64)
+    fn default_expiry(&self, tags: &[String], now: i64) -> super::expiry::Planned {
+        // Tagged nodes never expire.
+        let span = if tags.is_empty() { self.settings.node_expiry } else { clock::Span(0) };
+        super::expiry::Planned::of(span, now)
     }
 
     fn is_expired(n: &Node, now: i64) -> bool {
@@ -109,6 +123,11 @@ impl State {
 
     /// Decides a register request (all but the followup wait, which the
     /// caller does with [`State::login_waiter`]).
+    ///
+    /// Answers that write nothing are read off the snapshot; every write
+    /// re-checks its rules (who owns the node key, whether the pre-auth key
+    /// is valid and unspent) inside its transaction, so racing requests
+    /// cannot both pass a check that only one of them may pass.
     pub fn register(
         &self,
         machine: MachinePublic,
@@ -118,22 +137,22 @@ impl State {
         if req.node_key.is_zero() {
             return Err(RegisterError::BadRequest("no NodeKey".into()));
         }
-        let (mk, nk) = (machine.to_string(), req.node_key.to_string());
-        let snap = self.snapshot();
-        let by_key = snap.node_by_key(&nk).cloned();
-        if let Some(n) = &by_key {
-            if n.machine_key != mk {
-                return Err(RegisterError::Unauthorized("node key belongs to another machine".into()));
-            }
-        }
+        let nk = req.node_key;
+        let by_key = owned_by(&self.snapshot(), machine, nk)?;
 
         if requested_logout(req, now) {
-            if let Some(n) = by_key {
+            let removed = self.mutate(|tx| {
+                let Some(n) = owned_by(tx.snap(), machine, nk)? else { return Ok::<_, RegisterError>(None) };
                 if n.ephemeral {
-                    self.delete_node(n.id)?;
-                } else {
-                    self.expire_node(n.id, now)?;
+                    tx.remove_node(n.id);
+                    return Ok(Some(n.id));
                 }
+                let expiry = Some(super::expiry::expired_now(now));
+                tx.put_node(Arc::new(Node { expiry, expiry_deferred: None, ..(*n).clone() }));
+                Ok(None)
+            })?;
+            if let Some(id) = removed {
+                self.forget_presence(id);
             }
             return Ok(Registered::Expired);
         }
@@ -145,12 +164,13 @@ impl State {
                 self.remember_hostinfo(n.id, req);
                 return Ok(Registered::Authorized(n.clone()));
             }
-            let key = check_auth_key(&snap, text, now)?;
             let hostname = hostname_of(req);
             let node = self.mutate(|tx| {
+                owned_by(tx.snap(), machine, nk)?;
+                let key = check_auth_key(tx.snap(), text, now)?;
                 let spec = NodeSpec {
-                    machine_key: mk.clone(),
-                    node_key: nk.clone(),
+                    machine_key: Some(machine),
+                    node_key: nk,
                     user_id: key.user_id.unwrap_or(TAGGED_DEVICES),
                     hostname,
                     register_method: "authkey",
@@ -160,9 +180,10 @@ impl State {
                     expiry: self.default_expiry(&key.tags, now),
                 };
                 let node = self.upsert_machine(tx, spec, now)?;
-                let used = Arc::new(PreAuthKey { used: true, ..(*key).clone() });
-                tx.put_key(used);
-                Ok(node)
+                if !key.used {
+                    tx.put_key(Arc::new(PreAuthKey { used: true, ..(*key).clone() }));
+                }
+                Ok::<_, RegisterError>(node)
             })?;
             self.remember_hostinfo(node.id, req);
             return Ok(Registered::Authorized(node));
@@ -188,12 +209,16 @@ impl State {
     /// The node of `spec.machine_key` takes the new key, owner and expiry;
     /// a machine seen for the first time becomes a new node.
     fn upsert_machine(&self, tx: &mut Tx, spec: NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
-        match tx.snap.node_by_machine(&spec.machine_key).cloned() {
+        match spec.machine_key.and_then(|m| tx.snap().node_by_machine(&m).cloned()) {
             Some(old) => {
+                if spec.expiry.deferred().is_some() {
+                    self.expiry.note_deferred();
+                }
                 let node = Arc::new(Node {
                     node_key: spec.node_key,
                     user_id: spec.user_id,
-                    expiry: spec.expiry,
+                    expiry: spec.expiry.at(),
+                    expiry_deferred: spec.expiry.deferred(),
                     register_method: spec.register_method.into(),
                     auth_key_id: spec.auth_key_id.or(old.auth_key_id),
                     tags: spec.tags,
@@ -224,26 +249,28 @@ impl State {
         let reg = self.take_pending(auth_id, mono).ok_or_else(|| {
             StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)"))
         })?;
-        let (mk, nk) = (reg.machine.to_string(), reg.node_key.to_string());
         let result = self.mutate(|tx| {
-            if !tx.snap.users.contains_key(&user_id) {
+            if !tx.snap().users.contains_key(&user_id) {
                 return Err(StateError::NotFound(format!("no user with id {user_id}")));
             }
-            if let Some(other) = tx.snap.node_by_key(&nk) {
-                if other.machine_key != mk {
+            if let Some(other) = tx.snap().node_by_key(&reg.node_key) {
+                if other.machine_key != Some(reg.machine) {
                     return Err(StateError::Exists("that node key belongs to another machine".into()));
                 }
             }
             let spec = NodeSpec {
-                machine_key: mk.clone(),
-                node_key: nk.clone(),
+                machine_key: Some(reg.machine),
+                node_key: reg.node_key,
                 user_id,
                 hostname: reg.hostname.clone(),
                 register_method: method,
                 auth_key_id: None,
                 tags: Vec::new(),
                 ephemeral: reg.ephemeral,
-                expiry: expiry.or_else(|| self.default_expiry(&[], now)),
+                expiry: match expiry {
+                    Some(at) => super::expiry::Planned::At(at),
+                    None => self.default_expiry(&[], now),
+                },
             };
             self.upsert_machine(tx, spec, now)
         });
@@ -353,6 +380,45 @@ mod tests {
         };
         assert_eq!((t.user_id, t.expiry, t.ephemeral), (TAGGED_DEVICES, None, true));
         assert_eq!(t.tags, ["tag:srv"]);
+    }
+
+    /// Item 3 of issue 10: the key was checked against a snapshot taken
+    /// before the write, so machines racing one single-use key all got in.
+    #[test]
+    fn a_single_use_key_admits_exactly_one_of_many_racing_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(state(dir.path()));
+        let u = s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
+        let (_, once) = s
+            .create_preauth_key(
+                NewPreAuthKey {
+                    user: Some(u.id),
+                    reusable: false,
+                    ephemeral: false,
+                    tags: vec![],
+                    expiration: now() + 100,
+                },
+                1,
+            )
+            .unwrap();
+        let start = Arc::new(std::sync::Barrier::new(12));
+        let racers: Vec<_> = (1..=12u8)
+            .map(|i| {
+                let (s, once, start) = (s.clone(), once.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    s.register(MachinePublic([i; 32]), &req(i, serde_json::json!({"Auth": {"AuthKey": once}})), now())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let admitted = results.iter().filter(|r| matches!(r, Ok(Registered::Authorized(_)))).count();
+        let spent = results
+            .iter()
+            .filter(|r| matches!(r, Err(RegisterError::Refused(m)) if m == "auth key already used"))
+            .count();
+        assert_eq!((admitted, spent), (1, 11), "{results:?}");
+        assert_eq!(s.snapshot().nodes.len(), 1);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::clock;
 use crate::config::Allocation;
 
 fn prefixes(v4: &str) -> Prefixes {
@@ -55,14 +56,15 @@ fn preauth_keys_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), "100.64.0.0/10");
     let a = user(&s, "alice");
-    let new = NewPreAuthKey { user: Some(a.id), reusable: true, ephemeral: false, tags: vec![], expiration: 5000 };
+    let t = clock::build_epoch();
+    let new = NewPreAuthKey { user: Some(a.id), reusable: true, ephemeral: false, tags: vec![], expiration: t + 5000 };
     let (rec, full) = s.create_preauth_key(new.clone(), 1000).unwrap();
     assert!(full.starts_with("tskey-auth-"));
     assert!(!format!("{rec:?}").contains(full.rsplit('-').next().unwrap()));
     assert_eq!(s.find_preauth_key(&full).unwrap().id, rec.id);
     assert_eq!(s.find_preauth_key(&rec.prefix).unwrap().id, rec.id);
-    let expired = s.expire_preauth_key(rec.id, 2000).unwrap();
-    assert_eq!(expired.expiration, 2000);
+    let expired = s.expire_preauth_key(rec.id, t + 2000).unwrap();
+    assert_eq!(expired.expiration, t + 2000);
     s.delete_preauth_key(rec.id).unwrap();
     assert!(s.find_preauth_key(&full).is_none());
     // Tags must be tag:name; a key needs a user or tags; the user must exist.
@@ -117,7 +119,7 @@ fn nodes_get_unique_addresses_and_names_and_addresses_come_back() {
         other => panic!("expected PoolFull, got {other:?}"),
     }
     // Expire sets the expiry; nothing is lost across a restart.
-    s.expire_node(n3.id, 77).unwrap();
+    s.expire_node(n3.id, Some(77), 1).unwrap();
     drop(s);
     let s = open(dir.path(), "100.64.0.0/29");
     let snap = s.snapshot();
@@ -127,11 +129,88 @@ fn nodes_get_unique_addresses_and_names_and_addresses_come_back() {
 }
 
 #[test]
-fn a_clock_in_1970_expires_nothing() {
-    assert!(!has_passed(10, 20), "1970 is before any build time");
+fn a_clock_that_reads_early_expires_nothing_too_soon() {
     let now = clock::build_epoch() + 100;
+    assert!(!has_passed(now + 1, 20), "a future time has not passed on a clock in 1970");
+    assert!(has_passed(10, 20), "what a clock in 1970 reads as past is surely past");
     assert!(has_passed(now - 1, now));
     assert!(!has_passed(now + 1, now));
+}
+
+/// Issue 10, item 8: while the clock read before the build time (a router
+/// before NTP), `nodes expire` and `preauthkeys expire` did nothing and
+/// nodes got no expiry at all.
+#[test]
+fn expiries_work_while_the_clock_reads_before_the_build_time() {
+    use crate::tailcfg::{MachinePublic, NodePublic, RegisterRequest};
+    let early = 1_000_000;
+    assert!(!clock::clock_is_sane(early));
+    let dir = tempfile::tempdir().unwrap();
+    let load = || {
+        let mut settings = Settings::new(prefixes("100.64.0.0/10"));
+        settings.node_expiry = Span(3600);
+        State::load(Store::open(&dir.path().join("db"), 1 << 20).unwrap(), settings).unwrap()
+    };
+    let s = load();
+    let a = user(&s, "alice");
+    let key = |s: &State| {
+        s.create_preauth_key(
+            NewPreAuthKey {
+                user: Some(a.id),
+                reusable: true,
+                ephemeral: false,
+                tags: vec![],
+                expiration: early + 7200,
+            },
+            early,
+        )
+        .unwrap()
+    };
+    let join = |s: &State, i: u8, k: &str, now: i64| {
+        let req: RegisterRequest = serde_json::from_value(serde_json::json!({
+            "NodeKey": NodePublic([i; 32]).to_string(), "Auth": {"AuthKey": k}
+        }))
+        .unwrap();
+        s.register(MachinePublic([i; 32]), &req, now)
+    };
+
+    // An explicit expiry works on this clock, and after a reboot that set the clock further back.
+    let n = s.create_node(a.id, "n", &nk(1), early).unwrap();
+    let n = s.expire_node(n.id, None, early).unwrap();
+    let at = n.expiry.unwrap();
+    assert!(has_passed(at, early) && has_passed(at, 5) && has_passed(at, clock::build_epoch()));
+    let (k, full) = key(&s);
+    assert!(matches!(join(&s, 2, &full, early), Ok(register::Registered::Authorized(_))));
+    s.expire_preauth_key(k.id, early).unwrap();
+    let refused = join(&s, 3, &full, early - 500);
+    assert!(matches!(refused, Err(register::RegisterError::Refused(ref m)) if m == "auth key expired"), "{refused:?}");
+
+    // node.expiry is counted on the monotonic clock until the wall clock is sane.
+    let (_, full) = key(&s);
+    let Ok(register::Registered::Authorized(n4)) = join(&s, 4, &full, early) else { panic!() };
+    assert_eq!((n4.expiry, n4.expiry_deferred), (None, Some(3600)));
+    assert_eq!(s.settle_expiries(early + 10, 100).unwrap(), 0);
+    assert_eq!(s.settle_expiries(early + 20, 100 + 3599).unwrap(), 0);
+    assert_eq!(s.snapshot().nodes[&n4.id].expiry_deferred, Some(3600));
+    // A restart keeps it deferred; the count starts again.
+    drop(s);
+    let s = load();
+    assert_eq!(s.snapshot().nodes[&n4.id].expiry_deferred, Some(3600));
+    assert_eq!(s.settle_expiries(early + 5, 7).unwrap(), 0);
+    let Ok(register::Registered::Authorized(n5)) = join(&s, 5, &full, early) else { panic!() };
+    assert_eq!(s.settle_expiries(early + 5, 1000).unwrap(), 0);
+    // Their spans run out before NTP (nodes 2 and 4, counted since the restart):
+    // expired, and expired on any clock.
+    assert_eq!(s.settle_expiries(early + 9, 7 + 3600).unwrap(), 2);
+    let n4 = s.snapshot().nodes[&n4.id].clone();
+    assert_eq!((n4.expiry, n4.expiry_deferred), (Some(clock::LONG_AGO), None));
+    assert!(matches!(join(&s, 4, &full, early), Ok(register::Registered::Authorized(_))), "a new login renews it");
+    // NTP answers: the other one gets the wall time its span leaves.
+    let sane = clock::build_epoch() + 50_000;
+    assert!(s.settle_expiries(sane, 1100).unwrap() >= 1);
+    let n5 = s.snapshot().nodes[&n5.id].clone();
+    assert_eq!((n5.expiry, n5.expiry_deferred), (Some(sane + 3500), None));
+    assert_eq!(s.settle_expiries(sane + 1, 1101).unwrap(), 0, "nothing is left deferred");
 }
 
 #[test]
@@ -147,4 +226,33 @@ fn the_node_cap_holds() {
         Err(StateError::PoolFull(m)) => assert!(m.contains("tuning.max_nodes"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Issue 10, item 4: with `email_verified_required: false` an unverified
+/// email reached `login_user` and took over the CLI user with that email.
+#[test]
+fn only_a_verified_email_links_a_login_to_a_cli_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), "100.64.0.0/10");
+    let cli = s
+        .create_user(NewUser { name: "carol".into(), email: "carol@example.com".into(), ..Default::default() }, 1)
+        .unwrap();
+    let login = |sub: &str, verified: bool| ExternalIdentity {
+        provider_id: format!("https://idp.example/{sub}"),
+        username: "carol".into(),
+        display_name: "Carol".into(),
+        email: "Carol@Example.com".into(),
+        email_verified: verified,
+        picture: String::new(),
+    };
+    let stranger = s.login_user(&login("stranger", false), 2).unwrap();
+    assert_ne!(stranger.id, cli.id, "an unverified email claimed the CLI user");
+    assert_eq!(stranger.name, "carol-1");
+    assert_eq!(stranger.email, "Carol@Example.com", "an unverified email is still stored on a new user");
+    assert_eq!(s.snapshot().users[&cli.id].provider, "", "the CLI user is untouched");
+    let carol = s.login_user(&login("carol", true), 3).unwrap();
+    assert_eq!(carol.id, cli.id, "a verified email links");
+    assert_eq!((carol.provider.as_str(), carol.provider_id.as_str()), ("oidc", "https://idp.example/carol"));
+    // The stranger's later logins stay the stranger's.
+    assert_eq!(s.login_user(&login("stranger", false), 4).unwrap().id, stranger.id);
 }

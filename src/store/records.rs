@@ -2,10 +2,31 @@
 //!
 //! Fields added later carry `#[serde(default)]`, so older records still decode;
 //! a change that needs more than that gets a migration in `migrations.rs`.
+//! Keys are typed (`NodePublic`, `MachinePublic`) but keep the text they
+//! always had on flash (`nodekey:<hex>`, `mkey:<hex>`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
+
+use crate::tailcfg::{MachinePublic, NodePublic};
+
+/// A node's machine key, `None` for a node made with `debug create-node`.
+/// On flash that is the all-zero key, as it always was.
+mod machine_key_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::tailcfg::MachinePublic;
+
+    pub fn serialize<S: Serializer>(k: &Option<MachinePublic>, s: S) -> Result<S::Ok, S::Error> {
+        k.unwrap_or_default().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MachinePublic>, D::Error> {
+        let k = MachinePublic::deserialize(d)?;
+        Ok((!k.is_zero()).then_some(k))
+    }
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -29,10 +50,12 @@ pub struct User {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub id: u64,
-    /// `mkey:<hex>`: the device's Noise key.
-    pub machine_key: String,
-    /// `nodekey:<hex>`: its WireGuard key, rotated on re-authentication.
-    pub node_key: String,
+    /// The device's Noise key; `None` for a node made without a device
+    /// (`debug create-node`).
+    #[serde(with = "machine_key_text")]
+    pub machine_key: Option<MachinePublic>,
+    /// Its WireGuard key, rotated on re-authentication.
+    pub node_key: NodePublic,
     pub user_id: u64,
     /// As the client reported it.
     pub hostname: String,
@@ -43,9 +66,14 @@ pub struct Node {
     #[serde(default)]
     pub ipv6: Option<Ipv6Addr>,
     pub created_at: i64,
-    /// Unix seconds; `None` never expires.
+    /// Unix seconds; `None` never expires (unless `expiry_deferred`).
     #[serde(default)]
     pub expiry: Option<i64>,
+    /// `node.expiry` in seconds, still to be turned into a wall time: the
+    /// node registered while the clock read before the build time (a router
+    /// before NTP), so `now + node.expiry` was unknown. See `state::expiry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_deferred: Option<u64>,
     /// Written at most every few minutes, never per keep-alive.
     #[serde(default)]
     pub last_seen: Option<i64>,
@@ -94,8 +122,8 @@ pub struct ApiKey {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Pending {
     pub id: String,
-    pub machine_key: String,
-    pub node_key: String,
+    pub machine_key: MachinePublic,
+    pub node_key: NodePublic,
     pub hostname: String,
     pub created_at: i64,
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::tailcfg::{MachinePublic, NodePublic};
 
 fn user(id: u64, name: &str) -> User {
     User {
@@ -16,8 +17,8 @@ fn user(id: u64, name: &str) -> User {
 fn node(id: u64, v4: &str) -> Node {
     Node {
         id,
-        machine_key: format!("mkey:{id:064x}"),
-        node_key: format!("nodekey:{id:064x}"),
+        machine_key: MachinePublic::parse(&format!("mkey:{id:064x}")),
+        node_key: NodePublic::parse(&format!("nodekey:{id:064x}")).unwrap(),
         user_id: 1,
         hostname: format!("host{id}"),
         given_name: format!("host{id}"),
@@ -25,6 +26,7 @@ fn node(id: u64, v4: &str) -> Node {
         ipv6: None,
         created_at: 1,
         expiry: None,
+        expiry_deferred: None,
         last_seen: None,
         register_method: "authkey".into(),
         auth_key_id: None,
@@ -187,4 +189,32 @@ fn thousands_of_store_operations_drain_the_page_cache_queues() {
         let c = s.load().unwrap();
         assert_eq!((c.users.len(), c.nodes.len()), (200, 200));
     }
+}
+
+/// Records keep their text on flash with typed keys: a record written before
+/// the keys were typed decodes, and encodes back to the very same bytes.
+#[test]
+fn old_node_records_decode_and_re_encode_byte_for_byte() {
+    let device = concat!(
+        r#"{"id":7,"machine_key":"mkey:0707070707070707070707070707070707070707070707070707070707070707","#,
+        r#""node_key":"nodekey:abababababababababababababababababababababababababababababababab","user_id":1,"#,
+        r#""hostname":"Laptop","given_name":"laptop","ipv4":"100.64.0.7","ipv6":"fd7a:115c:a1e0::7","#,
+        r#""created_at":1764257821,"expiry":1771000000,"last_seen":1764258000,"register_method":"authkey","#,
+        r#""auth_key_id":3,"tags":["tag:x"],"ephemeral":true}"#
+    );
+    let cli = concat!(
+        r#"{"id":8,"machine_key":"mkey:0000000000000000000000000000000000000000000000000000000000000000","#,
+        r#""node_key":"nodekey:0808080808080808080808080808080808080808080808080808080808080808","user_id":1,"#,
+        r#""hostname":"x","given_name":"x","ipv4":null,"ipv6":null,"created_at":1,"expiry":null,"#,
+        r#""last_seen":null,"register_method":"cli","auth_key_id":null,"tags":[],"ephemeral":false}"#
+    );
+    let n: Node = serde_json::from_str(device).unwrap();
+    assert_eq!(n.machine_key, Some(MachinePublic([7; 32])));
+    assert_eq!(n.node_key, NodePublic([0xab; 32]));
+    assert_eq!(serde_json::to_string(&n).unwrap(), device);
+    let c: Node = serde_json::from_str(cli).unwrap();
+    assert_eq!(c.machine_key, None, "the all-zero placeholder is no machine");
+    assert_eq!(serde_json::to_string(&c).unwrap(), cli);
+    // A record with a key that is not one is corrupt, not a zero key.
+    assert!(serde_json::from_str::<Node>(&cli.replace("nodekey:08", "nodekey:zz")).is_err());
 }

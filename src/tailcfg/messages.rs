@@ -208,10 +208,18 @@ pub struct PeerChange {
     pub node_id: u64,
     #[serde(rename = "DERPRegion", skip_serializing_if = "Option::is_none")]
     pub derp_region: Option<i64>,
+    /// The client's capability version (0: unchanged).
+    #[serde(rename = "Cap", skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u32>,
     #[serde(rename = "Endpoints", skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<String>>,
     #[serde(rename = "DiscoKey", skip_serializing_if = "Option::is_none")]
     pub disco_key: Option<DiscoPublic>,
+    #[serde(rename = "Online", skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+    /// RFC 3339. A patch can set it, never clear it.
+    #[serde(rename = "LastSeen", skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,7 @@ pub fn key_of(private: &[u8; 32]) -> [u8; 32] {
 
 pub fn random32() -> [u8; 32] {
     let mut b = [0u8; 32];
-    tinyscale::state::secrets::random_bytes(&mut b).unwrap();
+    tinyscale::secrets::random_bytes(&mut b).unwrap();
     b
 }
 

@@ -1,5 +1,6 @@
-//! Pre-auth and API keys: made from the system CSPRNG, stored only as a hash,
-//! shown whole exactly once.
+//! Randomness and keys: the system CSPRNG (the one place that reads it), and
+//! pre-auth and API keys made from it, stored only as a hash, shown whole
+//! exactly once.
 //!
 //! A key reads `tskey-auth-<prefix>-<secret>`. The prefix finds the record; the
 //! secret is checked against its SHA-256 in constant time. The secrets are 286
@@ -24,6 +25,9 @@ impl std::fmt::Display for RandomUnavailable {
     }
 }
 
+/// A source of random bytes: [`random_bytes`], or a fixed one in tests.
+pub type Fill = fn(&mut [u8]) -> Result<(), RandomUnavailable>;
+
 /// Fills `buf` with random bytes from the OS.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), RandomUnavailable> {
     SystemRandom::new().fill(buf).map_err(|_| RandomUnavailable)
@@ -31,10 +35,15 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<(), RandomUnavailable> {
 
 /// `n` characters of [A-Za-z0-9], without modulo bias.
 pub fn random_text(n: usize) -> Result<String, RandomUnavailable> {
+    random_text_from(n, random_bytes)
+}
+
+/// [`random_text`] from `fill`.
+pub fn random_text_from(n: usize, fill: Fill) -> Result<String, RandomUnavailable> {
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 64];
     while out.len() < n {
-        random_bytes(&mut buf)?;
+        fill(&mut buf)?;
         // 248 = 4 × 62: bytes at or above it would bias the first characters.
         out.extend(buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[(*b % 62) as usize] as char).take(n - out.len()));
     }
@@ -53,8 +62,13 @@ pub struct NewKey {
 }
 
 pub fn new_key(kind: &str) -> Result<NewKey, RandomUnavailable> {
-    let prefix = random_text(PREFIX_LEN)?;
-    let secret = random_text(SECRET_LEN)?;
+    new_key_from(kind, random_bytes)
+}
+
+/// [`new_key`] from `fill`.
+pub fn new_key_from(kind: &str, fill: Fill) -> Result<NewKey, RandomUnavailable> {
+    let prefix = random_text_from(PREFIX_LEN, fill)?;
+    let secret = random_text_from(SECRET_LEN, fill)?;
     Ok(NewKey { full: format!("{kind}{prefix}-{secret}"), hash: hash_secret(&secret), prefix })
 }
 

@@ -1,0 +1,86 @@
+//! The snapshot: everything durable as one immutable value, with the
+//! indexes lookups need. Readers share it as an `Arc`; a mutation edits a
+//! copy through a [`super::Tx`]. It is built from records alone (no store),
+//! so the mapper's tests need none.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::{Node, PreAuthKey, User};
+use crate::tailcfg::{MachinePublic, NodePublic};
+
+/// Everything durable, as one immutable value.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub users: BTreeMap<u64, Arc<User>>,
+    pub nodes: BTreeMap<u64, Arc<Node>>,
+    pub preauth_keys: BTreeMap<u64, Arc<PreAuthKey>>,
+    by_node_key: HashMap<NodePublic, u64>,
+    by_machine_key: HashMap<MachinePublic, u64>,
+}
+
+impl Snapshot {
+    /// A snapshot of these records, indexed.
+    pub fn from_records(
+        users: impl IntoIterator<Item = User>,
+        nodes: impl IntoIterator<Item = Node>,
+        preauth_keys: impl IntoIterator<Item = PreAuthKey>,
+    ) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for u in users {
+            snap.users.insert(u.id, Arc::new(u));
+        }
+        for n in nodes {
+            snap.index(&n);
+            snap.nodes.insert(n.id, Arc::new(n));
+        }
+        for k in preauth_keys {
+            snap.preauth_keys.insert(k.id, Arc::new(k));
+        }
+        snap
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Option<&Arc<User>> {
+        self.users.values().find(|u| u.name == name)
+    }
+
+    /// A user named by id (all digits) or by name.
+    pub fn find_user(&self, id_or_name: &str) -> Option<&Arc<User>> {
+        match id_or_name.parse::<u64>() {
+            Ok(id) => self.users.get(&id).or_else(|| self.user_by_name(id_or_name)),
+            Err(_) => self.user_by_name(id_or_name),
+        }
+    }
+
+    /// The node registered with this node key.
+    pub fn node_by_key(&self, node_key: &NodePublic) -> Option<&Arc<Node>> {
+        self.by_node_key.get(node_key).and_then(|id| self.nodes.get(id))
+    }
+
+    /// The node of the device with this machine key.
+    pub fn node_by_machine(&self, machine_key: &MachinePublic) -> Option<&Arc<Node>> {
+        self.by_machine_key.get(machine_key).and_then(|id| self.nodes.get(id))
+    }
+
+    pub(super) fn used_ips(&self) -> BTreeSet<IpAddr> {
+        self.nodes.values().flat_map(|n| n.ipv4.map(IpAddr::V4).into_iter().chain(n.ipv6.map(IpAddr::V6))).collect()
+    }
+
+    pub(super) fn index(&mut self, n: &Node) {
+        self.by_node_key.insert(n.node_key, n.id);
+        // Nodes added by `debug create-node` have no machine.
+        if let Some(m) = n.machine_key {
+            self.by_machine_key.insert(m, n.id);
+        }
+    }
+
+    pub(super) fn unindex(&mut self, n: &Node) {
+        if self.by_node_key.get(&n.node_key) == Some(&n.id) {
+            self.by_node_key.remove(&n.node_key);
+        }
+        if let Some(m) = n.machine_key.filter(|m| self.by_machine_key.get(m) == Some(&n.id)) {
+            self.by_machine_key.remove(&m);
+        }
+    }
+}

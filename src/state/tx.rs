@@ -1,0 +1,105 @@
+//! One mutation in progress. Its fields are private: every write goes
+//! through a method that keeps the next snapshot, the store batch and the
+//! change events in step.
+
+use std::sync::Arc;
+
+use super::events::Change;
+use super::{Node, PreAuthKey, Snapshot, User};
+use crate::store::{Batch, NextIds};
+
+/// One mutation in progress: the next snapshot, the id counters, the store
+/// batch and the change events, kept in step by its methods.
+pub struct Tx {
+    snap: Snapshot,
+    ids: NextIds,
+    batch: Batch,
+    changes: Vec<Change>,
+}
+
+impl Tx {
+    pub(super) fn new(snap: Snapshot, ids: NextIds) -> Tx {
+        Tx { snap, ids, batch: Batch::new(), changes: Vec::new() }
+    }
+
+    /// The next snapshot, the id counters, what to commit, what to publish.
+    pub(super) fn finish(self) -> (Snapshot, NextIds, Batch, Vec<Change>) {
+        (self.snap, self.ids, self.batch, self.changes)
+    }
+
+    /// The snapshot as this transaction has it so far: what every rule that
+    /// decides whether a write may happen checks.
+    pub fn snap(&self) -> &Snapshot {
+        &self.snap
+    }
+    pub fn put_user(&mut self, u: Arc<User>) {
+        self.batch.put_user(&u);
+        // Nodes carry their owner's profile: peers must hear of the change.
+        let owned: Vec<u64> = self.snap.nodes.values().filter(|n| n.user_id == u.id).map(|n| n.id).collect();
+        self.changes.extend(owned.into_iter().map(Change::NodeChanged));
+        self.snap.users.insert(u.id, u);
+    }
+
+    pub fn remove_user(&mut self, id: u64) {
+        self.batch.delete_user(id);
+        self.snap.users.remove(&id);
+    }
+
+    pub fn put_node(&mut self, n: Arc<Node>) {
+        self.batch.put_node(&n);
+        if let Some(old) = self.snap.nodes.get(&n.id).cloned() {
+            self.snap.unindex(&old);
+        }
+        self.snap.index(&n);
+        self.changes.push(Change::NodeChanged(n.id));
+        self.snap.nodes.insert(n.id, n);
+    }
+
+    /// Writes `n` without telling anyone: for what peers need not hear of
+    /// (last-seen times).
+    pub fn touch_node(&mut self, n: Arc<Node>) {
+        self.batch.put_node(&n);
+        if let Some(old) = self.snap.nodes.get(&n.id).cloned() {
+            self.snap.unindex(&old);
+        }
+        self.snap.index(&n);
+        self.snap.nodes.insert(n.id, n);
+    }
+
+    pub fn remove_node(&mut self, id: u64) -> Option<Arc<Node>> {
+        let n = self.snap.nodes.remove(&id)?;
+        self.snap.unindex(&n);
+        self.batch.delete_node(id);
+        self.changes.push(Change::NodeRemoved(id));
+        Some(n)
+    }
+
+    pub fn put_key(&mut self, k: Arc<PreAuthKey>) {
+        self.batch.put_preauth_key(&k);
+        self.snap.preauth_keys.insert(k.id, k);
+    }
+
+    pub fn remove_key(&mut self, id: u64) -> Option<Arc<PreAuthKey>> {
+        let k = self.snap.preauth_keys.remove(&id)?;
+        self.batch.delete_preauth_key(id);
+        Some(k)
+    }
+
+    pub(super) fn next_user_id(&mut self) -> u64 {
+        let id = self.ids.user.max(1);
+        self.ids.user = id + 1;
+        id
+    }
+
+    pub(super) fn next_node_id(&mut self) -> u64 {
+        let id = self.ids.node.max(1);
+        self.ids.node = id + 1;
+        id
+    }
+
+    pub(super) fn next_key_id(&mut self) -> u64 {
+        let id = self.ids.preauth_key.max(1);
+        self.ids.preauth_key = id + 1;
+        id
+    }
+}
