@@ -99,7 +99,7 @@ fn keepalive_deadline() -> Instant {
 pub fn start(control: Arc<Control>, node_id: u64, zstd: bool) -> MapBody {
     let (tx, rx) = mpsc::channel(OUT_FRAMES);
     // Subscribe before the full map is built, so no change falls between them.
-    let sub = control.state.hub.subscribe(node_id);
+    let sub = control.state.subscribe(node_id);
     tokio::spawn(run(control, node_id, zstd, sub, tx));
     MapBody { rx }
 }

@@ -67,7 +67,7 @@ async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
     let (c, stop) = control(dir.path());
     housekeeping(&c, &stop);
     let id = ephemeral_node(&c);
-    let watcher = c.state.hub.subscribe(999);
+    let watcher = c.state.subscribe(999);
     let mut body = session::start(c.clone(), id, true);
     first_frame(&mut body).await;
     assert!(c.state.is_online(id));
@@ -105,7 +105,7 @@ async fn a_node_that_comes_back_within_the_grace_period_stays_online_and_kept() 
     let (c, stop) = control(dir.path());
     housekeeping(&c, &stop);
     let id = ephemeral_node(&c);
-    let watcher = c.state.hub.subscribe(999);
+    let watcher = c.state.subscribe(999);
     let mut body = session::start(c.clone(), id, true);
     first_frame(&mut body).await;
     drop(body);

@@ -61,7 +61,7 @@ impl Session {
     }
 
     fn start(s: &State, me: u64, now: i64) -> Session {
-        let sub = s.hub.subscribe(me);
+        let sub = s.subscribe(me);
         let first = Session::full(s, me, now);
         Session { me, sub, sent: Sent::after_full(&s.snapshot(), me, now), view: View::of(&first) }
     }

@@ -43,7 +43,7 @@ fn no_longer_admitted(before: &HashMap<u64, NodePublic>, after: &HashMap<u64, No
 /// out by the clock.
 pub async fn close_gone(relay: Arc<Relay>, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     // Node id 0 is no node: this subscription is the relay's, not a map session's.
-    let sub = state.hub.subscribe(0);
+    let sub = state.subscribe(0);
     let mut known = admitted_keys(&state.snapshot(), crate::clock::now_unix());
     let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -137,7 +137,8 @@ pub struct State {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Held for the whole of a mutation: one writer at a time, in order.
     writer: Mutex<Writer>,
-    pub hub: Arc<Hub>,
+    /// Private: every change is published here, by state, after its commit.
+    hub: Arc<Hub>,
     presence: RwLock<HashMap<u64, Presence>>,
     pending: Mutex<pending::PendingRegs>,
     expiry: expiry::Deferred,
@@ -198,6 +199,12 @@ impl State {
         log::warn!("the store was reopened after a failed write; writes work again");
         self.hub.publish(events::Change::Everything);
         Ok(())
+    }
+
+    /// Change events from now on for a map session of `node_id` (or any
+    /// other follower: id 0 is no node).
+    pub fn subscribe(&self, node_id: u64) -> events::Subscription {
+        self.hub.subscribe(node_id)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
