@@ -62,9 +62,8 @@ fn kill_9_during_a_registration_storm_loses_no_acknowledged_node() {
         let addr = s.host_port();
         let next = Arc::new(AtomicUsize::new(0));
         let acked = Arc::new(Mutex::new(Vec::new()));
-        // Kill at a different point of each storm. Early points keep the run
-        // short under qemu (a registration is a handshake and a flush there).
-        let kill_after = 10 + round * 15;
+        // Kill at a different point of each storm, from its start to its end.
+        let kill_after = 20 + round * (STORM - 60) / (ROUNDS - 1);
         let started = std::time::Instant::now();
         rt.block_on(async {
             let server = client::server_key(&addr).await;

@@ -209,6 +209,12 @@ async fn replayed_states_missing_cookies_and_wrong_verifiers_are_refused() {
     .await;
     assert_eq!(forged.status, 403, "{}", forged.body);
     assert!(nodes(&s.d()).is_empty());
+    // A state that is no state of ours, with a two-byte character across its
+    // sixth byte: it once took a byte slice off a char boundary (a panic,
+    // which aborts the router builds). Refused, and the server lives on.
+    let (status, body) = http_get(&s.server.host_port(), "/oidc/callback?state=aaaaa%C3%A9bbbbbbbbbbbbbbbbbb&code=x");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(http_get(&s.server.host_port(), "/health").0, 200);
 }
 
 #[tokio::test]

@@ -141,7 +141,16 @@ pub fn set_cookie(name: &str, value: &str, path: &str, max_age: u64, secure: boo
 /// browser do not overwrite each other, and a `ts_` prefix, so they cannot
 /// clash with a provider's cookies on the same host.
 pub fn cookie_name(kind: &str, value: &str) -> String {
-    format!("ts_{kind}_{}", &value[..value.len().min(6)])
+    // The value may come from the query string: take characters, never a
+    // byte range that could split one.
+    let prefix: String = value.chars().filter(char::is_ascii_alphanumeric).take(6).collect();
+    format!("ts_{kind}_{prefix}")
+}
+
+/// Whether `s` can be a state or nonce this server made (`random_text`):
+/// anything else in a callback is refused before it is looked at further.
+pub fn is_token(s: &str) -> bool {
+    (16..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `Authorization: Basic` for the token request (RFC 6749 §2.3.1 encodes both parts).
@@ -153,6 +162,17 @@ pub fn basic_auth(client_id: &str, secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_names_never_split_a_character() {
+        // A state from the query with a two-byte character across byte 6
+        // aborted the router build (a byte slice off a char boundary).
+        assert_eq!(cookie_name("state", "aaaaa\u{e9}bcd"), "ts_state_aaaaab");
+        assert_eq!(cookie_name("nonce", ""), "ts_nonce_");
+        assert!(is_token(&random_text(64).unwrap()));
+        assert!(!is_token("aaaaa\u{e9}aaaaaaaaaaaaaaaaaa"));
+        assert!(!is_token("short"));
+    }
 
     #[test]
     fn pkce_s256_matches_rfc7636() {

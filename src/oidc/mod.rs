@@ -210,7 +210,7 @@ impl Oidc {
             return refuse(403, &format!("The identity provider did not sign you in: {why}"));
         }
         let (Some(state), Some(code)) =
-            (q.get("state").filter(|s| s.len() >= 6), q.get("code").filter(|c| !c.is_empty()))
+            (q.get("state").filter(|s| flow::is_token(s)), q.get("code").filter(|c| !c.is_empty()))
         else {
             return refuse(400, "The callback lacks its code or state.");
         };

@@ -67,8 +67,21 @@ impl Drop for Idp {
 }
 
 /// A free TCP port on 127.0.0.1 (tinyscale's server_url must be known before it starts).
+///
+/// The port is released before tinyscale binds it, so it must not be one the
+/// kernel hands out for port 0 (32768–60999 by default), which the many test
+/// processes running at once (nextest) take all the time: it is picked at
+/// random below that range and checked free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let mut seed = [0u8; 2];
+    for _ in 0..1000 {
+        tinyscale::secrets::random_bytes(&mut seed).unwrap();
+        let port = 20_000 + u16::from_le_bytes(seed) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// A browser: curl with a cookie jar.
