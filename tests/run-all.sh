@@ -49,14 +49,18 @@ mkdir -p target/idp
 cp ../shared/test-idp/package.json ../shared/test-idp/package-lock.json ../shared/test-idp/server.mjs target/idp/
 (cd target/idp && npm ci --no-audit --no-fund --loglevel=error)
 
+step "cargo-nextest (runs the tests, several processes at once)"
+export PATH="$PWD/target/tools/bin:$PATH"
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --root target/tools
+
 step "unit, process, real-client and OIDC tests"
-cargo test --locked
+cargo nextest run --locked
 
 # Every Cargo feature alone, and none: each builds and its tests pass (the
 # process tests a feature lacks are left out by their required-features).
 for f in "" derp oidc fetch; do
   step "tests with --no-default-features ${f:+--features $f}${f:-(no DERP, no OIDC, no fetch)}"
-  cargo test --locked --no-default-features ${f:+--features "$f"}
+  cargo nextest run --locked --no-default-features ${f:+--features "$f"}
 done
 
 step "fuzz every parser at the boundary (fuzz/run.sh, 20 s a target; nightly)"
@@ -86,7 +90,7 @@ step "process tests against the mipsel binary under qemu-mipsel"
 mipsel_bin=target/mipsel-unknown-linux-musl/release/tinyscale
 qemu-mipsel-static "$mipsel_bin" version
 TINYSCALE_TEST_BIN="$mipsel_bin" TINYSCALE_TEST_RUNNER=qemu-mipsel-static \
-  cargo test --locked --test '*'
+  cargo nextest run --locked -E 'kind(test)'
 
 port=18180
 for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf mips-unknown-linux-musl; do
