@@ -25,19 +25,6 @@ struct World {
     presence: HashMap<u64, Presence>,
 }
 
-fn user(id: u64, name: &str) -> User {
-    User {
-        id,
-        name: name.into(),
-        display_name: String::new(),
-        email: String::new(),
-        profile_pic_url: String::new(),
-        provider: String::new(),
-        provider_id: String::new(),
-        created_at: 1,
-    }
-}
-
 fn record(id: u64, user_id: u64) -> Node {
     Node {
         id,
@@ -63,7 +50,7 @@ impl World {
     /// `n` nodes (ids 1..=n) of one user, alice.
     fn new(n: u64) -> World {
         World {
-            users: vec![user(1, "alice")],
+            users: vec![User::named(1, "alice")],
             nodes: (1..=n).map(|i| record(i, 1)).collect(),
             presence: HashMap::new(),
         }

@@ -47,6 +47,23 @@ pub struct User {
     pub created_at: i64,
 }
 
+#[cfg(test)]
+impl User {
+    /// A user made by the CLI, with only an id and a name: for tests.
+    pub fn named(id: u64, name: &str) -> User {
+        User {
+            id,
+            name: name.into(),
+            display_name: String::new(),
+            email: String::new(),
+            profile_pic_url: String::new(),
+            provider: String::new(),
+            provider_id: String::new(),
+            created_at: 1,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub id: u64,

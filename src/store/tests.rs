@@ -1,19 +1,6 @@
 use super::*;
 use crate::tailcfg::{MachinePublic, NodePublic};
 
-fn user(id: u64, name: &str) -> User {
-    User {
-        id,
-        name: name.into(),
-        display_name: String::new(),
-        email: String::new(),
-        profile_pic_url: String::new(),
-        provider: String::new(),
-        provider_id: String::new(),
-        created_at: 1,
-    }
-}
-
 fn node(id: u64, v4: &str) -> Node {
     Node {
         id,
@@ -42,8 +29,8 @@ fn commit_and_reload() {
     {
         let s = Store::open(&path, 1 << 20).unwrap();
         let mut b = Batch::new();
-        b.put_user(&user(1, "alice"));
-        b.put_user(&user(2, "bob"));
+        b.put_user(&User::named(1, "alice"));
+        b.put_user(&User::named(2, "bob"));
         b.put_node(&node(1, "100.64.0.1"));
         b.set_next_ids(&NextIds { user: 3, node: 2, preauth_key: 1, api_key: 1 });
         b.set_policy("{}");
@@ -54,7 +41,7 @@ fn commit_and_reload() {
     }
     let s = Store::open(&path, 1 << 20).unwrap();
     let c = s.load().unwrap();
-    assert_eq!(c.users, vec![user(1, "alice")]);
+    assert_eq!(c.users, vec![User::named(1, "alice")]);
     assert_eq!(c.nodes.len(), 1);
     assert_eq!(c.next_ids.user, 3);
     assert_eq!(c.policy.as_deref(), Some("{}"));
@@ -69,7 +56,7 @@ fn the_store_refuses_a_duplicate_address_and_frees_it_on_delete() {
     b.put_node(&node(1, "100.64.0.1"));
     s.commit(&b).unwrap();
     let mut b = Batch::new();
-    b.put_user(&user(9, "not-written"));
+    b.put_user(&User::named(9, "not-written"));
     b.put_node(&node(2, "100.64.0.1"));
     match s.commit(&b) {
         Err(StoreError::AddressTaken { owner: 1, .. }) => {}
@@ -92,7 +79,7 @@ fn the_store_refuses_a_duplicate_address_and_frees_it_on_delete() {
 fn write_schema_1(path: &std::path::Path, nodes: &[Node]) {
     let db = sled::Config::new().path(path).open().unwrap();
     db.insert(layout::SCHEMA_VERSION_KEY, &1u32.to_be_bytes()).unwrap();
-    db.insert(layout::id_key(layout::USERS, 1), encode(&user(1, "alice"))).unwrap();
+    db.insert(layout::id_key(layout::USERS, 1), encode(&User::named(1, "alice"))).unwrap();
     for n in nodes {
         db.insert(layout::id_key(layout::NODES, n.id), encode(n)).unwrap();
     }
@@ -181,7 +168,7 @@ fn thousands_of_store_operations_drain_the_page_cache_queues() {
     let s = Store::open(&dir.path().join("db"), 1 << 20).unwrap();
     for i in 1..=200u64 {
         let mut b = Batch::new();
-        b.put_user(&user(i, &format!("user{i}")));
+        b.put_user(&User::named(i, &format!("user{i}")));
         b.put_node(&node(i, &format!("100.64.{}.{}", i / 200, i % 200 + 1)));
         s.commit(&b).unwrap();
     }
