@@ -66,6 +66,11 @@ echo "$desc" | grep -Eq "$want" || fail "the binary is not for $(field Architect
 
 sh -n "$w/root/etc/init.d/tinyscale" || fail "the init script does not parse"
 grep -q '^USE_PROCD=1' "$w/root/etc/init.d/tinyscale" || fail "the init script is not a procd one"
+# Every connection the config allows needs a file descriptor to spare.
+nofile=$(sed -n 's/.*limits nofile="\([0-9]*\) .*/\1/p' "$w/root/etc/init.d/tinyscale")
+maxconn=$(sed -n 's/^ *max_connections: *\([0-9]*\).*/\1/p' "$w/root/etc/tinyscale/config.yaml")
+[ -n "$nofile" ] && [ -n "$maxconn" ] || fail "no nofile limit in the init script or no max_connections in the config"
+[ "$nofile" -gt "$maxconn" ] || fail "nofile $nofile does not cover max_connections $maxconn"
 
 # The fw4 include is a rule snippet for the input_wan chain: nft checks it in
 # such a chain (-c: nothing is loaded).

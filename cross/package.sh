@@ -44,13 +44,16 @@ chmod 0755 "$data/etc/init.d/tinyscale"
 # Fill the board's tuning into the config; a placeholder left over is a mistake
 # in the profile, caught here rather than on the router.
 conf="$data/etc/tinyscale/config.yaml"
+init="$data/etc/init.d/tinyscale"
 for name in SLED_CACHE_BYTES MAX_CONNECTIONS MAX_NODES DERP_MAX_CLIENTS; do
   val=${!name:?$profile sets no $name}
   case "$val" in *[!0-9]*) echo "cross/package.sh: $name=$val in $profile is not a number" >&2; exit 1 ;; esac
   sed -i "s/@$name@/$val/g" "$conf"
 done
-if grep -n '@[A-Z_]*@' "$conf" >&2; then
-  echo "cross/package.sh: placeholders left in config.yaml (above)" >&2
+# Every connection is a file, and so are the store, the sockets and the logs.
+sed -i "s/@NOFILE@/$((MAX_CONNECTIONS + 256))/g" "$init"
+if grep -n '@[A-Z_]*@' "$conf" "$init" >&2; then
+  echo "cross/package.sh: placeholders left in config.yaml or the init script (above)" >&2
   exit 1
 fi
 
