@@ -59,7 +59,8 @@ cargo nextest run --locked
 # Every Cargo feature alone, and none: each builds and its tests pass (the
 # process tests a feature lacks are left out by their required-features).
 for f in "" derp oidc fetch; do
-  step "tests with --no-default-features ${f:+--features $f}${f:-(no DERP, no OIDC, no fetch)}"
+  label=${f:+--features $f}
+  step "tests with --no-default-features ${label:-(no DERP, no OIDC, no fetch)}"
   cargo nextest run --locked --no-default-features ${f:+--features "$f"}
 done
 
