@@ -166,7 +166,7 @@ fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot, peer: Ip
     if slot.long_lived(false).is_err() {
         return busy();
     }
-    let handshaking = match relay.try_handshake() {
+    let handshaking = match relay.try_handshake(peer) {
         Ok(p) => p,
         Err(why) => {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", format!("{why}\n"));
