@@ -22,6 +22,10 @@ pub enum Format {
 
 struct Logger;
 
+/// Characters of one record's message: the sites clip text from outside
+/// far shorter; this holds for whatever one forgets.
+const MAX_MESSAGE: usize = 2048;
+
 static LOGGER: Logger = Logger;
 /// The format is chosen after the config is read, once the logger already
 /// reports the config's own problems: it stays switchable.
@@ -104,8 +108,10 @@ impl Log for Logger {
             return;
         }
         let format = if JSON.load(Ordering::Relaxed) { Format::Json } else { Format::Text };
-        let line =
-            render(format, crate::clock::now_unix(), record.level(), record.target(), &record.args().to_string());
+        let msg = record.args().to_string();
+        // No record may take much of a small log buffer, whatever text it carries.
+        let msg = crate::text::clip(&msg, MAX_MESSAGE);
+        let line = render(format, crate::clock::now_unix(), record.level(), record.target(), &msg);
         // A full or closed stderr must not take the server down.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }

@@ -32,6 +32,16 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// At most `max` characters of `s`, with `…` for what was cut: text from
+/// outside is logged this short, so no request can flush a small log
+/// buffer (OpenWrt's logd keeps 64 KiB) on its own.
+pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => Cow::Borrowed(s),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &s[..cut])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +53,13 @@ mod tests {
         assert_eq!(escape_controls("\u{1b}[2J\u{7}\u{7f}\u{9b}"), "\\u{1b}[2J\\u{7}\\u{7f}\\u{9b}");
         assert_eq!(escape_controls("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
         assert!(!escape_controls("\u{0}\u{85}\u{2029}\u{2066}").chars().any(unsafe_char));
+    }
+
+    #[test]
+    fn clipped_text_keeps_whole_characters() {
+        assert!(matches!(clip("short", 200), Cow::Borrowed("short")));
+        assert_eq!(clip("abcdef", 3), "abc…");
+        assert_eq!(clip("ééééé", 2), "éé…");
+        assert_eq!(clip(&"x".repeat(32 * 1024), 200).chars().count(), 201);
     }
 }

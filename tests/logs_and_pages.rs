@@ -126,7 +126,7 @@ mod oidc {
         let url = format!("http://127.0.0.1:{port}");
         let idp = Idp::start(&format!("{url}/oidc/callback"), &[]);
         let cfg = format!(
-            "server_url: {url}\nlisten_addr: 127.0.0.1:{port}\noidc:\n  issuer: \"{iss}\"\n  client_id: \"{id}\"\n  client_secret: \"{secret}\"\n  extra_params:\n    login_hint: alice\n",
+            "server_url: {url}\nlisten_addr: 127.0.0.1:{port}\nlog:\n  level: debug\noidc:\n  issuer: \"{iss}\"\n  client_id: \"{id}\"\n  client_secret: \"{secret}\"\n  extra_params:\n    login_hint: alice\n",
             iss = idp.issuer,
             id = idp::CLIENT_ID,
             secret = idp::SECRET,
@@ -136,7 +136,7 @@ mod oidc {
         (idp, server, url)
     }
 
-    /// `/oidc/callback?error=` is reachable by anyone, and its text is logged.
+    /// `/oidc/callback?error=` is reachable by anyone, and its text is logged (at debug).
     #[test]
     fn a_newline_in_a_callback_error_does_not_forge_a_log_line() {
         let dir = tempfile::tempdir().unwrap();

@@ -296,15 +296,33 @@ async fn the_connection_cap_holds_for_noise_connections_too() {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
+    // Three devices of the tailnet (machines without a node have only half
+    // of the upgraded share).
+    std::fs::write(d.join("config.yaml"), "listen_addr: 127.0.0.1:0\n").unwrap();
+    let s = Server::start(&d, &[], &[]);
+    let addr = s.host_port();
+    let server = client::server_key(&addr).await;
+    ok(&d, &["users", "create", "alice"]);
+    let key = json(&d, &["preauthkeys", "create", "--user", "alice", "--reusable", "-o", "json"])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut machines = Vec::new();
+    for i in 0..4 {
+        let machine = client::random32();
+        let mut c = Client::connect(&addr, server, machine).await.unwrap();
+        c.register_with_key(&client::random32(), &key, &format!("m{i}")).await;
+        machines.push(machine);
+    }
+    drop(s);
     // Three places, one of them kept for short requests (/health, logins).
     std::fs::write(d.join("config.yaml"), "listen_addr: 127.0.0.1:0\ntuning:\n  max_connections: 3\n").unwrap();
     let s = Server::start(&d, &[], &[]);
     let addr = s.host_port();
-    let server = client::server_key(&addr).await;
-    let a = Client::connect(&addr, server, client::random32()).await.unwrap();
-    let b = Client::connect(&addr, server, client::random32()).await.unwrap();
+    let a = Client::connect(&addr, server, machines[0]).await.unwrap();
+    let b = Client::connect(&addr, server, machines[1]).await.unwrap();
     // The upgraded share is held: a third Noise connection is refused, /health is not.
-    match Client::connect(&addr, server, client::random32()).await {
+    match Client::connect(&addr, server, machines[2]).await {
         Err(ConnectError::Http(503, _)) => {}
         other => panic!("a third Noise connection: {:?}", other.map(|_| ())),
     }
@@ -322,7 +340,7 @@ async fn the_connection_cap_holds_for_noise_connections_too() {
     let mut ok_again = false;
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if Client::connect(&addr, server, client::random32()).await.is_ok() {
+        if Client::connect(&addr, server, machines[3]).await.is_ok() {
             ok_again = true;
             break;
         }

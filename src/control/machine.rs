@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::watch;
 
+use super::conn::Answer;
 use super::{body, session, Body, Control};
 use crate::clock;
 use crate::mapper;
-use crate::state::pending::LoginRefused;
+use crate::state::pending::{LoginRefused, LoginWait};
 use crate::state::register::{auth_id_of, Approval, RegisterError, Registered};
 use crate::state::{Node, Snapshot};
 use crate::tailcfg::{
     Login, MachinePublic, MapRequest, RegisterRequest, RegisterResponse, User, MIN_CAPABILITY_VERSION,
 };
+use crate::text::clip;
 
 /// How long a followup request waits for the login before the client asks again.
 const FOLLOWUP_WAIT: Duration = Duration::from_secs(10 * 60);
@@ -68,6 +69,7 @@ impl Control {
         req: Request<Incoming>,
         machine: MachinePublic,
         mut payer: body::Payer,
+        answer: Answer,
     ) -> Response<Body> {
         let from = payer.from;
         // A machine that registered on this connection pays as a known one from then on.
@@ -102,7 +104,7 @@ impl Control {
             let req = serde_json::from_slice::<MapRequest>(&held.bytes);
             drop(held);
             match req {
-                Ok(r) => self.map(machine, r).await,
+                Ok(r) => self.map(machine, r, answer).await,
                 Err(e) => {
                     log::debug!("{machine}: bad MapRequest: {e}");
                     plain(StatusCode::BAD_REQUEST, &format!("bad MapRequest: {e}"))
@@ -120,11 +122,11 @@ impl Control {
         let has_auth_key = req.auth.as_ref().is_some_and(|a| !a.auth_key.is_empty());
         if !req.followup.is_empty() && !has_auth_key {
             let waiter = auth_id_of(&req.followup).and_then(|id| self.state.login_waiter(id, machine, Instant::now()));
-            if let Some(rx) = waiter {
+            if let Some(wait) = waiter {
                 // Only the URL is kept while the client waits.
                 let followup = std::mem::take(&mut req.followup);
                 drop(req);
-                return self.follow_up(rx, followup).await;
+                return self.follow_up(wait, followup).await;
             }
             // No such login (expired or replaced): a new one below.
         }
@@ -147,7 +149,8 @@ impl Control {
             Ok((Registered::NeedsLogin, req)) => match self.state.start_login(machine, &req, from, Instant::now()) {
                 Ok(id) => {
                     let url = format!("{}/register/{id}", self.server_url);
-                    log::info!("{machine} needs a login: {url}");
+                    // Debug: anyone can ask, and `auth pending` lists who waits.
+                    log::debug!("{machine} needs a login: {url}");
                     json(&RegisterResponse { auth_url: url, ..Default::default() })
                 }
                 Err(LoginRefused::Busy) => plain(StatusCode::SERVICE_UNAVAILABLE, &LoginRefused::Busy.to_string()),
@@ -156,13 +159,15 @@ impl Control {
                     json(&RegisterResponse { error: e.to_string(), ..Default::default() })
                 }
             },
+            // Debug: anyone can have these refused, as often as it likes; the
+            // device is told why.
             Err(RegisterError::Unauthorized(m)) => {
-                log::warn!("register from {machine} refused: {m}");
+                log::debug!("register from {machine} at {from} refused: {}", clip(&m, 200));
                 plain(StatusCode::UNAUTHORIZED, &m)
             }
             Err(RegisterError::BadRequest(m)) => plain(StatusCode::BAD_REQUEST, &m),
             Err(RegisterError::Refused(m)) => {
-                log::info!("register from {machine} refused: {m}");
+                log::debug!("register from {machine} at {from} refused: {}", clip(&m, 200));
                 json(&RegisterResponse { error: m, ..Default::default() })
             }
             Err(RegisterError::State(e)) => {
@@ -173,8 +178,10 @@ impl Control {
     }
 
     /// A client waiting on its login URL: holds the request until the login
-    /// completes, or for [`FOLLOWUP_WAIT`].
-    async fn follow_up(&self, mut rx: watch::Receiver<Option<Approval>>, followup: String) -> Response<Body> {
+    /// completes, for [`FOLLOWUP_WAIT`], or until a newer request waits on
+    /// the same login (one waiter per login).
+    async fn follow_up(&self, wait: LoginWait, followup: String) -> Response<Body> {
+        let LoginWait { outcome: mut rx, mut replaced } = wait;
         let wait = async {
             loop {
                 if let Some(a) = rx.borrow_and_update().clone() {
@@ -186,11 +193,13 @@ impl Control {
             }
         };
         let mut shutdown = self.shutdown.clone();
+        let again = || json(&RegisterResponse { auth_url: followup.clone(), ..Default::default() });
         let outcome = tokio::select! {
             r = tokio::time::timeout(FOLLOWUP_WAIT, wait) => r,
+            // Only word of a newer waiter: the login going (approved, say) drops the sender too.
+            Ok(()) = &mut replaced => return again(),
             _ = shutdown.changed() => return plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down"),
         };
-        let again = || json(&RegisterResponse { auth_url: followup.clone(), ..Default::default() });
         match outcome {
             Ok(Some(Approval::Approved(node_id))) => {
                 let snap = self.state.snapshot();
@@ -205,7 +214,7 @@ impl Control {
         }
     }
 
-    async fn map(self: &Arc<Self>, machine: MachinePublic, req: MapRequest) -> Response<Body> {
+    async fn map(self: &Arc<Self>, machine: MachinePublic, req: MapRequest, answer: Answer) -> Response<Body> {
         if req.version < MIN_CAPABILITY_VERSION as u32 {
             return plain(
                 StatusCode::BAD_REQUEST,
@@ -228,8 +237,9 @@ impl Control {
         self.state.report(id, req.disco_key, req.endpoints, req.hostinfo, req.version);
         let zstd = req.compress == "zstd";
         if req.stream {
-            let body = session::start(self.clone(), id, zstd);
+            let body = session::start(self.clone(), id, zstd, answer);
             let mut r = Response::new(body.boxed());
+            r.extensions_mut().insert(session::Streaming);
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/octet-stream"),

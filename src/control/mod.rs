@@ -10,7 +10,7 @@ mod noise_io;
 mod session;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -18,30 +18,60 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::noise;
+use crate::quota::Places;
 use crate::secrets::random_bytes;
 use crate::state::State;
 use crate::tailcfg::{MachinePrivate, MachinePublic, MIN_CAPABILITY_VERSION};
 
-pub use body::{BODY_BUDGET, BODY_DEADLINE};
-pub use conn::{FIRST_REQUEST, IDLE};
+pub use body::{BODY_BUDGET, BODY_DEADLINE, FIRST_BYTE};
+pub use conn::{ANSWER_DEADLINE, CONNS_PER_MACHINE, FIRST_REQUEST, IDLE};
 pub use noise_io::NoiseIo;
+pub use session::FRAME_TAKEN;
 
-/// Handshakes in flight at once (beyond it new ones get 503).
+/// Upgrades in flight at once (from the 101 answer to the stream in hand),
+/// and from one source: beyond them new ones get 503. A real client's takes
+/// microseconds; one that never reads its 101 holds a place until the deadline.
 const MAX_HANDSHAKES: usize = 64;
+const HANDSHAKES_PER_SOURCE: usize = 4;
 /// From the 101 answer to the upgraded stream in hand.
-const UPGRADE_DEADLINE: Duration = Duration::from_secs(10);
+const UPGRADE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The connection's place under the listener's caps (`server::admission`).
+pub trait Place: Send + Sync + 'static {
+    /// Asks to stay connected after the upgrade, as the connection of a
+    /// machine with a node or (`keyless`) without; held until dropped.
+    fn stay(&self, keyless: bool) -> bool;
+    /// The upgraded stream is in hand.
+    fn upgraded(&self);
+}
+
+/// An upgrade's place among those in flight; given back when dropped.
+struct Handshaking {
+    places: Arc<Mutex<Places>>,
+    from: IpAddr,
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.places.lock().unwrap_or_else(|e| e.into_inner()).give_back(self.from);
+    }
+}
 
 pub struct Control {
     pub state: Arc<State>,
     noise_key: [u8; 32],
     noise_public: MachinePublic,
     server_url: String,
-    handshakes: Arc<Semaphore>,
+    handshakes: Arc<Mutex<Places>>,
     /// Bytes of request bodies all connections may hold at once.
     budget: Arc<body::Budget>,
+    /// The Noise connections of each machine key.
+    machine_conns: Mutex<conn::MachineConns>,
+    /// The live map session of each node.
+    sessions: Mutex<session::Sessions>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -62,8 +92,10 @@ impl Control {
             noise_key: *key.bytes(),
             noise_public: MachinePublic(noise::public_key(key.bytes())),
             server_url: server_url.trim_end_matches('/').to_string(),
-            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            handshakes: Arc::new(Mutex::new(Places::new(MAX_HANDSHAKES, HANDSHAKES_PER_SOURCE))),
             budget: Arc::default(),
+            machine_conns: Mutex::default(),
+            sessions: Mutex::default(),
             shutdown,
         }
     }
@@ -88,26 +120,26 @@ impl Control {
 
     /// `POST /ts2021`: checks the upgrade, answers the Noise handshake and
     /// hands the connection to HTTP/2 once hyper has switched protocols.
-    /// `slot` is the connection's place under the connection caps: it stays
-    /// taken while the Noise stream lives. `from` is the client's address.
-    /// A refusal closes the connection: one connection, one handshake.
-    pub fn upgrade<G: Send + Sync + 'static>(
+    /// `place` is the connection's place under the connection caps: it
+    /// stays taken while the Noise stream lives. `from` is the client's
+    /// address. A refusal closes the connection: one connection, one handshake.
+    pub fn upgrade<P: Place>(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        slot: G,
+        place: Arc<P>,
         from: IpAddr,
     ) -> Response<Full<Bytes>> {
-        let mut r = self.upgrade_inner(req, slot, from);
+        let mut r = self.upgrade_inner(req, place, from);
         if r.status() != StatusCode::SWITCHING_PROTOCOLS {
             r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
         }
         r
     }
 
-    fn upgrade_inner<G: Send + Sync + 'static>(
+    fn upgrade_inner<P: Place>(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        slot: G,
+        place: Arc<P>,
         from: IpAddr,
     ) -> Response<Full<Bytes>> {
         let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -124,13 +156,15 @@ impl Control {
             log::debug!("ts2021: missing or malformed X-Tailscale-Handshake");
             return text(StatusCode::BAD_REQUEST, "bad X-Tailscale-Handshake\n");
         };
-        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+        if !self.handshakes.lock().unwrap_or_else(|e| e.into_inner()).take(from) {
             return text(StatusCode::SERVICE_UNAVAILABLE, "too many handshakes; retry\n");
-        };
+        }
+        let handshaking = Handshaking { places: self.handshakes.clone(), from };
         let version = noise::initiation_version(&init).unwrap_or(0);
         // Too old a client: finish the upgrade only to tell it why (message type 3).
         let first_bytes = if version < MIN_CAPABILITY_VERSION {
-            log::info!(
+            // Debug: anyone can send this, as often as the connection rate allows.
+            log::debug!(
                 "refusing a client of capability version {version} (tinyscale needs {MIN_CAPABILITY_VERSION} or newer)"
             );
             Err(noise::error_message(&format!(
@@ -149,27 +183,40 @@ impl Control {
                 }
             }
         };
+        // Machines without a node have a share of their own (a key is free to make).
+        let known = first_bytes
+            .as_ref()
+            .is_ok_and(|(_, s)| self.state.snapshot().node_by_machine(&MachinePublic(s.peer_static)).is_some());
+        if !place.stay(!known) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "server busy; retry\n");
+        }
+        // Only the upgrade is kept, not the request's headers, while the 101 goes out.
+        let pending = hyper::upgrade::on(req);
         let this = self.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            let upgraded = match tokio::time::timeout(UPGRADE_DEADLINE, hyper::upgrade::on(req)).await {
+            let upgraded = match tokio::time::timeout(UPGRADE_DEADLINE, pending).await {
                 Ok(Ok(u)) => u,
                 Ok(Err(e)) => return log::debug!("ts2021: upgrade failed: {e}"),
                 Err(_) => return log::debug!("ts2021: upgrade from {from} timed out"),
             };
+            place.upgraded();
+            drop(handshaking);
             let mut io = TokioIo::new(upgraded);
             let (resp, session) = match first_bytes {
                 Ok(x) => x,
                 Err(refusal) => {
-                    let _ = io.write_all(&refusal).await;
-                    let _ = io.shutdown().await;
+                    let closing = async {
+                        let _ = io.write_all(&refusal).await;
+                        let _ = io.shutdown().await;
+                    };
+                    let _ = tokio::time::timeout(UPGRADE_DEADLINE, closing).await;
                     return;
                 }
             };
             let machine = MachinePublic(session.peer_static);
-            drop(permit);
             let noise = NoiseIo::new(io, session.rx, session.tx, resp.to_vec());
-            this.serve_h2(noise, machine, version, from).await;
+            this.serve_h2(noise, machine, version, from, known).await;
+            drop(place);
         });
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -1,9 +1,13 @@
 //! A map session: the long-poll stream of one node. It sends the full map,
 //! then the smallest delta for each batch of changes, and keep-alives when
-//! quiet. Its outgoing queue is a channel of a few frames: a client that does
-//! not read stalls only its own session, whose change queue then coalesces
-//! into one fresh full map.
+//! quiet. A node has one session: a new one ends the one before (as
+//! Headscale does), so one node cannot make the server hold many maps.
+//! Its outgoing queue is one frame: a client that does not read stalls only
+//! its own session, whose change queue then coalesces into one fresh full
+//! map; a frame it leaves untaken for [`FRAME_TAKEN`] closes its connection,
+//! which is all that frees what HTTP/2 holds for it.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,9 +15,10 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use hyper::body::{Bytes, Frame};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::conn::Answer;
 use super::Control;
 use crate::clock;
 use crate::mapper::{self, frame, Delta};
@@ -21,12 +26,42 @@ use crate::secrets::random_bytes;
 use crate::state::events::Subscription;
 use crate::tailcfg::MapResponse;
 
-/// Frames queued towards one client.
-const OUT_FRAMES: usize = 4;
+/// Frames queued towards one client, besides the one HTTP/2 is sending.
+const OUT_FRAMES: usize = 1;
+/// How long a frame may wait for the client to take it (HTTP/2 sends
+/// only what the client's window allows): past it the client is gone or
+/// holds its window shut, and its connection is closed.
+pub const FRAME_TAKEN: Duration = Duration::from_secs(30);
 /// Keep-alive period (plus up to 9 s of jitter); clients give up after 120 s.
 const KEEPALIVE: Duration = Duration::from_secs(50);
 /// How long a node may be gone before peers are told it is offline.
 const OFFLINE_GRACE: Duration = Duration::from_secs(10);
+
+/// Marks a response whose body is a map session (its session says when it is finished).
+#[derive(Clone, Copy)]
+pub struct Streaming;
+
+/// The live session of each node and what ends it.
+#[derive(Default)]
+pub struct Sessions {
+    by_node: HashMap<u64, (u64, Arc<Notify>)>,
+    next_id: u64,
+}
+
+impl Sessions {
+    /// A new session of `node`; returns its id and the older one's closer, if any.
+    fn open(&mut self, node: u64, end: Arc<Notify>) -> (u64, Option<Arc<Notify>>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        (id, self.by_node.insert(node, (id, end)).map(|(_, old)| old))
+    }
+
+    fn close(&mut self, node: u64, id: u64) {
+        if self.by_node.get(&node).is_some_and(|(i, _)| *i == id) {
+            self.by_node.remove(&node);
+        }
+    }
+}
 
 /// The streaming response body: frames as the session produces them.
 pub struct MapBody {
@@ -96,26 +131,68 @@ fn keepalive_deadline() -> Instant {
     Instant::now() + KEEPALIVE + Duration::from_millis(b[0] as u64 * 9000 / 255)
 }
 
-pub fn start(control: Arc<Control>, node_id: u64, zstd: bool) -> MapBody {
+/// Starts the map session of `node_id`, which answers the request `answer`,
+/// and ends the node's older one.
+pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer) -> MapBody {
     let (tx, rx) = mpsc::channel(OUT_FRAMES);
     // Subscribe before the full map is built, so no change falls between them.
     let sub = control.state.subscribe(node_id);
-    tokio::spawn(run(control, node_id, zstd, sub, tx));
+    let end = Arc::new(Notify::new());
+    let (id, older) = control.sessions().open(node_id, end.clone());
+    if let Some(older) = older {
+        older.notify_one();
+    }
+    tokio::spawn(async move {
+        let taken = run(&control, node_id, zstd, sub, tx, &end).await;
+        control.sessions().close(node_id, id);
+        // What is left (the last frames, the end of the stream) must go soon,
+        // or at once when the client took nothing for too long.
+        if taken {
+            answer.finished();
+        } else {
+            answer.abandon();
+        }
+    });
     MapBody { rx }
 }
 
-async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription, tx: mpsc::Sender<Bytes>) {
-    let Some(FullFrame { bytes: first, mut sent, .. }) = full_frame_sent(&control, node_id, zstd).await else {
-        return;
+impl Control {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Queues `frame`, waiting at most [`FRAME_TAKEN`] for room. `Err(true)`:
+/// the client is gone; `Err(false)`: it left the frame before untaken.
+async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), bool> {
+    match tokio::time::timeout(FRAME_TAKEN, tx.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(true),
+        Err(_) => Err(false),
+    }
+}
+
+/// Runs the session until it ends; whether the client took its frames.
+async fn run(
+    control: &Arc<Control>,
+    node_id: u64,
+    zstd: bool,
+    sub: Subscription,
+    tx: mpsc::Sender<Bytes>,
+    end: &Notify,
+) -> bool {
+    let Some(FullFrame { bytes: first, mut sent, .. }) = full_frame_sent(control, node_id, zstd).await else {
+        return true;
     };
-    if tx.send(first).await.is_err() {
-        return;
+    if let Err(gone) = send(&tx, first).await {
+        return gone;
     }
     let state = &control.state;
     state.stream_opened(node_id);
     log::debug!("node {node_id}: map stream open");
     let mut keepalive = keepalive_deadline();
     let mut shutdown = control.shutdown.clone();
+    let mut taken = true;
     loop {
         // A keep-alive tick also looks for a key that expired by the clock.
         let (changes, resync, quiet) = tokio::select! {
@@ -126,6 +203,10 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
             _ = tokio::time::sleep_until(keepalive) => (Vec::new(), false, true),
             _ = tx.closed() => break,
             _ = shutdown.changed() => break,
+            _ = end.notified() => {
+                log::debug!("node {node_id}: a newer map stream replaces this one");
+                break;
+            }
         };
         let delta = if resync {
             Delta::Full
@@ -139,7 +220,7 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
             Delta::Nothing if quiet => encode(&mapper::keepalive(), zstd),
             Delta::Nothing => continue,
             Delta::Send(resp) => encode(&resp, zstd),
-            Delta::Full => match full_frame_sent(&control, node_id, zstd).await {
+            Delta::Full => match full_frame_sent(control, node_id, zstd).await {
                 Some(f) if f.has_peers => {
                     sent = f.sent;
                     f.bytes
@@ -150,7 +231,11 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
             },
             Delta::SelfGone => break,
         };
-        if tx.send(out).await.is_err() {
+        if let Err(gone) = send(&tx, out).await {
+            if !gone {
+                log::debug!("node {node_id}: a map frame went untaken for {FRAME_TAKEN:?}; closing");
+            }
+            taken = gone;
             break;
         }
         keepalive = keepalive_deadline();
@@ -160,6 +245,7 @@ async fn run(control: Arc<Control>, node_id: u64, zstd: bool, sub: Subscription,
     if state.stream_closed(node_id, clock::now_unix(), clock::mono_secs()) {
         tokio::spawn(went_away(control.clone(), node_id));
     }
+    taken
 }
 
 /// After a node's last stream closed: tell peers it is offline unless it

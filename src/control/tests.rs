@@ -68,7 +68,7 @@ async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
     housekeeping(&c, &stop);
     let id = ephemeral_node(&c);
     let watcher = c.state.subscribe(999);
-    let mut body = session::start(c.clone(), id, true);
+    let mut body = session::start(c.clone(), id, true, conn::Answer::detached());
     first_frame(&mut body).await;
     assert!(c.state.is_online(id));
     drop(body);
@@ -106,13 +106,18 @@ async fn a_node_that_comes_back_within_the_grace_period_stays_online_and_kept() 
     housekeeping(&c, &stop);
     let id = ephemeral_node(&c);
     let watcher = c.state.subscribe(999);
-    let mut body = session::start(c.clone(), id, true);
+    let mut body = session::start(c.clone(), id, true, conn::Answer::detached());
     first_frame(&mut body).await;
     drop(body);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut again = session::start(c.clone(), id, true);
+    let mut again = session::start(c.clone(), id, true, conn::Answer::detached());
     first_frame(&mut again).await;
+    // The client reads what it is sent (keep-alives).
+    let reading = tokio::spawn(async move {
+        while std::future::poll_fn(|cx| std::pin::Pin::new(&mut again).poll_frame(cx)).await.is_some() {}
+    });
     tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(!reading.is_finished(), "the session ended");
     assert!(!watcher.take().changes.contains(&Change::Online(id, false)));
     assert!(c.state.snapshot().nodes.contains_key(&id));
     assert!(c.state.is_online(id));
@@ -131,7 +136,7 @@ async fn connection(
     let cli = i.finish(&resp).unwrap();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let served = NoiseIo::new(b, srv.rx, srv.tx, Vec::new());
-    let task = tokio::spawn(c.clone().serve_h2(served, machine, 130, [192, 0, 2, 1].into()));
+    let task = tokio::spawn(c.clone().serve_h2(served, machine, 130, [192, 0, 2, 1].into(), true));
     (task, NoiseIo::new(a, cli.rx, cli.tx, Vec::new()))
 }
 
@@ -214,4 +219,151 @@ async fn a_map_stream_keeps_its_connection_open_for_as_long_as_it_lasts() {
     drop(body);
     tokio::time::sleep(IDLE + Duration::from_secs(5)).await;
     assert!(task.is_finished());
+}
+
+/// An HTTP/2 client that grants the server no window: it takes no answer.
+async fn h2_shut(io: NoiseIo<tokio::io::DuplexStream>) -> H2 {
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+fn stream_request() -> serde_json::Value {
+    serde_json::json!({
+        "Version": 130, "NodeKey": crate::tailcfg::NodePublic([5; 32]).to_string(), "Stream": true, "Compress": "zstd"
+    })
+}
+
+/// Review finding 5: an answer the client never grants a window for kept
+/// its request in flight, and the connection open for good.
+#[tokio::test(start_paused = true)]
+async fn an_answer_the_client_does_not_take_closes_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    let (task, io) = connection(&c, MachinePublic([7; 32])).await;
+    let mut send = h2_shut(io).await;
+    let r = send.send_request(post("/machine/whatever", serde_json::json!({}))).await.unwrap();
+    assert_eq!(r.status(), 501);
+    // Pings are answered, but the answer's body never goes out.
+    tokio::time::sleep(ANSWER_DEADLINE - Duration::from_secs(1)).await;
+    assert!(!task.is_finished(), "closed before the answer deadline");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(task.is_finished(), "a connection whose answer is never taken outlived the answer deadline");
+}
+
+/// Review finding 3: one node could hold any number of map streams.
+#[tokio::test(start_paused = true)]
+async fn a_new_map_stream_of_a_node_ends_its_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    ephemeral_node(&c);
+    let (_task, io) = connection(&c, MachinePublic([5; 32])).await;
+    let mut send = h2(io).await;
+    let first = send.send_request(post("/machine/map", stream_request())).await.unwrap();
+    let mut first = first.into_body();
+    assert!(http_body_util::BodyExt::frame(&mut first).await.is_some(), "the first stream's full map");
+    let second = send.send_request(post("/machine/map", stream_request())).await.unwrap();
+    let mut second = second.into_body();
+    assert!(http_body_util::BodyExt::frame(&mut second).await.is_some(), "the second stream's full map");
+    // The first ends; the second lives on.
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut first).await {}
+    });
+    assert!(ended.await.is_ok(), "the older stream was not ended");
+    let more = tokio::time::timeout(Duration::from_secs(70), http_body_util::BodyExt::frame(&mut second)).await;
+    assert!(matches!(more, Ok(Some(Ok(_)))), "the newer stream got no keep-alive");
+}
+
+/// Review finding 3: a map stream the client reads nothing of kept its
+/// frames queued, and its connection open, for good.
+#[tokio::test(start_paused = true)]
+async fn a_map_stream_that_is_not_read_closes_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    ephemeral_node(&c);
+    let (task, io) = connection(&c, MachinePublic([5; 32])).await;
+    let mut send = h2_shut(io).await;
+    let r = send.send_request(post("/machine/map", stream_request())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The full map and a keep-alive wait; the next keep-alive finds no room,
+    // and after FRAME_TAKEN more the session gives up.
+    tokio::time::sleep(Duration::from_secs(4 * 60)).await;
+    assert!(task.is_finished(), "a map stream that is never read kept its connection");
+    drop(r);
+}
+
+/// Review finding 3: any number of Noise connections per machine key.
+#[tokio::test(start_paused = true)]
+async fn a_machines_newest_connections_close_its_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    let machine = MachinePublic([7; 32]);
+    let mut held = Vec::new();
+    for _ in 0..CONNS_PER_MACHINE + 1 {
+        let (task, io) = connection(&c, machine).await;
+        let mut send = h2(io).await;
+        // Each says something, so no first-request deadline is at play.
+        assert_eq!(send.send_request(post("/machine/nope", serde_json::json!({}))).await.unwrap().status(), 501);
+        held.push((task, send));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let open: Vec<bool> = held.iter().map(|(t, _)| !t.is_finished()).collect();
+    assert_eq!(open, [false, true, true], "the oldest goes, the newest stay");
+}
+
+/// Review finding 5: any number of requests could wait on one login.
+#[tokio::test(start_paused = true)]
+async fn a_newer_followup_replaces_the_older_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    let machine = MachinePublic([7; 32]);
+    let node = crate::tailcfg::NodePublic([8; 32]);
+    let req = serde_json::json!({"Version": 130, "NodeKey": node.to_string()});
+    let id = c.state.start_login(machine, &serde_json::from_value(req).unwrap(), [192, 0, 2, 1].into(), Instant::now());
+    let followup = format!("http://x/register/{}", id.unwrap());
+    let (_task, io) = connection(&c, machine).await;
+    let mut send = h2(io).await;
+    let ask = serde_json::json!({"Version": 130, "NodeKey": node.to_string(), "Followup": followup});
+    let first = tokio::spawn(send.send_request(post("/machine/register", ask.clone())));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!first.is_finished());
+    let second = tokio::spawn(send.send_request(post("/machine/register", ask)));
+    // The older one is answered at once (with its URL: it asks again); the newer one waits.
+    let r = tokio::time::timeout(Duration::from_secs(1), first).await.expect("the older waiter was kept").unwrap();
+    let body = http_body_util::BodyExt::collect(r.unwrap().into_body()).await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("/register/"), "{body:?}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!second.is_finished());
+}
+
+/// The login going (approved) drops its waiter's replacement signal too:
+/// that must not read as "replaced". Several rounds, since it was a race.
+#[tokio::test(start_paused = true)]
+async fn an_approved_login_always_answers_its_waiter_as_authorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = control(dir.path());
+    let alice = c.state.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
+    for i in 0..8u8 {
+        let machine = MachinePublic([20 + i; 32]);
+        let node = crate::tailcfg::NodePublic([40 + i; 32]);
+        let req = serde_json::json!({"Version": 130, "NodeKey": node.to_string()});
+        let id =
+            c.state.start_login(machine, &serde_json::from_value(req).unwrap(), [192, 0, 2, 1].into(), Instant::now());
+        let id = id.unwrap();
+        let (_task, io) = connection(&c, machine).await;
+        let mut send = h2(io).await;
+        let ask = serde_json::json!({"Version": 130, "NodeKey": node.to_string(), "Followup": format!("http://x/register/{id}")});
+        let waiting = tokio::spawn(send.send_request(post("/machine/register", ask)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.state.approve_login(&id, alice.id, "cli", None, crate::clock::build_epoch() + 10, Instant::now()).unwrap();
+        let r = waiting.await.unwrap().unwrap();
+        let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["MachineAuthorized"], true, "round {i}: {v}");
+    }
 }

@@ -1,13 +1,19 @@
 //! The relay server: one task per client reading its frames, and a writer
 //! task draining a small bounded queue. A client that does not read loses
 //! packets (its queue is full, so new ones are dropped) and never makes
-//! anyone else wait or the server grow.
+//! anyone else wait or the server grow: its queue is bounded in frames and
+//! bytes, all queues together in bytes, and a write that does not complete
+//! within [`WRITE_TIMEOUT`] closes it (Tailscale's derper does the same).
+//! A key keeps at most [`CONNS_PER_KEY`] connections: a newer one closes
+//! the oldest, and packets go to the newest.
 //!
 //! Until a client has proven its key it holds one of a few handshake places
-//! (never a client's place under `derp.server.max_clients`), may send only
-//! a small ClientInfo frame, and gets no queue or writer.
+//! (never a client's place under `derp.server.max_clients`; a few per
+//! source address), may send only a small ClientInfo frame, and gets no
+//! queue or writer.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,41 +25,127 @@ use tokio::time::Instant;
 
 use super::frame::{self, Frame, Key};
 use super::handshake::{self, ClientInfo};
+use crate::quota::Places;
 use crate::state::{has_passed, State};
 use crate::tailcfg::NodePublic;
 
 /// Frames queued towards one client before new ones are dropped.
 const QUEUE: usize = 64;
+/// Bytes queued towards one client (four of the largest packets, hundreds
+/// of real ones), and towards all of them together.
+pub const QUEUE_BYTES: usize = 256 * 1024;
+pub const RELAY_QUEUE_BYTES: usize = 4 << 20;
+/// How long one write to a client may take before it is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections one key may hold (a client may reconnect before its old
+/// connection is noticed gone).
+pub const CONNS_PER_KEY: usize = 2;
 /// Frames the writer gathers into one write.
 const BATCH: usize = 64 * 1024;
 /// Peers a client remembers sending to (told when it leaves).
 const MAX_PEERS: usize = 256;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in flight at once, apart from the admitted clients.
+/// From the upgrade to the client's proven key.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in flight at once, apart from the admitted clients, and from
+/// one source address (its IPv6 /56 twice that).
 pub const MAX_HANDSHAKING: usize = 32;
+pub const HANDSHAKING_PER_SOURCE: usize = 8;
 /// A ClientInfo frame: the key, the box's nonce and tag, and a JSON of tens
 /// of bytes (a mesh key is 64 more).
 pub const MAX_CLIENT_INFO: usize = 4 * 1024;
 /// Keep-alive period (plus up to 5 s of jitter).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
-struct Peer {
-    conn: usize,
-    tx: mpsc::Sender<Bytes>,
+/// Bytes queued: one client's, and all clients' together.
+struct Queued {
+    client: AtomicUsize,
+    relay: Arc<AtomicUsize>,
+}
+
+impl Queued {
+    /// Counts `n` more bytes if both stay within their bounds.
+    fn take(&self, n: usize) -> bool {
+        if self.client.fetch_add(n, Ordering::Relaxed) + n > QUEUE_BYTES {
+            self.client.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        if self.relay.fetch_add(n, Ordering::Relaxed) + n > RELAY_QUEUE_BYTES {
+            self.relay.fetch_sub(n, Ordering::Relaxed);
+            self.client.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        self.client.fetch_sub(n, Ordering::Relaxed);
+        self.relay.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// A queued frame; its bytes are given back when it is dropped (written,
+/// or thrown away with its queue).
+struct Charged {
+    bytes: Bytes,
+    queued: Arc<Queued>,
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.queued.give_back(self.bytes.len());
+    }
+}
+
+/// What sends to one client: its bounded queue.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Charged>,
+    queued: Arc<Queued>,
+}
+
+impl Outbox {
+    /// Queues `bytes` unless the queue is full in frames or bytes (or all
+    /// queues together are): a slow reader loses packets, nobody waits.
+    fn push(&self, bytes: Bytes) -> bool {
+        if !self.queued.take(bytes.len()) {
+            return false;
+        }
+        // A refused frame is dropped here, and gives its bytes back.
+        self.tx.try_send(Charged { bytes, queued: self.queued.clone() }).is_ok()
+    }
+}
+
+/// One connection of a key.
+struct Conn {
+    id: usize,
+    outbox: Outbox,
+    close: Arc<Notify>,
 }
 
 pub struct Relay {
     private: [u8; 32],
     public: [u8; 32],
-    peers: Mutex<HashMap<Key, Peer>>,
+    /// The connections of each key, oldest first; packets go to the newest.
+    clients: Mutex<HashMap<Key, Vec<Conn>>>,
     /// `derp.server.verify_clients`: only registered node keys may connect.
     verify: Option<Arc<State>>,
     slots: Arc<Semaphore>,
-    handshaking: Arc<Semaphore>,
+    handshaking: Arc<Mutex<Places>>,
     next_conn: AtomicUsize,
-    /// Per connected key: what ends its connections ([`Relay::close_node`])
-    /// and how many there are (a key may connect more than once).
-    closers: Mutex<HashMap<Key, (Arc<Notify>, usize)>>,
+    /// Bytes queued towards all clients.
+    queued: Arc<AtomicUsize>,
+}
+
+/// A handshake's place; given back when dropped.
+pub struct Handshaking {
+    places: Arc<Mutex<Places>>,
+    from: IpAddr,
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.places.lock().unwrap_or_else(|e| e.into_inner()).give_back(self.from);
+    }
 }
 
 #[derive(Debug)]
@@ -102,59 +194,89 @@ impl Relay {
         Relay {
             public: crate::noise::public_key(&private),
             private,
-            peers: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
             verify,
             slots: Arc::new(Semaphore::new(max_clients)),
-            handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
+            handshaking: Arc::new(Mutex::new(Places::new(MAX_HANDSHAKING, HANDSHAKING_PER_SOURCE))),
             next_conn: AtomicUsize::new(0),
-            closers: Mutex::new(HashMap::new()),
+            queued: Arc::default(),
         }
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Conn>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ends every connection of `key` (its node was deleted, expired or took
     /// a new key). Returns whether there was one.
     pub fn close_node(&self, key: NodePublic) -> bool {
-        match self.closers.lock().unwrap_or_else(|e| e.into_inner()).get(&key.0) {
-            Some((close, _)) => {
-                close.notify_waiters();
+        match self.clients().get(&key.0) {
+            Some(conns) => {
+                conns.iter().for_each(|c| c.close.notify_one());
                 true
             }
             None => false,
         }
     }
 
-    fn closer(&self, key: Key) -> Arc<Notify> {
-        let mut c = self.closers.lock().unwrap_or_else(|e| e.into_inner());
-        let e = c.entry(key).or_insert_with(|| (Arc::new(Notify::new()), 0));
-        e.1 += 1;
-        e.0.clone()
+    /// Adds a connection of `key`; a key past [`CONNS_PER_KEY`] loses its oldest.
+    fn add(&self, key: Key, conn: Conn) {
+        let mut clients = self.clients();
+        let conns = clients.entry(key).or_default();
+        conns.push(conn);
+        if conns.len() > CONNS_PER_KEY {
+            let oldest = conns.remove(0);
+            log::debug!(
+                "{} connected a {}th time: closing its oldest connection",
+                NodePublic(key).short(),
+                CONNS_PER_KEY + 1
+            );
+            oldest.close.notify_one();
+        }
     }
 
-    fn release_closer(&self, key: Key) {
-        let mut c = self.closers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = c.get_mut(&key) {
-            e.1 -= 1;
-            if e.1 == 0 {
-                c.remove(&key);
-            }
+    /// Takes connection `id` of `key` out; whether the key has none left.
+    fn remove(&self, key: Key, id: usize) -> bool {
+        let mut clients = self.clients();
+        let Some(conns) = clients.get_mut(&key) else { return true };
+        conns.retain(|c| c.id != id);
+        if !conns.is_empty() {
+            return false;
         }
+        clients.remove(&key);
+        true
+    }
+
+    /// Where packets for `key` go: its newest connection.
+    fn outbox(&self, key: &Key) -> Option<Outbox> {
+        self.clients().get(key).and_then(|c| c.last()).map(|c| c.outbox.clone())
     }
 
     pub fn public_key(&self) -> [u8; 32] {
         self.public
     }
 
-    /// A place for one more handshake, if the relay has room for a client.
-    /// The client's own place is taken only once it has proven its key.
-    pub fn try_handshake(&self) -> Result<OwnedSemaphorePermit, &'static str> {
+    /// A place for one more handshake from `from`, if the relay has room
+    /// for a client. The client's own place is taken only once it has
+    /// proven its key.
+    pub fn try_handshake(&self, from: IpAddr) -> Result<Handshaking, &'static str> {
         if self.slots.available_permits() == 0 {
             return Err("relay full");
         }
-        self.handshaking.clone().try_acquire_owned().map_err(|_| "too many relay handshakes at once; retry")
+        if !self.handshaking.lock().unwrap_or_else(|e| e.into_inner()).take(from) {
+            return Err("too many relay handshakes at once; retry");
+        }
+        Ok(Handshaking { places: self.handshaking.clone(), from })
     }
 
+    /// Keys connected.
     pub fn client_count(&self) -> usize {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.clients().len()
+    }
+
+    /// Bytes queued towards all clients.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     fn admitted(&self, key: &Key) -> Result<(), String> {
@@ -172,7 +294,7 @@ impl Relay {
 
     /// Runs one client connection (after the HTTP upgrade) until it ends.
     /// `handshaking` is its handshake place, given back once the handshake ends.
-    pub async fn serve<S>(self: Arc<Self>, io: S, handshaking: OwnedSemaphorePermit)
+    pub async fn serve<S>(self: Arc<Self>, io: S, handshaking: Handshaking)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -181,45 +303,41 @@ impl Relay {
         drop(handshaking);
         let (key, _slot) = match hello {
             Ok(Ok(k)) => k,
-            Ok(Err(End::Refused(why))) => return log::info!("client refused: {why}"),
+            // Debug: anyone can have a handshake refused, as often as it connects.
+            Ok(Err(End::Refused(why))) => return log::debug!("client refused: {why}"),
             Ok(Err(End::Io(e))) => return log::debug!("handshake: {e}"),
             Err(_) => return log::debug!("handshake timed out"),
         };
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let close = self.closer(key);
-        // Registered before anyone can find this connection, so no close is missed.
-        let closed = close.notified();
-        tokio::pin!(closed);
-        closed.as_mut().enable();
-        let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
-        // The newest connection of a key is the one packets go to.
-        self.peers.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Peer { conn, tx: tx.clone() });
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        let (tx, rx) = mpsc::channel::<Charged>(QUEUE);
+        let queued = Arc::new(Queued { client: AtomicUsize::new(0), relay: self.queued.clone() });
+        let outbox = Outbox { tx, queued };
+        self.add(key, Conn { id, outbox: outbox.clone(), close: close.clone() });
         log::debug!("{} connected", NodePublic(key).short());
-        let writer = tokio::spawn(write_loop(wr, rx));
+        let mut writer = tokio::spawn(write_loop(wr, rx));
         let mut sent_to = HashSet::new();
         let end = tokio::select! {
-            end = self.read_loop(&mut rd, key, &tx, &mut sent_to) => end,
-            _ = &mut closed => Err(End::Refused("its node was deleted or expired".into())),
+            end = self.read_loop(&mut rd, key, &outbox, &mut sent_to) => end,
+            _ = close.notified() => Err(End::Refused("its node is gone, or it connected again".into())),
+            _ = &mut writer => Err(End::Refused(format!("a write did not complete within {WRITE_TIMEOUT:?}"))),
         };
-        self.release_closer(key);
         if let Err(End::Refused(why)) = &end {
-            log::info!("closing {}: {why}", NodePublic(key).short());
+            log::debug!("closing {}: {why}", NodePublic(key).short());
         }
-        {
-            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-            if peers.get(&key).is_some_and(|p| p.conn == conn) {
-                peers.remove(&key);
-            }
+        if self.remove(key, id) {
             // Whoever heard from this client learns it is gone.
             let gone = encoded(&Frame::PeerGone { key, reason: frame::GONE_DISCONNECTED });
             for k in &sent_to {
-                if let Some(p) = peers.get(k) {
-                    let _ = p.tx.try_send(gone.clone());
+                if let Some(o) = self.outbox(k) {
+                    o.push(gone.clone());
                 }
             }
         }
-        drop(tx);
-        let _ = writer.await;
+        drop(outbox);
+        if !writer.is_finished() {
+            let _ = writer.await;
+        }
         log::debug!("{} disconnected", NodePublic(key).short());
     }
 
@@ -255,7 +373,7 @@ impl Relay {
         &self,
         rd: &mut R,
         me: Key,
-        own: &mpsc::Sender<Bytes>,
+        own: &Outbox,
         sent_to: &mut HashSet<Key>,
     ) -> Result<(), End> {
         // PeerGone(not here) answers: a token bucket of 3, one token a second.
@@ -276,14 +394,13 @@ impl Relay {
                 rd.read_exact(&mut buf[frame::HEADER_LEN..]).await?;
                 let mut dst = [0u8; frame::KEY_LEN];
                 dst.copy_from_slice(&buf[frame::HEADER_LEN..frame::HEADER_LEN + frame::KEY_LEN]);
-                let target = self.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&dst).map(|p| p.tx.clone());
-                match target {
-                    Some(tx) => {
+                match self.outbox(&dst) {
+                    Some(to) => {
                         buf[0] = frame::RECV_PACKET;
                         buf[1..frame::HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
                         buf[frame::HEADER_LEN..frame::HEADER_LEN + frame::KEY_LEN].copy_from_slice(&me);
                         // A full queue means a slow reader: drop, never wait.
-                        let _ = tx.try_send(Bytes::from(buf));
+                        to.push(Bytes::from(buf));
                         if sent_to.len() < MAX_PEERS {
                             sent_to.insert(dst);
                         }
@@ -297,7 +414,7 @@ impl Relay {
                         }
                         if tokens > 0 {
                             tokens -= 1;
-                            let _ = own.try_send(encoded(&Frame::PeerGone { key: dst, reason: frame::GONE_NOT_HERE }));
+                            own.push(encoded(&Frame::PeerGone { key: dst, reason: frame::GONE_NOT_HERE }));
                         }
                     }
                     None => {}
@@ -308,7 +425,7 @@ impl Relay {
             rd.read_exact(&mut payload).await?;
             match frame::parse(kind, &payload).map_err(|e| End::Refused(e.to_string()))? {
                 Frame::Ping(data) => {
-                    let _ = own.try_send(encoded(&Frame::Pong(data)));
+                    own.push(encoded(&Frame::Pong(data)));
                 }
                 Frame::WatchConns | Frame::ClosePeer(_) | Frame::ForwardPacket { .. } => {
                     return Err(End::Refused("mesh frames from a client that is not a mesh peer".into()));
@@ -326,37 +443,52 @@ fn keepalive_deadline() -> Instant {
     Instant::now() + KEEPALIVE + Duration::from_millis(b[0] as u64 * 5000 / 255)
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
+/// Writes what is queued for one client until its queue closes, a write
+/// fails, or a write takes longer than [`WRITE_TIMEOUT`]. Frames stay
+/// charged to the queues until they are written.
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Charged>) {
     let keepalive = encoded(&Frame::KeepAlive);
     let mut next = keepalive_deadline();
     loop {
-        let first = tokio::select! {
+        let mut held = Vec::new();
+        tokio::select! {
             f = rx.recv() => match f {
-                Some(f) => f,
+                Some(f) => held.push(f),
                 None => break,
             },
-            _ = tokio::time::sleep_until(next) => keepalive.clone(),
-        };
+            _ = tokio::time::sleep_until(next) => {}
+        }
         // Whatever else is queued goes out in the same write.
-        let out = match rx.try_recv() {
-            Err(_) => first,
-            Ok(second) => {
-                let mut batch = Vec::with_capacity(BATCH.min(first.len() + second.len() * 8));
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
-                while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(f) => batch.extend_from_slice(&f),
-                        Err(_) => break,
-                    }
+        let mut size = held.first().map_or(0, |f| f.bytes.len());
+        while size > 0 && size < BATCH {
+            match rx.try_recv() {
+                Ok(f) => {
+                    size += f.bytes.len();
+                    held.push(f);
                 }
+                Err(_) => break,
+            }
+        }
+        let out = match held.as_slice() {
+            [] => keepalive.clone(),
+            [one] => one.bytes.clone(),
+            many => {
+                let mut batch = Vec::with_capacity(size);
+                many.iter().for_each(|f| batch.extend_from_slice(&f.bytes));
                 Bytes::from(batch)
             }
         };
-        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
-            break;
+        let write = async {
+            wr.write_all(&out).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            // A client that does not read: no goodbye, it would not be read either.
+            Err(_) => return,
         }
         next = keepalive_deadline();
     }
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
 }

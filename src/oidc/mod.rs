@@ -206,7 +206,8 @@ impl Oidc {
         let q = crate::url::form(query);
         if let Some(err) = q.get("error") {
             let why = q.get("error_description").cloned().unwrap_or_else(|| err.clone());
-            log::info!("the provider refused a login: {err}");
+            // Debug, and short: anyone can send this, as often as it likes.
+            log::debug!("the provider refused a login: {}", crate::text::clip(err, 200));
             return refuse(403, &format!("The identity provider did not sign you in: {why}"));
         }
         let (Some(state), Some(code)) =
@@ -217,14 +218,14 @@ impl Oidc {
         let jar = flow::cookies(cookie_header);
         match jar.get(&flow::cookie_name("state", state)) {
             None => {
-                log::info!("callback without its state cookie");
+                log::debug!("callback without its state cookie");
                 return refuse(400, "This login did not start in this browser (its cookie is missing). Open the login link from tailscale up again, in one browser.");
             }
             Some(c) if c != state => return refuse(403, "This login's cookie does not match."),
             Some(_) => {}
         }
         let Some(pending) = self.logins.take(state, Instant::now()) else {
-            log::info!("a login state was replayed or expired");
+            log::debug!("a login state was replayed or expired");
             return refuse(410, "This login was already used or has expired. Run tailscale up again for a new link.");
         };
         if jar.get(&flow::cookie_name("nonce", &pending.nonce)) != Some(&pending.nonce) {
@@ -286,7 +287,7 @@ impl Oidc {
         })?;
         if !(200..300).contains(&status) {
             let err = tok.get("error").and_then(|e| e.as_str()).unwrap_or("unknown error");
-            log::info!("the provider refused the code exchange ({status} {err})");
+            log::info!("the provider refused the code exchange ({status} {})", crate::text::clip(err, 200));
             return Err(fail(403, &format!("The identity provider did not accept this login ({err}).")));
         }
         let id_token =

@@ -27,6 +27,13 @@ use crate::oidc::Oidc;
 /// Slow clients may not hold a connection open by trickling headers (or
 /// by idling between requests: the timer runs while hyper waits for a head).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may last until it is upgraded, TLS handshake
+/// included. hyper's header timer runs only while it reads a head: a client
+/// that pipelines requests and never reads the answers leaves hyper writing
+/// with no timer at all. Past it the connection is asked to close, and
+/// dropped [`CLOSE_GRACE`] later.
+pub const SHORT_LIFETIME: Duration = Duration::from_secs(60);
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// hyper's read buffer, which holds a request head: 32 KiB is room for any
 /// real one (cookies included) and bounds what a slow client costs.
 const MAX_HEAD: usize = 32 * 1024;
@@ -61,6 +68,16 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 /// the connection lives, the upgraded Noise or DERP stream included.
 pub type Slot = Arc<super::admission::Slot>;
 
+impl crate::control::Place for super::admission::Slot {
+    fn stay(&self, keyless: bool) -> bool {
+        self.long_lived(keyless).inspect_err(|why| log::debug!("an upgrade refused: {why}")).is_ok()
+    }
+
+    fn upgraded(&self) {
+        super::admission::Slot::upgraded(self);
+    }
+}
+
 /// The confirmation form is a few hundred bytes, and comes at once.
 #[cfg(feature = "oidc")]
 const MAX_FORM: usize = 16 * 1024;
@@ -68,6 +85,7 @@ const MAX_FORM: usize = 16 * 1024;
 const FORM_DEADLINE: Duration = Duration::from_secs(30);
 
 /// An upgrade refused for want of a long-lived place: the connection closes.
+#[cfg(feature = "derp")]
 fn busy() -> Response<Full<Bytes>> {
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "server busy; retry\n");
     r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
@@ -86,7 +104,7 @@ async fn route(
     #[cfg(feature = "derp")]
     if let Some(relay) = &app.extras.relay {
         match (req.method().as_str(), path.as_str()) {
-            ("GET", "/derp") => return Ok(derp_upgrade(req, relay, slot)),
+            ("GET", "/derp") => return Ok(derp_upgrade(req, relay, slot, peer)),
             ("GET" | "HEAD", "/derp/probe" | "/derp/latency-check") => {
                 return Ok(text(StatusCode::OK, "text/plain; charset=utf-8", ""))
             }
@@ -116,10 +134,7 @@ async fn route(
     Ok(match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
         ("GET", "/key") => app.control.key(req.uri().query()),
-        ("POST" | "GET", "/ts2021") => match slot.long_lived() {
-            Some(place) => app.control.upgrade(req, (slot, place), peer),
-            None => busy(),
-        },
+        ("POST" | "GET", "/ts2021") => app.control.upgrade(req, slot, peer),
         ("GET", p) if p.starts_with("/register/") => app.control.register_page(&p["/register/".len()..]),
         _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n"),
     })
@@ -134,13 +149,13 @@ struct App {
 
 /// From the 101 answer to the upgraded stream in hand.
 #[cfg(feature = "derp")]
-const UPGRADE_DEADLINE: Duration = Duration::from_secs(10);
+const UPGRADE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// `GET /derp` with `Upgrade: DERP`: the relay takes the connection over.
-/// Until the client has proven its key it holds a handshake place, never a
-/// client's; a refusal closes the connection.
+/// `GET /derp` with `Upgrade: DERP` from `peer`: the relay takes the
+/// connection over. Until the client has proven its key it holds a
+/// handshake place, never a client's; a refusal closes the connection.
 #[cfg(feature = "derp")]
-fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot) -> Response<Full<Bytes>> {
+fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot, peer: IpAddr) -> Response<Full<Bytes>> {
     let upgrade = req.headers().get(hyper::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !upgrade.eq_ignore_ascii_case("derp") {
         let mut r =
@@ -148,8 +163,10 @@ fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot) -> Respo
         r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
         return r;
     }
-    let Some(place) = slot.long_lived() else { return busy() };
-    let handshaking = match relay.try_handshake() {
+    if slot.long_lived(false).is_err() {
+        return busy();
+    }
+    let handshaking = match relay.try_handshake(peer) {
         Ok(p) => p,
         Err(why) => {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", format!("{why}\n"));
@@ -158,13 +175,18 @@ fn derp_upgrade(req: Request<Incoming>, relay: &Arc<Relay>, slot: Slot) -> Respo
         }
     };
     let relay2 = relay.clone();
+    // Only the upgrade is kept, not the request's headers, while the 101 goes out.
+    let pending = hyper::upgrade::on(req);
     tokio::spawn(async move {
-        let _held = (slot, place);
-        match tokio::time::timeout(UPGRADE_DEADLINE, hyper::upgrade::on(req)).await {
-            Ok(Ok(up)) => relay2.serve(TokioIo::new(up), handshaking).await,
+        match tokio::time::timeout(UPGRADE_DEADLINE, pending).await {
+            Ok(Ok(up)) => {
+                slot.upgraded();
+                relay2.serve(TokioIo::new(up), handshaking).await
+            }
             Ok(Err(e)) => log::debug!("derp: upgrade failed: {e}"),
             Err(_) => log::debug!("derp: upgrade timed out"),
         }
+        drop(slot);
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -192,8 +214,16 @@ fn generate_204(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn serve_conn<S>(io: S, app: Arc<App>, slot: Slot, peer: IpAddr, mut shutdown: watch::Receiver<bool>)
-where
+/// Serves HTTP/1 on one connection until it ends, is upgraded, or reaches
+/// `deadline` ([`SHORT_LIFETIME`] after it was accepted).
+async fn serve_conn<S>(
+    io: S,
+    app: Arc<App>,
+    slot: Slot,
+    peer: IpAddr,
+    deadline: tokio::time::Instant,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = hyper::server::conn::http1::Builder::new()
@@ -207,9 +237,18 @@ where
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        r = conn.as_mut() => if let Err(e) = r { log::debug!("http connection: {e}") },
-        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                log::debug!("http connection: {e}");
+            }
+            return;
+        }
+        _ = shutdown.changed() => {}
+        _ = tokio::time::sleep_until(deadline) => log::debug!("closing the connection of {peer}: it lasted {SHORT_LIFETIME:?}"),
     }
+    // Whatever it is doing (writing to a client that does not read, say) ends.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
 }
 
 impl Http {
@@ -239,11 +278,12 @@ impl Http {
                 }
             };
             let (app, tls, rx) = (app.clone(), self.tls.clone(), shutdown.clone());
+            let deadline = tokio::time::Instant::now() + SHORT_LIFETIME;
             tokio::spawn(async move {
                 match tls {
-                    None => serve_conn(stream, app, slot, peer.ip(), rx).await,
+                    None => serve_conn(stream, app, slot, peer.ip(), deadline, rx).await,
                     Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_conn(tls, app, slot, peer.ip(), rx).await,
+                        Ok(Ok(tls)) => serve_conn(tls, app, slot, peer.ip(), deadline, rx).await,
                         Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                     },

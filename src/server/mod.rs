@@ -8,6 +8,7 @@ mod derp;
 mod derp_urls;
 pub mod housekeeping;
 mod http;
+pub use http::SHORT_LIFETIME;
 pub mod keyfile;
 mod socket;
 mod tls;

@@ -4,15 +4,19 @@
 //! Anyone can open one without a key, so they are capped in total, per
 //! machine key and per source address, and one source can never push out
 //! another's (`quota::Capped`): 130 keyless registrations from one address
-//! leave a real device from elsewhere waiting for `auth register`. The
-//! monotonic time comes in from the caller.
+//! leave a real device from elsewhere waiting for `auth register`. Each
+//! keeps little: its hostname cut to [`MAX_HOSTNAME`] bytes, its Hostinfo
+//! only up to `MAX_HOSTINFO` (the device sends it again with its map
+//! request), and one waiting request at a time. The monotonic time comes in
+//! from the caller.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
+use super::presence::MAX_HOSTINFO;
 use super::register::{hostname_of, Approval};
 use super::{State, StateError};
 use crate::quota::{Capped, Full, Limits, Source};
@@ -26,6 +30,9 @@ pub const PENDING_PER_IP: usize = 8;
 pub const PENDING_PER_MACHINE: usize = 2;
 /// How long a login URL stays valid.
 pub const PENDING_TTL: Duration = Duration::from_secs(15 * 60);
+/// The longest hostname kept (a whole DNS name): what is shown in `auth
+/// pending` and becomes the node's name.
+pub const MAX_HOSTNAME: usize = 255;
 
 const LIMITS: Limits =
     Limits { total: PENDING_CAP, per_ip: PENDING_PER_IP, per_key: PENDING_PER_MACHINE, ttl: PENDING_TTL };
@@ -39,6 +46,27 @@ pub(super) struct PendingReg {
     /// Answers the waiting client; dropped unanswered, it tells the client
     /// its login is gone.
     pub done: watch::Sender<Option<Approval>>,
+    /// Tells the one request waiting on it that a newer one took its place.
+    pub waiter: Option<oneshot::Sender<()>>,
+}
+
+/// A request waiting on a login: its outcome, and word that a newer request
+/// took its place (it then answers and the client asks again).
+pub struct LoginWait {
+    pub outcome: watch::Receiver<Option<Approval>>,
+    pub replaced: oneshot::Receiver<()>,
+}
+
+/// `hostname` cut to [`MAX_HOSTNAME`] bytes, at a character boundary.
+pub(super) fn bounded_hostname(mut hostname: String) -> String {
+    if hostname.len() > MAX_HOSTNAME {
+        let mut cut = MAX_HOSTNAME;
+        while !hostname.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        hostname.truncate(cut);
+    }
+    hostname
 }
 
 pub struct PendingRegs(Capped<PendingReg>);
@@ -109,9 +137,10 @@ impl State {
             machine,
             node_key: req.node_key,
             hostname: hostname_of(req),
-            hostinfo: req.hostinfo.clone(),
+            hostinfo: req.hostinfo.as_ref().filter(|h| h.get().len() <= MAX_HOSTINFO).cloned(),
             ephemeral: req.ephemeral,
             done,
+            waiter: None,
         };
         let source = Source::new(from, machine.0);
         match self.pending().0.insert(id.clone(), source, reg, mono) {
@@ -130,14 +159,16 @@ impl State {
     }
 
     /// Waits on a pending login of `machine`: `None` when there is no such
-    /// login (expired, replaced, or another machine's).
-    pub fn login_waiter(
-        &self,
-        auth_id: &str,
-        machine: MachinePublic,
-        mono: Instant,
-    ) -> Option<watch::Receiver<Option<Approval>>> {
-        self.pending().0.get(auth_id, mono).filter(|r| r.machine == machine).map(|r| r.done.subscribe())
+    /// login (expired, replaced, or another machine's). A login has one
+    /// waiter: an older one is told it was replaced.
+    pub fn login_waiter(&self, auth_id: &str, machine: MachinePublic, mono: Instant) -> Option<LoginWait> {
+        let mut pending = self.pending();
+        let reg = pending.0.get_mut(auth_id, mono).filter(|r| r.machine == machine)?;
+        let (tx, replaced) = oneshot::channel();
+        if let Some(older) = reg.waiter.replace(tx) {
+            let _ = older.send(());
+        }
+        Some(LoginWait { outcome: reg.done.subscribe(), replaced })
     }
 
     /// Every waiting login, oldest first.
@@ -189,7 +220,7 @@ mod tests {
         let alice = s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
         let real = MachinePublic([0xee; 32]);
         let id = s.start_login(real, &req([0xee; 32]), [198, 51, 100, 7].into(), t).unwrap();
-        let rx = s.login_waiter(&id, real, t).unwrap();
+        let rx = s.login_waiter(&id, real, t).unwrap().outcome;
         // 130+ keyless registrations, each with a new machine key, from one address.
         let attacker: IpAddr = [203, 0, 113, 66].into();
         for i in 0..(PENDING_CAP + 10) {
@@ -227,5 +258,45 @@ mod tests {
         let ids: Vec<String> = s.pending_logins(t + PENDING_TTL).into_iter().map(|p| p.id).collect();
         assert_eq!(ids, [b, c], "{PENDING_PER_MACHINE} per machine");
         assert!(s.login_waiter(&a.unwrap(), m, t + PENDING_TTL).is_none());
+    }
+
+    #[test]
+    fn a_login_keeps_a_bounded_hostname_and_hostinfo() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let t = Instant::now();
+        let huge: RegisterRequest = serde_json::from_value(serde_json::json!({
+            "Version": 130, "NodeKey": NodePublic(key(1)).to_string(),
+            "Hostinfo": {"Hostname": "é".repeat(30_000), "OS": "linux"}
+        }))
+        .unwrap();
+        let id = s.start_login(MachinePublic(key(1)), &huge, [192, 0, 2, 1].into(), t).unwrap();
+        let kept = s.take_pending(&id, t).unwrap();
+        assert_eq!(kept.hostname, "é".repeat(MAX_HOSTNAME / 2), "cut at a character boundary");
+        assert!(kept.hostinfo.is_none(), "a Hostinfo past {MAX_HOSTINFO} bytes is not kept");
+        let small = req(key(2));
+        let id = s.start_login(MachinePublic(key(2)), &small, [192, 0, 2, 1].into(), t).unwrap();
+        assert_eq!(
+            s.take_pending(&id, t).unwrap().hostinfo.map(|h| h.get().to_string()),
+            Some(r#"{"Hostname":"h"}"#.into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_has_one_waiter_and_a_newer_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let t = Instant::now();
+        let m = MachinePublic(key(1));
+        let id = s.start_login(m, &req(key(1)), [192, 0, 2, 1].into(), t).unwrap();
+        let mut first = s.login_waiter(&id, m, t).unwrap();
+        assert!(first.replaced.try_recv().is_err(), "still the waiter");
+        let mut second = s.login_waiter(&id, m, t).unwrap();
+        assert!(first.replaced.await.is_ok(), "the older waiter is told it was replaced");
+        assert!(second.replaced.try_recv().is_err());
+        // The newer one hears the outcome.
+        let alice = s.create_user(crate::state::NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
+        let n = s.approve_login(&id, alice.id, "cli", None, crate::clock::build_epoch() + 10, t).unwrap();
+        assert_eq!(*second.outcome.borrow(), Some(Approval::Approved(n.id)));
     }
 }

@@ -289,10 +289,11 @@ impl State {
     }
 }
 
+/// The device's hostname, cut to `pending::MAX_HOSTNAME` bytes.
 pub(super) fn hostname_of(req: &RegisterRequest) -> String {
     req.hostinfo
         .as_ref()
-        .map(|h| HostinfoView::of(h).hostname)
+        .map(|h| super::pending::bounded_hostname(HostinfoView::of(h).hostname))
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".into())
 }
@@ -435,7 +436,7 @@ mod tests {
         assert_eq!(auth_id_of(&format!("http://x/register/{id}")), Some(id.as_str()));
         // Only the machine that asked may wait on it.
         assert!(s.login_waiter(&id, MachinePublic([8; 32]), t).is_none());
-        let rx = s.login_waiter(&id, m, t).unwrap();
+        let rx = s.login_waiter(&id, m, t).unwrap().outcome;
         let n = s.approve_login(&id, u.id, "cli", None, now(), t).unwrap();
         assert_eq!(*rx.borrow(), Some(Approval::Approved(n.id)));
         assert!(s.approve_login(&id, u.id, "cli", None, now(), t).is_err(), "single use");
