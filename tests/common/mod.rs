@@ -1,6 +1,7 @@
 //! Runs the real `tinyscale` binary as a process, in a folder of its own.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod client;
 #[cfg(feature = "derp")]
 pub mod derp_client;
