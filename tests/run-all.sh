@@ -53,6 +53,11 @@ step "cargo-nextest (runs the tests, several processes at once)"
 export PATH="$PWD/target/tools/bin:$PATH"
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --root target/tools
 
+# Lints first: clippy.toml also refuses 64-bit atomics, which only the MIPS
+# builds would otherwise catch, much later.
+step "clippy (warnings are errors)"
+cargo clippy --locked --all-targets -- -D warnings
+
 step "unit, process, real-client and OIDC tests"
 cargo nextest run --locked
 

@@ -9,7 +9,6 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -168,14 +167,15 @@ impl hyper::body::Body for Tracked {
 #[derive(Default)]
 pub(super) struct MachineConns {
     by_machine: HashMap<MachinePublic, VecDeque<(u64, Arc<Notify>)>>,
-    next_id: AtomicU64,
+    next_id: u64,
 }
 
 impl MachineConns {
     /// Counts a new connection of `machine`; returns its id, and the
     /// connection that has to close to stay within [`CONNS_PER_MACHINE`].
     fn open(&mut self, machine: MachinePublic, close: Arc<Notify>) -> (u64, Option<Arc<Notify>>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id;
+        self.next_id += 1;
         let conns = self.by_machine.entry(machine).or_default();
         conns.push_back((id, close));
         let oldest = (conns.len() > CONNS_PER_MACHINE).then(|| conns.pop_front()).flatten();
