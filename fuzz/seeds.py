@@ -67,5 +67,9 @@ seed("oidc_token", "discovery", token + "\n" + json.dumps({
     "userinfo_endpoint": "https://idp.example/application/o/userinfo/",
     "id_token_signing_alg_values_supported": ["RS256"], "code_challenge_methods_supported": ["S256"]}))
 
+seed("web_forms", "callback", "state=" + "a" * 64 + "&code=abc%20def&error_description=no+way")
+seed("web_forms", "cookies", "ts_state_aaaaaa=" + "a" * 64 + "; ts_nonce_bbbbbb=x; other=%E2%82%AC")
+seed("web_forms", "url", "https://[fd00::1]:8443/application/o/tinyscale/")
+
 seed("cli_reply", "plain", b"HTTP/1.1 404 Not Found\r\ncontent-length: 13\r\n\r\n{\"code\":404}\n")
 seed("cli_reply", "chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n")
