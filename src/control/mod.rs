@@ -33,9 +33,11 @@ pub use session::FRAME_TAKEN;
 
 /// Upgrades in flight at once (from the 101 answer to the stream in hand),
 /// and from one source: beyond them new ones get 503. A real client's takes
-/// microseconds; one that never reads its 101 holds a place until the deadline.
+/// microseconds, but a loaded router may take most of a second, and a
+/// household reconnecting at 20 a second must still get through; one that
+/// never reads its 101 holds a place until the deadline.
 const MAX_HANDSHAKES: usize = 64;
-const HANDSHAKES_PER_SOURCE: usize = 4;
+const HANDSHAKES_PER_SOURCE: usize = 16;
 /// From the 101 answer to the upgraded stream in hand.
 const UPGRADE_DEADLINE: Duration = Duration::from_secs(5);
 

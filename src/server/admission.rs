@@ -41,8 +41,9 @@ pub struct Limits {
 /// connection, and all of them reconnect at once after a router restart.
 const MIN_PER_SOURCE: usize = 32;
 /// Connections one source may have open that are not upgraded yet: real
-/// requests take milliseconds, and a refused device retries.
-pub const SHORT_PER_SOURCE: usize = 8;
+/// requests take milliseconds, but 20 handshakes a second from a household
+/// on a loaded router may each take most of a second to be upgraded.
+pub const SHORT_PER_SOURCE: usize = 16;
 /// Noise connections of machines without a node one source may hold: as
 /// many as the logins it may have waiting (`state::pending::PENDING_PER_IP`).
 pub const KEYLESS_PER_SOURCE: usize = 8;
