@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 
 use common::attack::*;
 use common::client::{self, Client};
@@ -30,11 +29,7 @@ async fn keyless_registrations_do_not_evict_a_waiting_device() {
     let (mut opened, mut refused) = (0, 0);
     for i in 0..140u32 {
         tokio::time::sleep_until((t + Duration::from_millis(45) * i).into()).await;
-        let mut c = Client::connect_from(&addr, server, client::random32(), local(4, 1)).await.unwrap();
-        let node = client::random32();
-        let (status, r) =
-            c.register(&json!({"Version": client::VERSION, "NodeKey": client::node_key_text(&node)})).await;
-        if status == 200 && r["AuthURL"].is_string() {
+        if opens_a_login(&addr, server, local(4, 1)).await {
             opened += 1;
         } else {
             refused += 1;
@@ -43,11 +38,7 @@ async fn keyless_registrations_do_not_evict_a_waiting_device() {
     // And 200 more from 25 other addresses, 8 each: enough to fill every place.
     for i in 0..200u32 {
         let from = local(5, 1 + (i / 8) as u8);
-        let mut c = Client::connect_from(&addr, server, client::random32(), from).await.unwrap();
-        let node = client::random32();
-        let (status, r) =
-            c.register(&json!({"Version": client::VERSION, "NodeKey": client::node_key_text(&node)})).await;
-        if status == 200 && r["AuthURL"].is_string() {
+        if opens_a_login(&addr, server, from).await {
             opened += 1;
         } else {
             refused += 1;
@@ -71,22 +62,13 @@ async fn keyless_registrations_do_not_evict_a_waiting_device() {
 #[cfg(feature = "oidc")]
 #[tokio::test]
 async fn a_flood_of_oidc_logins_does_not_cancel_another_browsers() {
-    use common::idp::{self, confirm_form, Browser, Idp};
-    use tokio::io::AsyncWriteExt;
+    use common::idp::{self, confirm_form, Browser};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let port = idp::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let provider = Idp::start(&format!("{url}/oidc/callback"), &[("ALG", "RS256")]);
-    let cfg = format!(
-        "server_url: {url}\nlisten_addr: 127.0.0.1:{port}\noidc:\n  only_start_if_oidc_is_available: true\n  issuer: \"{iss}\"\n  client_id: \"{id}\"\n  client_secret: \"{secret}\"\n  scope: [\"openid\", \"profile\", \"email\", \"custom\"]\n  extra_params:\n    login_hint: alice\n  allowed_groups:\n    - /headscale\n",
-        iss = provider.issuer,
-        id = idp::CLIENT_ID,
-        secret = idp::SECRET,
-    );
-    std::fs::write(d.join("config.yaml"), cfg).unwrap();
-    let s = Server::start(&d, &[], &[]);
+    let oidc = "  only_start_if_oidc_is_available: true\n  scope: [\"openid\", \"profile\", \"email\", \"custom\"]\n  extra_params:\n    login_hint: alice\n  allowed_groups:\n    - /headscale\n";
+    let (_provider, s, url) = idp::server_with_provider(&d, &[("ALG", "RS256")], "", oidc);
     let addr = s.host_port();
     let server = client::server_key(&addr).await;
 
@@ -182,20 +164,10 @@ async fn pending_logins_keep_little_of_a_huge_hostname() {
 #[cfg(feature = "oidc")]
 #[tokio::test]
 async fn requests_without_a_key_cannot_flush_the_log() {
-    use common::idp::{self, Idp};
+    use common::idp;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = idp::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let provider = Idp::start(&format!("{url}/oidc/callback"), &[]);
-    let cfg = format!(
-        "server_url: {url}\nlisten_addr: 127.0.0.1:{port}\noidc:\n  only_start_if_oidc_is_available: true\n  issuer: \"{iss}\"\n  client_id: \"{id}\"\n  client_secret: \"{secret}\"\n",
-        iss = provider.issuer,
-        id = idp::CLIENT_ID,
-        secret = idp::SECRET,
-    );
-    std::fs::write(d.join("config.yaml"), cfg).unwrap();
-    let s = Server::start(d, &[], &[]);
+    let (_provider, s, _url) = idp::server_with_provider(d, &[], "", "  only_start_if_oidc_is_available: true\n");
     let addr = s.host_port();
     let server = client::server_key(&addr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -220,4 +192,12 @@ async fn requests_without_a_key_cannot_flush_the_log() {
     eprintln!("4 callbacks with 30 KiB of error text and 40 keyless registrations: the log grew by {grown} bytes");
     let log = s.log();
     assert!(grown <= 4096, "the log grew by {grown} bytes:\n{}", log[before..].chars().take(2000).collect::<String>());
+}
+
+/// A machine without a node asks to join from `from`: was it given a login URL?
+async fn opens_a_login(addr: &str, server: tinyscale::tailcfg::MachinePublic, from: std::net::IpAddr) -> bool {
+    let mut c = Client::connect_from(addr, server, client::random32(), from).await.unwrap();
+    let node = client::random32();
+    let (status, r) = c.register(&json!({"Version": client::VERSION, "NodeKey": client::node_key_text(&node)})).await;
+    status == 200 && r["AuthURL"].is_string()
 }

@@ -122,18 +122,7 @@ mod oidc {
     use common::idp::{self, Browser, Idp};
 
     fn start_with_provider(d: &Path) -> (Idp, Server, String) {
-        let port = idp::free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let idp = Idp::start(&format!("{url}/oidc/callback"), &[]);
-        let cfg = format!(
-            "server_url: {url}\nlisten_addr: 127.0.0.1:{port}\nlog:\n  level: debug\noidc:\n  issuer: \"{iss}\"\n  client_id: \"{id}\"\n  client_secret: \"{secret}\"\n  extra_params:\n    login_hint: alice\n",
-            iss = idp.issuer,
-            id = idp::CLIENT_ID,
-            secret = idp::SECRET,
-        );
-        std::fs::write(d.join("config.yaml"), cfg).unwrap();
-        let server = Server::start(d, &[], &[]);
-        (idp, server, url)
+        idp::server_with_provider(d, &[], "log:\n  level: debug\n", "  extra_params:\n    login_hint: alice\n")
     }
 
     /// `/oidc/callback?error=` is reachable by anyone, and its text is logged (at debug).

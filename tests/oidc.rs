@@ -28,17 +28,10 @@ impl Setup {
 /// that signs with `alg` and logs in `user` (through `extra_params.login_hint`).
 fn setup(alg: &str, user: &str, oidc_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let port = idp::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let idp = Idp::start(&format!("{url}/oidc/callback"), &[("ALG", alg)]);
-    let cfg = format!(
-        "server_url: {url}\nlisten_addr: 127.0.0.1:{port}\noidc:\n  only_start_if_oidc_is_available: true\n  issuer: \"{iss}\"\n  client_id: \"{id}\"\n  client_secret: \"{secret}\"\n  scope: [\"openid\", \"profile\", \"email\", \"custom\"]\n  extra_params:\n    domain_hint: acmecorp.net\n    login_hint: {user}\n  allowed_groups:\n    - /headscale\n  pkce:\n    enabled: true\n    method: S256\n  strip_email_domain: true\n{oidc_extra}",
-        iss = idp.issuer,
-        id = idp::CLIENT_ID,
-        secret = idp::SECRET,
+    let oidc = format!(
+        "  only_start_if_oidc_is_available: true\n  scope: [\"openid\", \"profile\", \"email\", \"custom\"]\n  extra_params:\n    domain_hint: acmecorp.net\n    login_hint: {user}\n  allowed_groups:\n    - /headscale\n  pkce:\n    enabled: true\n    method: S256\n  strip_email_domain: true\n{oidc_extra}"
     );
-    std::fs::write(dir.path().join("config.yaml"), cfg).unwrap();
-    let server = Server::start(dir.path(), &[], &[]);
+    let (idp, server, url) = idp::server_with_provider(dir.path(), &[("ALG", alg)], "", &oidc);
     Setup { dir, idp, server, url }
 }
 

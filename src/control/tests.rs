@@ -57,16 +57,19 @@ async fn removed(c: &Control, id: u64) -> bool {
     false
 }
 
-fn housekeeping(c: &Control, stop: &watch::Sender<bool>) {
+/// A server with its housekeeping running (stopped when the sender drops)
+/// and one ephemeral node.
+fn ephemeral_with_housekeeping(dir: &std::path::Path) -> (Arc<Control>, watch::Sender<bool>, u64) {
+    let (c, stop) = control(dir);
     tokio::spawn(crate::server::housekeeping::run(c.state.clone(), Duration::from_secs(120), stop.subscribe()));
+    let id = ephemeral_node(&c);
+    (c, stop, id)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, stop) = control(dir.path());
-    housekeeping(&c, &stop);
-    let id = ephemeral_node(&c);
+    let (c, _stop, id) = ephemeral_with_housekeeping(dir.path());
     let watcher = c.state.subscribe(999);
     let mut body = session::start(c.clone(), id, true, conn::Answer::detached());
     first_frame(&mut body).await;
@@ -90,9 +93,7 @@ async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
 #[tokio::test(start_paused = true)]
 async fn an_ephemeral_node_that_never_streams_is_removed_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, stop) = control(dir.path());
-    housekeeping(&c, &stop);
-    let id = ephemeral_node(&c);
+    let (c, _stop, id) = ephemeral_with_housekeeping(dir.path());
     tokio::time::sleep(Duration::from_secs(100)).await;
     assert!(c.state.snapshot().nodes.contains_key(&id), "not yet removed");
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -102,9 +103,7 @@ async fn an_ephemeral_node_that_never_streams_is_removed_too() {
 #[tokio::test(start_paused = true)]
 async fn a_node_that_comes_back_within_the_grace_period_stays_online_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, stop) = control(dir.path());
-    housekeeping(&c, &stop);
-    let id = ephemeral_node(&c);
+    let (c, _stop, id) = ephemeral_with_housekeeping(dir.path());
     let watcher = c.state.subscribe(999);
     let mut body = session::start(c.clone(), id, true, conn::Answer::detached());
     first_frame(&mut body).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::*;
 use crate::state::presence::Presence;
 use crate::state::{MapContext, Node, Snapshot, User};
-use crate::tailcfg::{DerpMap, DiscoPublic, DnsConfig, MachinePublic, NodePublic};
+use crate::tailcfg::{DerpMap, DiscoPublic, DnsConfig};
 
 fn ctx() -> MapContext {
     MapContext {
@@ -26,24 +26,7 @@ struct World {
 }
 
 fn record(id: u64, user_id: u64) -> Node {
-    Node {
-        id,
-        machine_key: Some(MachinePublic([id as u8; 32])),
-        node_key: NodePublic([id as u8; 32]),
-        user_id,
-        hostname: format!("n{id}"),
-        given_name: format!("n{id}"),
-        ipv4: Some(format!("100.64.0.{id}").parse().unwrap()),
-        ipv6: None,
-        created_at: 1,
-        expiry: None,
-        expiry_deferred: None,
-        last_seen: None,
-        register_method: "authkey".into(),
-        auth_key_id: None,
-        tags: vec![],
-        ephemeral: false,
-    }
+    Node::example(id, user_id, format!("100.64.0.{id}").parse().unwrap())
 }
 
 impl World {

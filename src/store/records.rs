@@ -64,6 +64,32 @@ impl User {
     }
 }
 
+#[cfg(test)]
+impl Node {
+    /// A node registered with a key, hostname `n<id>`, keys made of the id's
+    /// byte and no expiry: for tests.
+    pub fn example(id: u64, user_id: u64, ipv4: Ipv4Addr) -> Node {
+        Node {
+            id,
+            machine_key: Some(MachinePublic([id as u8; 32])),
+            node_key: NodePublic([id as u8; 32]),
+            user_id,
+            hostname: format!("n{id}"),
+            given_name: format!("n{id}"),
+            ipv4: Some(ipv4),
+            ipv6: None,
+            created_at: 1,
+            expiry: None,
+            expiry_deferred: None,
+            last_seen: None,
+            register_method: "authkey".into(),
+            auth_key_id: None,
+            tags: vec![],
+            ephemeral: false,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub id: u64,

@@ -2,24 +2,7 @@ use super::*;
 use crate::tailcfg::{MachinePublic, NodePublic};
 
 fn node(id: u64, v4: &str) -> Node {
-    Node {
-        id,
-        machine_key: MachinePublic::parse(&format!("mkey:{id:064x}")),
-        node_key: NodePublic::parse(&format!("nodekey:{id:064x}")).unwrap(),
-        user_id: 1,
-        hostname: format!("host{id}"),
-        given_name: format!("host{id}"),
-        ipv4: Some(v4.parse().unwrap()),
-        ipv6: None,
-        created_at: 1,
-        expiry: None,
-        expiry_deferred: None,
-        last_seen: None,
-        register_method: "authkey".into(),
-        auth_key_id: None,
-        tags: vec![],
-        ephemeral: false,
-    }
+    Node::example(id, 1, v4.parse().unwrap())
 }
 
 #[test]

@@ -53,7 +53,9 @@ impl Idp {
                 }
             }
         });
-        let ready = rx.recv_timeout(Duration::from_secs(20)).expect("the test IdP did not start");
+        // A hang guard, not a speed check: node starts in a second, but under
+        // a loaded test run (2 cores, 8 tests at once) it took over 20 s.
+        let ready = rx.recv_timeout(Duration::from_secs(90)).expect("the test IdP did not start");
         let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
         Idp { child, port: v["port"].as_u64().unwrap() as u16, issuer: v["issuer"].as_str().unwrap().to_string() }
     }
@@ -64,6 +66,24 @@ impl Drop for Idp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// tinyscale in `d` on a free port, logging in through a fresh provider
+/// started with `env`: `top` is more top-level config, `oidc` more lines of
+/// the `oidc:` block (indented by two). Returns the provider, the server
+/// and the server's URL.
+#[allow(dead_code)] // not every test binary logs in
+pub fn server_with_provider(d: &Path, env: &[(&str, &str)], top: &str, oidc: &str) -> (Idp, super::Server, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(&format!("{url}/oidc/callback"), env);
+    let cfg = format!(
+        "server_url: {url}\nlisten_addr: 127.0.0.1:{port}\n{top}oidc:\n  issuer: \"{iss}\"\n  client_id: \"{CLIENT_ID}\"\n  client_secret: \"{SECRET}\"\n{oidc}",
+        iss = idp.issuer,
+    );
+    std::fs::write(d.join("config.yaml"), cfg).unwrap();
+    let server = super::Server::start(d, &[], &[]);
+    (idp, server, url)
 }
 
 /// A free TCP port on 127.0.0.1 (tinyscale's server_url must be known before it starts).
