@@ -2,7 +2,7 @@
 # The whole tinyscale test suite, from a fresh clone on a Debian machine:
 # installs what the tests need, runs the unit and process tests (with every
 # Cargo feature alone too), fuzzes every boundary parser for a short while, then
-# cross-builds every board's binary, runs the aarch64 and mips unit tests
+# cross-builds every board's binary, runs the big-endian mips unit tests
 # under qemu, runs the process tests again against the mipsel binary under
 # qemu, smoke-tests the ARM and MIPS binaries under qemu, and builds and
 # checks every board's OpenWrt package.
@@ -75,9 +75,8 @@ step "fuzz every parser at the boundary (fuzz/run.sh, 20 s a target; nightly)"
 FUZZ_SECONDS=20 fuzz/run.sh
 
 # The router builds: one binary per board profile's target (mipsel fails the
-# build past 4 MiB), the unit tests of the ARM and the big-endian MIPS one
-# under qemu, then each router binary under qemu through start, CLI, kill -9
-# and restart.
+# build past 4 MiB), the unit tests of the big-endian MIPS one under qemu,
+# then each router binary under qemu through start, CLI, kill -9 and restart.
 step "cross setup (Debian cross gcc, qemu-user, nightly rust-src, cargo-zigbuild)"
 cross/setup.sh aarch64-unknown-linux-musl mipsel-unknown-linux-musl x86_64-unknown-linux-musl
 for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linux-musleabihf mips-unknown-linux-musl \
@@ -86,8 +85,10 @@ for t in aarch64-unknown-linux-musl mipsel-unknown-linux-musl armv7-unknown-linu
   SKIP_SETUP=1 cross/build.sh "$t"
 done
 
-step "unit tests of aarch64-unknown-linux-musl under qemu-aarch64"
-SKIP_SETUP=1 cross/test.sh aarch64-unknown-linux-musl
+# The aarch64 unit tests (cross/test.sh aarch64-unknown-linux-musl) are
+# left out: little-endian, 64-bit and with 64-bit atomics like x86_64, they
+# checked nothing the x86_64 run does not, for ~5 minutes; the aarch64
+# binary still runs its smoke test below.
 step "unit tests of mips-unknown-linux-musl under qemu-mips (big-endian, no 64-bit atomics)"
 SKIP_SETUP=1 cross/test.sh mips-unknown-linux-musl
 
