@@ -18,6 +18,7 @@ pub mod mapper;
 pub mod noise;
 #[cfg(feature = "oidc")]
 pub mod oidc;
+pub mod policy;
 pub mod quota;
 pub mod secrets;
 pub mod server;

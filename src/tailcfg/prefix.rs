@@ -129,6 +129,13 @@ impl FromStr for Prefix {
     }
 }
 
+/// As its text (`100.64.0.0/10`), the form Tailscale's JSON uses.
+impl serde::Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)

@@ -1,0 +1,205 @@
+//! Rules before they are cut down to one node, their merging, and the cut
+//! (Tailscale sends each node only the parts of a rule whose destination
+//! is that node, its approved subnets, or, for an exit node, the internet).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::ipset::IpSet;
+use super::nodes::Facts;
+use crate::tailcfg::{CapGrant, FilterRule, NetPortRange, PortRange, Prefix};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `*`: anywhere.
+    Any,
+    /// A network; `bare` writes a single address without its length, as
+    /// Tailscale does for resolved names (via routes keep the length).
+    Net { prefix: Prefix, bare: bool },
+}
+
+impl Target {
+    fn text(&self) -> String {
+        match self {
+            Target::Any => "*".into(),
+            Target::Net { prefix, bare: true } if prefix.first() == prefix.last() => prefix.addr().to_string(),
+            Target::Net { prefix, .. } => prefix.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Dst {
+    pub target: Target,
+    pub ports: PortRange,
+}
+
+pub(crate) type CapMap = Arc<BTreeMap<String, serde_json::Value>>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Cap {
+    pub dsts: Vec<Prefix>,
+    pub map: CapMap,
+}
+
+/// A rule for the whole tailnet (or a user's, or a router's), not yet cut
+/// down to one node. Either `dsts` or `caps` is used, never both.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Rule {
+    pub src: Arc<[String]>,
+    /// What `src` covers, for the peer and route checks.
+    pub src_set: IpSet,
+    pub proto: Vec<u8>,
+    pub dsts: Vec<Dst>,
+    pub caps: Vec<Cap>,
+}
+
+/// A rule's sources and destinations as sets: whether a node may reach
+/// another is decided on these.
+#[derive(Clone, Debug)]
+pub(crate) struct Matcher {
+    pub srcs: IpSet,
+    pub dsts: IpSet,
+}
+
+impl Rule {
+    pub fn matcher(&self) -> Matcher {
+        let mut prefixes = Vec::new();
+        let mut any = false;
+        for d in &self.dsts {
+            match &d.target {
+                Target::Any => any = true,
+                Target::Net { prefix, .. } => prefixes.push(*prefix),
+            }
+        }
+        for c in &self.caps {
+            prefixes.extend_from_slice(&c.dsts);
+        }
+        let dsts = if any { IpSet::everything() } else { IpSet::of_prefixes(&prefixes) };
+        Matcher { srcs: self.src_set.clone(), dsts }
+    }
+}
+
+/// Joins rules with the same sources and protocols into one (their
+/// destinations appended), as Tailscale sends them; capability rules stay
+/// apart.
+pub(crate) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
+    let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
+    let mut at: HashMap<(Arc<[String]>, Vec<u8>), usize> = HashMap::new();
+    for r in rules {
+        if !r.caps.is_empty() {
+            out.push(r);
+            continue;
+        }
+        match at.get(&(r.src.clone(), r.proto.clone())) {
+            Some(&i) => out[i].dsts.extend(r.dsts),
+            None => {
+                at.insert((r.src.clone(), r.proto.clone()), out.len());
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// Merges a node's own rules (autogroup:self, via) into the shared ones:
+/// only the shared rules they join are copied.
+pub(crate) fn merge_onto<'a>(shared: &'a [Rule], own: &[Rule]) -> Vec<std::borrow::Cow<'a, Rule>> {
+    use std::borrow::Cow;
+    let mut out: Vec<Cow<Rule>> = shared.iter().map(Cow::Borrowed).collect();
+    let mut at: HashMap<(Arc<[String]>, Vec<u8>), usize> =
+        shared.iter().enumerate().filter(|(_, r)| r.caps.is_empty()).map(|(i, r)| ((r.src.clone(), r.proto.clone()), i)).collect();
+    for r in own {
+        if !r.caps.is_empty() {
+            out.push(Cow::Owned(r.clone()));
+            continue;
+        }
+        match at.get(&(r.src.clone(), r.proto.clone())) {
+            Some(&i) => out[i].to_mut().dsts.extend(r.dsts.iter().cloned()),
+            None => {
+                at.insert((r.src.clone(), r.proto.clone()), out.len());
+                out.push(Cow::Owned(r.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// A node's view of the routes and addresses that decide what reaches it.
+pub(crate) struct Here<'a> {
+    pub facts: &'a Facts,
+    pub internet: &'a IpSet,
+}
+
+fn overlap(a: &Prefix, b: &Prefix) -> bool {
+    a.is_ipv4() == b.is_ipv4() && a.first() <= b.last() && b.first() <= a.last()
+}
+
+impl Here<'_> {
+    fn has_ip_in(&self, p: &Prefix) -> bool {
+        self.facts.ips.iter().any(|ip| p.contains(*ip))
+    }
+
+    fn concerns(&self, t: &Target) -> bool {
+        match t {
+            Target::Any => !self.facts.ips.is_empty() || !self.facts.subnet.is_empty(),
+            Target::Net { prefix, .. } => {
+                self.has_ip_in(prefix)
+                    || self.facts.subnet.iter().any(|r| overlap(r, prefix))
+                    || (!self.facts.exit.is_empty() && self.internet.covers_prefix(prefix))
+            }
+        }
+    }
+
+    /// The part of `rule` this node enforces, if any.
+    pub fn cut(&self, rule: &Rule) -> Option<FilterRule> {
+        if rule.caps.is_empty() {
+            let dst_ports: Vec<NetPortRange> = rule
+                .dsts
+                .iter()
+                .filter(|d| self.concerns(&d.target))
+                .map(|d| NetPortRange { ip: d.target.text(), ports: d.ports })
+                .collect();
+            return (!dst_ports.is_empty()).then(|| FilterRule {
+                src_ips: rule.src.clone(),
+                dst_ports,
+                ip_proto: rule.proto.clone(),
+                cap_grant: Vec::new(),
+            });
+        }
+        let mut grants = Vec::new();
+        for c in &rule.caps {
+            let mut dsts: Vec<Prefix> = Vec::new();
+            for d in &c.dsts {
+                if d.first() == d.last() {
+                    if self.facts.ips.contains(&d.addr()) {
+                        dsts.push(*d);
+                    }
+                } else {
+                    // A broad destination is narrowed to this node's own
+                    // addresses: peers learn no more than they need.
+                    dsts.extend(self.facts.ips.iter().filter(|ip| d.contains(**ip)).map(|ip| Prefix::host(*ip)));
+                }
+            }
+            // The router of a subnet keeps the destination as written.
+            dsts.extend(c.dsts.iter().filter(|d| self.facts.subnet.iter().any(|r| overlap(r, d))).copied());
+            dsts.sort();
+            dsts.dedup();
+            if !dsts.is_empty() {
+                grants.push(CapGrant { dsts, cap_map: (*c.map).clone() });
+            }
+        }
+        (!grants.is_empty()).then(|| FilterRule {
+            src_ips: rule.src.clone(),
+            dst_ports: Vec::new(),
+            ip_proto: Vec::new(),
+            cap_grant: grants,
+        })
+    }
+}
+
+/// A host prefix for an address.
+pub(crate) fn host(ip: IpAddr) -> Prefix {
+    Prefix::host(ip)
+}

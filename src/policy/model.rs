@@ -1,0 +1,137 @@
+//! The checked policy: every name it uses exists, every port and CIDR is
+//! valid, every autogroup is allowed where it stands. `syntax` is the only
+//! way to make one (the fields are private to this module tree), so a
+//! `Policy` in hand is a valid policy.
+
+use std::collections::BTreeMap;
+
+use crate::tailcfg::{PortRange, Prefix};
+
+/// What a source or destination names, resolved to the policy's own tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Alias {
+    /// `*`: every tailnet address (and, as a source, every approved subnet).
+    Any,
+    /// A user as written (`alice@example.com`, `alice@`).
+    User(String),
+    /// An index into [`Policy::groups`].
+    Group(usize),
+    /// An index into [`Policy::tags`].
+    Tag(usize),
+    /// An IP, a CIDR, or a `hosts` entry's.
+    Prefix(Prefix),
+    Member,
+    Tagged,
+    /// `autogroup:self`: the same user's own untagged devices.
+    SelfDevices,
+    Internet,
+    DangerAll,
+}
+
+/// One `ip` entry of a grant (or an ACL destination's ports and `proto`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IpRule {
+    /// IANA protocol numbers; empty means the client's default set.
+    pub proto: Vec<u8>,
+    pub ports: Vec<PortRange>,
+}
+
+/// A grant; each ACL becomes one grant per destination (its ports differ).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Grant {
+    pub src: Vec<Alias>,
+    pub dst: Vec<Alias>,
+    pub ip: Vec<IpRule>,
+    /// Capability name → its values, passed on as written.
+    pub app: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Tag indices of the routers the traffic must go through.
+    pub via: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub name: String,
+    /// Users as written.
+    pub members: Vec<String>,
+}
+
+/// Who may own a tag or approve a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    User(String),
+    Group(usize),
+    Tag(usize),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AutoApprovers {
+    pub routes: Vec<(Prefix, Vec<Owner>)>,
+    pub exit_node: Vec<Owner>,
+}
+
+/// Parsed and checked, not applied yet (said in a log line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeAttr {
+    pub target: Vec<Alias>,
+    pub attr: Vec<String>,
+    pub ip_pool: Vec<Prefix>,
+}
+
+/// Parsed and checked, not applied yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SshRule {
+    pub check: bool,
+    pub src: Vec<Alias>,
+    pub dst: Vec<Alias>,
+    pub users: Vec<String>,
+}
+
+/// The whole checked policy.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Policy {
+    pub(crate) groups: Vec<Group>,
+    /// `tagOwners`' keys: every tag the policy may use.
+    pub(crate) tags: Vec<String>,
+    pub(crate) tag_owners: Vec<Vec<Owner>>,
+    pub(crate) grants: Vec<Grant>,
+    pub(crate) auto_approvers: AutoApprovers,
+    pub(crate) node_attrs: Vec<NodeAttr>,
+    pub(crate) ssh: Vec<SshRule>,
+    pub(crate) tests: usize,
+    pub(crate) ssh_tests: usize,
+    pub(crate) randomize_client_port: bool,
+}
+
+impl Policy {
+    /// The tag's index, if the policy declares it in `tagOwners`.
+    pub(crate) fn tag_id(&self, tag: &str) -> Option<usize> {
+        self.tags.iter().position(|t| t == tag)
+    }
+
+    /// The sections this build reads and checks but does not act on yet,
+    /// for the log line that says so.
+    pub fn not_applied(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.node_attrs.is_empty() {
+            out.push("nodeAttrs");
+        }
+        if !self.ssh.is_empty() {
+            out.push("ssh");
+        }
+        if self.tests > 0 {
+            out.push("tests");
+        }
+        if self.ssh_tests > 0 {
+            out.push("sshTests");
+        }
+        if self.randomize_client_port {
+            out.push("randomizeClientPort");
+        }
+        out
+    }
+
+    /// How many rules the policy holds (ACL destinations count one each).
+    pub fn rule_count(&self) -> usize {
+        self.grants.len()
+    }
+}
