@@ -91,9 +91,9 @@ impl Policy {
         }
         for (n, f) in facts.iter().enumerate() {
             for v in &via_grants {
-                let rules = v.rules_for(f, r.internet_set());
+                let (rules, reach) = v.rules_for(f, r.internet_set());
                 let first = own.len();
-                own.extend(rules.iter().map(Rule::matcher));
+                own.extend(rules.iter().map(Rule::matcher).chain(reach));
                 mine[n].extend(first..own.len());
                 own_rules[n].extend(rules);
             }

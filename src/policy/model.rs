@@ -103,11 +103,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The tag's index, if the policy declares it in `tagOwners`.
-    pub(crate) fn tag_id(&self, tag: &str) -> Option<usize> {
-        self.tags.iter().position(|t| t == tag)
-    }
-
     /// The sections this build reads and checks but does not act on yet,
     /// for the log line that says so.
     pub fn not_applied(&self) -> Vec<&'static str> {

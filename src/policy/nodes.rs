@@ -86,8 +86,14 @@ impl Users {
     }
 
     /// The users a token names: `alice@example.com` by email (or, when no
-    /// user has that email, by name), `alice@` by name, as Headscale does.
+    /// user has that email, by name), `alice@` by name, as Headscale does;
+    /// `user:*@example.com` every user with an email at that domain.
     pub fn named(&self, token: &str) -> Vec<usize> {
+        if let Some(domain) = token.strip_prefix("user:*@") {
+            return (0..self.list.len())
+                .filter(|&i| self.list[i].email.as_deref().and_then(|e| e.rsplit_once('@')).is_some_and(|(_, d)| d == domain))
+                .collect();
+        }
         let trimmed = token.strip_suffix('@').unwrap_or(token);
         let by_email = self.emails.contains(trimmed);
         (0..self.list.len())
@@ -129,6 +135,9 @@ pub(crate) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<F
             Owner::Group(g) => f.user.is_some_and(|me| owner_users[*g].contains(&me)),
         })
     };
+    // Each prefix has one primary router; a prefix claimed by several
+    // nodes goes to the first of them.
+    let mut claimed: HashSet<Prefix> = HashSet::new();
     for (f, n) in out.iter_mut().zip(nodes) {
         let mut approved: Vec<Prefix> = n.approved_routes.iter().map(Prefix::masked).collect();
         for r in &n.routable_ips {
@@ -152,7 +161,8 @@ pub(crate) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<F
                 list.push(r);
             }
         }
-        f.primary = n.primary_routes.iter().map(Prefix::masked).filter(|p| f.subnet.contains(p)).collect();
+        f.primary =
+            n.primary_routes.iter().map(Prefix::masked).filter(|p| f.subnet.contains(p) && claimed.insert(*p)).collect();
         f.approved = approved;
     }
     out

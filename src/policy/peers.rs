@@ -138,7 +138,7 @@ fn dst_prefixes(r: &mut Resolver, g: &Grant) -> (Vec<Prefix>, bool) {
 }
 
 pub(crate) fn via_grant(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet) -> Option<ViaGrant> {
-    if g.ip.is_empty() || g.src.is_empty() {
+    if g.src.is_empty() {
         return None;
     }
     let sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
@@ -148,9 +148,9 @@ pub(crate) fn via_grant(r: &mut Resolver, g: &Grant, routes: &[String], route_se
 }
 
 impl ViaGrant {
-    /// The rules this grant puts on router `f` (none unless it carries one
-    /// of the grant's tags and serves a destination).
-    pub fn rules_for(&self, f: &Facts, internet: &IpSet) -> Vec<Rule> {
+    /// The prefixes router `f` serves for this grant (none unless it
+    /// carries one of the grant's tags and serves a destination).
+    fn targets(&self, f: &Facts, internet: &IpSet) -> Vec<Prefix> {
         if !self.tags.iter().any(|t| f.tags.contains(t)) {
             return Vec::new();
         }
@@ -158,10 +158,19 @@ impl ViaGrant {
         if self.internet && !f.exit.is_empty() {
             targets.extend(internet.prefixes());
         }
+        targets
+    }
+
+    /// The filter rules this grant puts on router `f`, and the matcher that
+    /// makes the grant's sources and the router see each other (also for a
+    /// grant of capabilities only, which puts no rule in the filter).
+    pub fn rules_for(&self, f: &Facts, internet: &IpSet) -> (Vec<Rule>, Option<Matcher>) {
+        let targets = self.targets(f, internet);
         if targets.is_empty() {
-            return Vec::new();
+            return (Vec::new(), None);
         }
-        self.ip
+        let rules: Vec<Rule> = self
+            .ip
             .iter()
             .map(|ip| Rule {
                 src: self.src.clone(),
@@ -173,7 +182,9 @@ impl ViaGrant {
                     .collect(),
                 caps: Vec::new(),
             })
-            .collect()
+            .collect();
+        let reach = rules.is_empty().then(|| Matcher { srcs: self.src_set.clone(), dsts: IpSet::of_prefixes(&targets) });
+        (rules, reach)
     }
 }
 
@@ -262,20 +273,19 @@ impl Compiled {
         if s.include.is_empty() && s.exclude.is_empty() {
             return s;
         }
-        // Several routers with the grant's tag serve the prefix: the one
-        // with the lowest id keeps it, as an HA primary would.
+        // Several routers with the grant's tag serve the prefix: the HA
+        // primary among them keeps it, else the one with the lowest id.
         for g in steering() {
             for d in &g.dst {
                 for inc in s.include.clone() {
                     if !overlap(d, &inc) {
                         continue;
                     }
-                    let primary = self
-                        .facts
-                        .iter()
-                        .filter(|f| g.via.iter().any(|t| f.tags.contains(t)) && f.subnet.contains(&inc))
-                        .map(|f| f.id)
-                        .min();
+                    let routers = || {
+                        self.facts.iter().filter(|f| g.via.iter().any(|t| f.tags.contains(t)) && f.subnet.contains(&inc))
+                    };
+                    let primary =
+                        routers().find(|f| f.primary.contains(&inc)).map(|f| f.id).or_else(|| routers().map(|f| f.id).min());
                     if primary.is_some_and(|id| id != peer.id) {
                         s.include.retain(|x| *x != inc);
                         if !s.exclude.contains(&inc) {

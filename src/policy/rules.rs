@@ -75,7 +75,7 @@ impl Reader {
                         continue;
                     }
                 };
-                match self.alias(&host, pos, Side::Dst(d)) {
+                match self.alias(&host, pos, Side::Dst(&host)) {
                     Some(a) => dsts.push((a, ports, pos)),
                     None => dsts_ok = false,
                 }
