@@ -82,7 +82,12 @@ struct Peer {
 }
 
 /// A rule in the README's terms: sets where order does not matter.
-type Canon = (BTreeSet<String>, BTreeSet<(String, u16, u16)>, BTreeSet<u8>, BTreeSet<(BTreeSet<String>, BTreeMap<String, BTreeSet<String>>)>);
+type Canon = (
+    BTreeSet<String>,
+    BTreeSet<(String, u16, u16)>,
+    BTreeSet<u8>,
+    BTreeSet<(BTreeSet<String>, BTreeMap<String, BTreeSet<String>>)>,
+);
 
 fn canon(r: &Rule) -> Canon {
     let set = |v: &Option<Vec<String>>| v.iter().flatten().cloned().collect::<BTreeSet<_>>();
@@ -194,6 +199,53 @@ fn check(c: &Case) -> Result<(), String> {
     }
 }
 
+/// A few cases through the real binary's `policy simulate`, as an admin
+/// would run it: the same answers, and a refused policy's message on stderr
+/// with exit status 1.
+#[test]
+fn the_binary_simulates_the_same() {
+    let dir = fixtures_dir();
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    for case in [
+        "acl/acl-a04.json",
+        "acl/acl-ar02.json",
+        "grant/grant-a4.json",
+        "grant/via-grant-v36.json",
+        "routes/routes-d1-basic-route-auto-approval.json",
+        "routes/routes-ea1-exitnode-field-basic.json",
+        "acl/acl-err07.json",
+        "grant/grant-v04.json",
+    ] {
+        let path = dir.join(case);
+        let c = load(&path);
+        let raw: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read the case")).expect("JSON");
+        std::fs::write(tmp.path().join("topology.json"), raw["topology"].to_string()).expect("write the topology");
+        std::fs::write(tmp.path().join("policy.hujson"), policy_text(&c)).expect("write the policy");
+        let out = common::run(
+            tmp.path(),
+            &["policy", "simulate", "--topology", "topology.json", "-f", "policy.hujson", "-o", "json"],
+        );
+        if c.api_response_code != 200 {
+            let want = c.error.clone().unwrap_or_default();
+            assert_eq!(out.status.code(), Some(1), "{case}: a refused policy exits 1");
+            assert!(
+                common::stderr(&out).contains(&want),
+                "{case}: stderr does not say {want:?}:\n{}",
+                common::stderr(&out)
+            );
+            continue;
+        }
+        assert!(out.status.success(), "{case}: {}", common::stderr(&out));
+        let got: BTreeMap<String, Expect> =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{case}: not the expected shape: {e}"));
+        for (name, want) in c.expect.iter().flatten() {
+            let have = got.get(name).unwrap_or_else(|| panic!("{case}: {name} missing"));
+            assert_eq!(rules_canon(&want.filter), rules_canon(&have.filter), "{case}: {name}'s filter");
+            assert_eq!(peers_canon(&want.peers), peers_canon(&have.peers), "{case}: {name}'s peers");
+        }
+    }
+}
+
 #[test]
 fn tailscale_results_per_folder() {
     let dir = fixtures_dir();
@@ -231,5 +283,11 @@ fn tailscale_results_per_folder() {
         println!("excluded {id}: {why}");
     }
     let shown: Vec<&String> = failures.iter().take(40).collect();
-    assert!(failures.is_empty(), "{}\n{} case(s) differ from Tailscale:\n{}", summary.join("\n"), failures.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n{} case(s) differ from Tailscale:\n{}",
+        summary.join("\n"),
+        failures.len(),
+        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
 }

@@ -32,7 +32,11 @@ pub(crate) fn token(s: &str) -> Result<Token, String> {
         return Ok(Token::User(s.to_string()));
     }
     if let Some(rest) = s.strip_prefix("group:") {
-        return if rest.is_empty() { Err("a group needs a name after \"group:\"".into()) } else { Ok(Token::Group(s.into())) };
+        return if rest.is_empty() {
+            Err("a group needs a name after \"group:\"".into())
+        } else {
+            Ok(Token::Group(s.into()))
+        };
     }
     if s.starts_with("tag:") {
         return Ok(Token::Tag(s.into()));
@@ -57,7 +61,10 @@ pub(crate) fn ip_or_prefix(s: &str) -> Option<Prefix> {
     if s.contains('/') {
         let (a, len) = s.split_once('/')?;
         // Go's netip refuses "/08"; a length is plain digits.
-        if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) || (len.len() > 1 && len.starts_with('0'))
+        if len.is_empty()
+            || len.len() > 3
+            || !len.bytes().all(|b| b.is_ascii_digit())
+            || (len.len() > 1 && len.starts_with('0'))
         {
             return None;
         }
@@ -173,7 +180,9 @@ pub(crate) fn protocol(s: &str) -> Result<Vec<u8>, String> {
         return Ok(vec![n]);
     }
     if lower == "*" {
-        return Err("proto name \"*\" not known; use protocol number 0-255 or protocol name (icmp, tcp, udp, etc.)".into());
+        return Err(
+            "proto name \"*\" not known; use protocol number 0-255 or protocol name (icmp, tcp, udp, etc.)".into()
+        );
     }
     if lower.bytes().all(|b| b.is_ascii_digit()) {
         if lower.starts_with('0') {

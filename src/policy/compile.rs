@@ -21,8 +21,10 @@ use crate::tailcfg::{FilterRule, Prefix};
 
 /// Capabilities Tailscale answers with a companion capability in the other
 /// direction (the destination learns it may act for the source).
-const COMPANIONS: &[(&str, &str)] =
-    &[("tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer"), ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target")];
+const COMPANIONS: &[(&str, &str)] = &[
+    ("tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer"),
+    ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
+];
 
 /// A grant's `autogroup:self` part, made into rules per user.
 struct SelfPart {
@@ -105,8 +107,11 @@ impl Policy {
             .zip(&own_rules)
             .map(|(f, extra)| {
                 let here = Here { facts: f, internet: &internet };
-                let rules: Vec<Cow<Rule>> =
-                    if extra.is_empty() { shared.iter().map(Cow::Borrowed).collect() } else { filter::merge_onto(&shared, extra) };
+                let rules: Vec<Cow<Rule>> = if extra.is_empty() {
+                    shared.iter().map(Cow::Borrowed).collect()
+                } else {
+                    filter::merge_onto(&shared, extra)
+                };
                 rules.iter().filter_map(|rule| here.cut(rule)).collect()
             })
             .collect();
@@ -148,7 +153,8 @@ impl Compiled {
     /// The peers `viewer` sees, by id, in the order the nodes were given.
     pub fn peers(&self, viewer: u64) -> Vec<u64> {
         let Some(v) = self.at(viewer) else { return Vec::new() };
-        let mut ids: Vec<(usize, u64)> = self.index.iter().map(|(id, i)| (*i, *id)).filter(|(i, _)| *i != v && self.seen.get(v, *i)).collect();
+        let mut ids: Vec<(usize, u64)> =
+            self.index.iter().map(|(id, i)| (*i, *id)).filter(|(i, _)| *i != v && self.seen.get(v, *i)).collect();
         ids.sort_unstable();
         ids.into_iter().map(|(_, id)| id).collect()
     }
@@ -168,7 +174,8 @@ fn regular(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet, se
     }
     let src_sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
     let (src, src_set) = sources(g, &src_sets, routes, route_set, true);
-    let app: Option<CapMap> = (!g.app.is_empty()).then(|| Arc::new(g.app.iter().map(|(k, v)| (k.clone(), serde_json::Value::Array(v.clone()))).collect()));
+    let app: Option<CapMap> = (!g.app.is_empty())
+        .then(|| Arc::new(g.app.iter().map(|(k, v)| (k.clone(), serde_json::Value::Array(v.clone()))).collect()));
     let others: Vec<&Alias> = g.dst.iter().filter(|a| **a != Alias::SelfDevices).collect();
     if !others.is_empty() {
         let dst_sets: Vec<(bool, IpSet)> = others.iter().map(|a| (**a == Alias::Any, r.resolve(a))).collect();
@@ -179,12 +186,22 @@ fn regular(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet, se
                     if *any {
                         dsts.push(Dst { target: Target::Any, ports });
                     } else {
-                        dsts.extend(set.prefixes().into_iter().map(|prefix| Dst { target: Target::Net { prefix, bare: true }, ports }));
+                        dsts.extend(
+                            set.prefixes()
+                                .into_iter()
+                                .map(|prefix| Dst { target: Target::Net { prefix, bare: true }, ports }),
+                        );
                     }
                 }
             }
             if let (false, Some(src)) = (dsts.is_empty(), &src) {
-                out.push(Rule { src: src.clone(), src_set: src_set.clone(), proto: ip.proto.clone(), dsts, caps: Vec::new() });
+                out.push(Rule {
+                    src: src.clone(),
+                    src_set: src_set.clone(),
+                    proto: ip.proto.clone(),
+                    dsts,
+                    caps: Vec::new(),
+                });
             }
         }
         if let Some(app) = &app {
@@ -291,17 +308,27 @@ fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
             .iter()
             .flat_map(|f| {
                 ip.ports.iter().flat_map(move |&ports| {
-                    f.ips.iter().map(move |a| Dst { target: Target::Net { prefix: filter::host(*a), bare: true }, ports })
+                    f.ips
+                        .iter()
+                        .map(move |a| Dst { target: Target::Net { prefix: filter::host(*a), bare: true }, ports })
                 })
             })
             .collect();
         if !dsts.is_empty() {
-            out.push(Rule { src: src.clone(), src_set: src_set.clone(), proto: ip.proto.clone(), dsts, caps: Vec::new() });
+            out.push(Rule {
+                src: src.clone(),
+                src_set: src_set.clone(),
+                proto: ip.proto.clone(),
+                dsts,
+                caps: Vec::new(),
+            });
         }
     }
     if let Some(app) = &part.app {
-        let caps: Vec<Cap> =
-            members.iter().map(|f| Cap { dsts: f.ips.iter().map(|a| filter::host(*a)).collect(), map: app.clone() }).collect();
+        let caps: Vec<Cap> = members
+            .iter()
+            .map(|f| Cap { dsts: f.ips.iter().map(|a| filter::host(*a)).collect(), map: app.clone() })
+            .collect();
         let dst_text: Vec<String> = members.iter().flat_map(|f| f.ips.iter().map(|a| a.to_string())).collect();
         let dst_set = IpSet::of_addrs(members.iter().flat_map(|f| f.ips.iter().copied()));
         out.push(Rule { src: src.clone(), src_set: src_set.clone(), proto: Vec::new(), dsts: Vec::new(), caps });

@@ -49,7 +49,9 @@ impl Reader {
                 match self.string(p, "checkPeriod") {
                     _ if !check => self.problem(p.pos, "checkPeriod is only valid with action \"check\""),
                     Some(t) if t == "always" || crate::clock::parse_span(t).is_ok() => {}
-                    Some(t) => self.problem(p.pos, format!("checkPeriod {t:?} is not a duration (e.g. 12h) or \"always\"")),
+                    Some(t) => {
+                        self.problem(p.pos, format!("checkPeriod {t:?} is not a duration (e.g. 12h) or \"always\""))
+                    }
                     None => {}
                 }
             }
@@ -146,7 +148,8 @@ impl Reader {
         for (i, item) in items.iter().enumerate() {
             let what = format!("sshTests[{i}]");
             let Some(members) = self.object(item, &what) else { continue };
-            let [src, dst, accept, check, deny] = self.fields(members, &["src", "dst", "accept", "check", "deny"], &what);
+            let [src, dst, accept, check, deny] =
+                self.fields(members, &["src", "dst", "accept", "check", "deny"], &what);
             match src.and_then(|s| self.string(s, &format!("{what}.src")).map(|t| (t, s.pos))) {
                 Some((t, pos)) if !t.trim().is_empty() => {
                     self.alias(t, pos, Side::SshSrc);

@@ -108,8 +108,12 @@ pub(crate) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
 pub(crate) fn merge_onto<'a>(shared: &'a [Rule], own: &[Rule]) -> Vec<std::borrow::Cow<'a, Rule>> {
     use std::borrow::Cow;
     let mut out: Vec<Cow<Rule>> = shared.iter().map(Cow::Borrowed).collect();
-    let mut at: HashMap<(Arc<[String]>, Vec<u8>), usize> =
-        shared.iter().enumerate().filter(|(_, r)| r.caps.is_empty()).map(|(i, r)| ((r.src.clone(), r.proto.clone()), i)).collect();
+    let mut at: HashMap<(Arc<[String]>, Vec<u8>), usize> = shared
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.caps.is_empty())
+        .map(|(i, r)| ((r.src.clone(), r.proto.clone()), i))
+        .collect();
     for r in own {
         if !r.caps.is_empty() {
             out.push(Cow::Owned(r.clone()));

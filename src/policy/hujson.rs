@@ -404,7 +404,8 @@ impl Reader<'_> {
                             } else {
                                 hi
                             };
-                            let c = char::from_u32(code).ok_or_else(|| self.err("a lone UTF-16 surrogate in a \\u escape"))?;
+                            let c = char::from_u32(code)
+                                .ok_or_else(|| self.err("a lone UTF-16 surrogate in a \\u escape"))?;
                             let mut buf = [0; 4];
                             out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
                             continue;
@@ -423,7 +424,8 @@ impl Reader<'_> {
             }
         }
         // The input was UTF-8 and escapes were written as UTF-8.
-        String::from_utf8(out).map_err(|_| HujsonError::Syntax { pos: start, what: "a string that is not UTF-8".into() })
+        String::from_utf8(out)
+            .map_err(|_| HujsonError::Syntax { pos: start, what: "a string that is not UTF-8".into() })
     }
 }
 
@@ -437,8 +439,10 @@ mod tests {
 
     #[test]
     fn comments_trailing_commas_and_positions() {
-        let v = parse("// policy\n{\n  /* acls */ \"acls\": [1, 2.5e3, \"x\",],\n  \"b\": {\"t\": true, \"n\": null,},\n}\n")
-            .unwrap();
+        let v = parse(
+            "// policy\n{\n  /* acls */ \"acls\": [1, 2.5e3, \"x\",],\n  \"b\": {\"t\": true, \"n\": null,},\n}\n",
+        )
+        .unwrap();
         let Value::Object(m) = &v.value else { panic!() };
         assert_eq!(m[0].key, "acls");
         assert_eq!(m[0].pos, Pos { line: 3, col: 14 });

@@ -91,7 +91,9 @@ impl Users {
     pub fn named(&self, token: &str) -> Vec<usize> {
         if let Some(domain) = token.strip_prefix("user:*@") {
             return (0..self.list.len())
-                .filter(|&i| self.list[i].email.as_deref().and_then(|e| e.rsplit_once('@')).is_some_and(|(_, d)| d == domain))
+                .filter(|&i| {
+                    self.list[i].email.as_deref().and_then(|e| e.rsplit_once('@')).is_some_and(|(_, d)| d == domain)
+                })
                 .collect();
         }
         let trimmed = token.strip_suffix('@').unwrap_or(token);
@@ -112,7 +114,8 @@ impl Users {
 /// Every node's facts, in the order given.
 pub(crate) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<Facts> {
     let tag_ids: HashMap<&str, usize> = policy.tags.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
-    let user_of = |n: &NodeInfo| if n.tags.is_empty() { n.user.as_ref().and_then(|u| users.index_of(u.id)) } else { None };
+    let user_of =
+        |n: &NodeInfo| if n.tags.is_empty() { n.user.as_ref().and_then(|u| users.index_of(u.id)) } else { None };
     let mut out: Vec<Facts> = nodes
         .iter()
         .map(|n| Facts {
@@ -127,7 +130,8 @@ pub(crate) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<F
             primary: Vec::new(),
         })
         .collect();
-    let owner_users: Vec<Vec<usize>> = policy.groups.iter().map(|g| g.members.iter().flat_map(|m| users.named(m)).collect()).collect();
+    let owner_users: Vec<Vec<usize>> =
+        policy.groups.iter().map(|g| g.members.iter().flat_map(|m| users.named(m)).collect()).collect();
     let may_approve = |f: &Facts, owners: &[Owner]| {
         owners.iter().any(|o| match o {
             Owner::Tag(t) => f.tags.contains(t),
@@ -161,8 +165,12 @@ pub(crate) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<F
                 list.push(r);
             }
         }
-        f.primary =
-            n.primary_routes.iter().map(Prefix::masked).filter(|p| f.subnet.contains(p) && claimed.insert(*p)).collect();
+        f.primary = n
+            .primary_routes
+            .iter()
+            .map(Prefix::masked)
+            .filter(|p| f.subnet.contains(p) && claimed.insert(*p))
+            .collect();
         f.approved = approved;
     }
     out

@@ -70,7 +70,13 @@ fn in_dst(f: &Facts, m: &Matcher, internet: &IpSet) -> bool {
 
 /// Visibility from the shared matchers and each node's own ones (an own
 /// matcher counts only for pairs where one side holds it).
-pub(crate) fn visibility(facts: &[Facts], shared: &[Matcher], own: &[Matcher], mine: &[Vec<usize>], internet: &IpSet) -> Seen {
+pub(crate) fn visibility(
+    facts: &[Facts],
+    shared: &[Matcher],
+    own: &[Matcher],
+    mine: &[Vec<usize>],
+    internet: &IpSet,
+) -> Seen {
     let n = facts.len();
     let mut seen = Seen::new(n);
     let words = n.div_ceil(64);
@@ -154,7 +160,8 @@ impl ViaGrant {
         if !self.tags.iter().any(|t| f.tags.contains(t)) {
             return Vec::new();
         }
-        let mut targets: Vec<Prefix> = self.dst.iter().filter(|d| f.subnet.iter().any(|r| overlap(r, d))).copied().collect();
+        let mut targets: Vec<Prefix> =
+            self.dst.iter().filter(|d| f.subnet.iter().any(|r| overlap(r, d))).copied().collect();
         if self.internet && !f.exit.is_empty() {
             targets.extend(internet.prefixes());
         }
@@ -178,12 +185,15 @@ impl ViaGrant {
                 proto: ip.proto.clone(),
                 dsts: targets
                     .iter()
-                    .flat_map(|&prefix| ip.ports.iter().map(move |&ports| Dst { target: Target::Net { prefix, bare: false }, ports }))
+                    .flat_map(|&prefix| {
+                        ip.ports.iter().map(move |&ports| Dst { target: Target::Net { prefix, bare: false }, ports })
+                    })
                     .collect(),
                 caps: Vec::new(),
             })
             .collect();
-        let reach = rules.is_empty().then(|| Matcher { srcs: self.src_set.clone(), dsts: IpSet::of_prefixes(&targets) });
+        let reach =
+            rules.is_empty().then(|| Matcher { srcs: self.src_set.clone(), dsts: IpSet::of_prefixes(&targets) });
         (rules, reach)
     }
 }
@@ -251,7 +261,8 @@ impl Compiled {
         let mut s = Steer::default();
         let Some(via) = &self.via else { return s };
         let (viewer, peer) = (&self.facts[v], &self.facts[p]);
-        let for_viewer: Vec<bool> = via.grants.iter().map(|g| viewer.ips.iter().any(|ip| g.src.contains(*ip))).collect();
+        let for_viewer: Vec<bool> =
+            via.grants.iter().map(|g| viewer.ips.iter().any(|ip| g.src.contains(*ip))).collect();
         let steering = || via.grants.iter().zip(&for_viewer).filter(|(g, m)| **m && !g.via.is_empty()).map(|(g, _)| g);
         for g in steering() {
             let mut matched: Vec<Prefix> = Vec::new();
@@ -282,10 +293,14 @@ impl Compiled {
                         continue;
                     }
                     let routers = || {
-                        self.facts.iter().filter(|f| g.via.iter().any(|t| f.tags.contains(t)) && f.subnet.contains(&inc))
+                        self.facts
+                            .iter()
+                            .filter(|f| g.via.iter().any(|t| f.tags.contains(t)) && f.subnet.contains(&inc))
                     };
-                    let primary =
-                        routers().find(|f| f.primary.contains(&inc)).map(|f| f.id).or_else(|| routers().map(|f| f.id).min());
+                    let primary = routers()
+                        .find(|f| f.primary.contains(&inc))
+                        .map(|f| f.id)
+                        .or_else(|| routers().map(|f| f.id).min());
                     if primary.is_some_and(|id| id != peer.id) {
                         s.include.retain(|x| *x != inc);
                         if !s.exclude.contains(&inc) {

@@ -25,9 +25,16 @@ pub(crate) fn wildcard() -> IpSet {
 /// link-local ranges).
 pub(crate) fn internet() -> IpSet {
     let mut s = IpSet::of_prefixes(&[prefix("0.0.0.0/0"), prefix("2000::/3")]);
-    for p in
-        ["fc00::/7", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd7a:115c:a1e0::/48", "100.64.0.0/10", "fe80::/10", "169.254.0.0/16"]
-    {
+    for p in [
+        "fc00::/7",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fd7a:115c:a1e0::/48",
+        "100.64.0.0/10",
+        "fe80::/10",
+        "169.254.0.0/16",
+    ] {
         s = s.without(&prefix(p));
     }
     s

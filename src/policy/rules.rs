@@ -135,7 +135,13 @@ impl Reader {
             for (d, pos) in self.strings(dst, &format!("{what}.dst")) {
                 match (self.alias(d, pos, Side::Dst(d.trim())), dsts.as_mut()) {
                     (Some(Alias::Prefix(p)), _) if p.prefix_len() == 0 => {
-                        self.problem(pos, format!("dst {:?}: to allow all IP addresses, use \"*\" or \"autogroup:internet\"", p.to_string()));
+                        self.problem(
+                            pos,
+                            format!(
+                                "dst {:?}: to allow all IP addresses, use \"*\" or \"autogroup:internet\"",
+                                p.to_string()
+                            ),
+                        );
                         dsts = None;
                     }
                     (Some(a), Some(v)) => v.push(a),
@@ -146,7 +152,9 @@ impl Reader {
             let ips = ip.map(|n| self.ip_rules(n, &what)).unwrap_or(Some(Vec::new()));
             let caps = app.map(|n| self.caps(n, &what)).unwrap_or(Some(BTreeMap::new()));
             let vias = via.map(|n| self.vias(n, &what)).unwrap_or(Some(Vec::new()));
-            let (Some(srcs), Some(dsts), Some(ips), Some(caps), Some(vias)) = (srcs, dsts, ips, caps, vias) else { continue };
+            let (Some(srcs), Some(dsts), Some(ips), Some(caps), Some(vias)) = (srcs, dsts, ips, caps, vias) else {
+                continue;
+            };
             if ips.is_empty() && caps.is_empty() {
                 self.problem(item.pos, "ip and app can not both be empty");
                 continue;
@@ -223,7 +231,10 @@ impl Reader {
                     out.insert(name.to_string(), values.iter().map(Node::to_json).collect());
                 }
                 _ => {
-                    self.problem(m.value.pos, format!("{what}.app[{name:?}] must be an array of values, found {}", m.value.kind()));
+                    self.problem(
+                        m.value.pos,
+                        format!("{what}.app[{name:?}] must be an array of values, found {}", m.value.kind()),
+                    );
                     ok = false;
                 }
             }

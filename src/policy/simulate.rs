@@ -93,10 +93,11 @@ impl Topology {
         for (i, (name, n)) in self.nodes.iter().enumerate() {
             let user = match &n.user {
                 Some(u) if n.tags.is_empty() => {
-                    let found = self.users.iter().find(|x| &x.name == u).ok_or_else(|| TopologyError::UnknownUser {
-                        node: name.clone(),
-                        user: u.clone(),
-                    })?;
+                    let found = self
+                        .users
+                        .iter()
+                        .find(|x| &x.name == u)
+                        .ok_or_else(|| TopologyError::UnknownUser { node: name.clone(), user: u.clone() })?;
                     Some(UserRef { id: found.id, name: found.name.clone(), email: found.email.clone() })
                 }
                 _ => None,

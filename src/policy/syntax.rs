@@ -119,6 +119,8 @@ pub(crate) fn read(root: &Node) -> Result<Policy, (Vec<Problem>, usize)> {
     if r.problems.is_empty() {
         Ok(r.policy)
     } else {
+        // In the order of the text, whichever section found them.
+        r.problems.sort_by_key(|p| p.pos);
         Err((r.problems, r.more))
     }
 }
@@ -176,7 +178,12 @@ impl Reader {
     /// Picks `known` keys out of an object (case-insensitively, as Go's
     /// decoder matches them); any other key is a problem, except `#…` keys,
     /// which editors such as headscale-admin use for notes.
-    pub fn fields<'a, const N: usize>(&mut self, members: &'a [Member], known: &[&str; N], what: &str) -> [Option<&'a Node>; N] {
+    pub fn fields<'a, const N: usize>(
+        &mut self,
+        members: &'a [Member],
+        known: &[&str; N],
+        what: &str,
+    ) -> [Option<&'a Node>; N] {
         let mut out = [None; N];
         for m in members {
             if m.key.starts_with('#') {
@@ -212,7 +219,10 @@ impl Reader {
                 if u.starts_with("group:") {
                     self.problem(item.pos, format!("groups[{:?}]: {u:?}: group members cannot be recursive", m.key));
                 } else if !u.contains('@') {
-                    self.problem(item.pos, format!("username must contain @, got: {u:?} (write a user without an email as {u}@)"));
+                    self.problem(
+                        item.pos,
+                        format!("username must contain @, got: {u:?} (write a user without an email as {u}@)"),
+                    );
                 } else {
                     users.push(u.to_string());
                 }
@@ -248,11 +258,15 @@ impl Reader {
         for m in members {
             match m.key.strip_prefix("tag:") {
                 None => self.problem(m.pos, format!("tag must start with 'tag:', got: {:?}", m.key)),
-                Some(rest) if !rest.starts_with(|c: char| c.is_ascii_alphabetic()) => {
-                    self.problem(m.pos, format!("tagOwners[{:?}]: tag names must start with a letter, after 'tag:'", m.key))
-                }
+                Some(rest) if !rest.starts_with(|c: char| c.is_ascii_alphabetic()) => self.problem(
+                    m.pos,
+                    format!("tagOwners[{:?}]: tag names must start with a letter, after 'tag:'", m.key),
+                ),
                 Some(rest) if !rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') => {
-                    self.problem(m.pos, format!("tagOwners[{:?}]: tag names may hold only letters, digits, '-', '_' and '.'", m.key))
+                    self.problem(
+                        m.pos,
+                        format!("tagOwners[{:?}]: tag names may hold only letters, digits, '-', '_' and '.'", m.key),
+                    )
                 }
                 Some(_) => {
                     self.tags.insert(m.key.clone(), self.policy.tags.len());
@@ -389,8 +403,12 @@ impl Reader {
             }
             (Side::Src, Alias::SelfDevices) => Some("\"autogroup:self\" not valid on the src side of a rule".into()),
             (Side::Dst(_), Alias::DangerAll) => Some("cannot use autogroup:danger-all as a dst".into()),
-            (Side::SshSrc, Alias::SelfDevices | Alias::DangerAll) => Some(format!("autogroup not supported for SSH sources: {a:?}")),
-            (Side::SshDst, Alias::Internet | Alias::DangerAll) => Some(format!("autogroup not supported for SSH destinations: {a:?}")),
+            (Side::SshSrc, Alias::SelfDevices | Alias::DangerAll) => {
+                Some(format!("autogroup not supported for SSH sources: {a:?}"))
+            }
+            (Side::SshDst, Alias::Internet | Alias::DangerAll) => {
+                Some(format!("autogroup not supported for SSH destinations: {a:?}"))
+            }
             (Side::NodeAttr, Alias::SelfDevices | Alias::DangerAll) => {
                 Some(format!("nodeAttrs target does not support this autogroup: {a:?}"))
             }
