@@ -7,11 +7,10 @@
 //! `autogroup:self`, once per router for `via`) and only cut down per node;
 //! visibility is computed with bit sets per rule, not per pair of nodes.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::filter::{self, Cap, CapMap, Dst, Here, Matcher, Rule, Target};
+use super::filter::{self, Cap, CapMap, Dst, Here, Indexed, Matcher, Rule, Target};
 use super::ipset::IpSet;
 use super::model::{Alias, Grant, IpRule, Policy};
 use super::nodes::{self, Facts, NodeInfo, Users};
@@ -36,6 +35,7 @@ struct SelfPart {
 /// The policy applied to one set of nodes.
 pub struct Compiled {
     index: HashMap<u64, usize>,
+    ids: Vec<u64>,
     filters: Vec<Vec<FilterRule>>,
     pub(crate) facts: Vec<Facts>,
     pub(crate) seen: peers::Seen,
@@ -69,6 +69,8 @@ impl Policy {
         }
         let shared = filter::merge(shared);
         let shared_matchers: Vec<Matcher> = shared.iter().map(Rule::matcher).collect();
+        let shared: Vec<Indexed> =
+            shared.into_iter().zip(&shared_matchers).map(|(rule, m)| Indexed::new(rule, m.dsts.clone())).collect();
 
         // autogroup:self rules, per user; via rules, per router.
         let mut own_rules: Vec<Vec<Rule>> = vec![Vec::new(); facts.len()];
@@ -107,12 +109,11 @@ impl Policy {
             .zip(&own_rules)
             .map(|(f, extra)| {
                 let here = Here { facts: f, internet: &internet };
-                let rules: Vec<Cow<Rule>> = if extra.is_empty() {
-                    shared.iter().map(Cow::Borrowed).collect()
+                if extra.is_empty() {
+                    shared.iter().filter_map(|s| here.cut_indexed(s)).collect()
                 } else {
-                    filter::merge_onto(&shared, extra)
-                };
-                rules.iter().filter_map(|rule| here.cut(rule)).collect()
+                    filter::merge_onto(&shared, extra).iter().filter_map(|p| here.cut_part(p)).collect()
+                }
             })
             .collect();
 
@@ -120,6 +121,7 @@ impl Policy {
         let seen = peers::visibility(&facts, &shared_matchers, &own, &mine, &internet);
         Compiled {
             index: nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect(),
+            ids: nodes.iter().map(|n| n.id).collect(),
             filters,
             facts,
             seen,
@@ -153,10 +155,7 @@ impl Compiled {
     /// The peers `viewer` sees, by id, in the order the nodes were given.
     pub fn peers(&self, viewer: u64) -> Vec<u64> {
         let Some(v) = self.at(viewer) else { return Vec::new() };
-        let mut ids: Vec<(usize, u64)> =
-            self.index.iter().map(|(id, i)| (*i, *id)).filter(|(i, _)| *i != v && self.seen.get(v, *i)).collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|(_, id)| id).collect()
+        (0..self.ids.len()).filter(|&i| i != v && self.seen.get(v, i)).map(|i| self.ids[i]).collect()
     }
 
     /// The routes (approved by hand or by `autoApprovers`) of a node.

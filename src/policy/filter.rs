@@ -103,27 +103,66 @@ pub(crate) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
     out
 }
 
+/// A shared rule made ready to be cut for many nodes: where it reaches at
+/// all, and its single-address destinations by address, so a node finds its
+/// own in one lookup instead of a scan.
+pub(crate) struct Indexed {
+    pub rule: Rule,
+    reach: IpSet,
+    hosts: HashMap<IpAddr, Vec<usize>>,
+    wide: Vec<usize>,
+}
+
+impl Indexed {
+    pub fn new(rule: Rule, reach: IpSet) -> Indexed {
+        let mut hosts: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        let mut wide = Vec::new();
+        for (i, d) in rule.dsts.iter().enumerate() {
+            match &d.target {
+                Target::Net { prefix, .. } if prefix.first() == prefix.last() => {
+                    hosts.entry(prefix.addr()).or_default().push(i)
+                }
+                _ => wide.push(i),
+            }
+        }
+        Indexed { rule, reach, hosts, wide }
+    }
+}
+
+/// One of a node's rules: a shared one, or its own (or a shared one its own
+/// rules were merged into).
+pub(crate) enum Part<'a> {
+    Shared(&'a Indexed),
+    Own(Rule),
+}
+
 /// Merges a node's own rules (autogroup:self, via) into the shared ones:
 /// only the shared rules they join are copied.
-pub(crate) fn merge_onto<'a>(shared: &'a [Rule], own: &[Rule]) -> Vec<std::borrow::Cow<'a, Rule>> {
-    use std::borrow::Cow;
-    let mut out: Vec<Cow<Rule>> = shared.iter().map(Cow::Borrowed).collect();
+pub(crate) fn merge_onto<'a>(shared: &'a [Indexed], own: &[Rule]) -> Vec<Part<'a>> {
+    let mut out: Vec<Part> = shared.iter().map(Part::Shared).collect();
     let mut at: HashMap<(Arc<[String]>, Vec<u8>), usize> = shared
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.caps.is_empty())
-        .map(|(i, r)| ((r.src.clone(), r.proto.clone()), i))
+        .filter(|(_, r)| r.rule.caps.is_empty())
+        .map(|(i, r)| ((r.rule.src.clone(), r.rule.proto.clone()), i))
         .collect();
     for r in own {
         if !r.caps.is_empty() {
-            out.push(Cow::Owned(r.clone()));
+            out.push(Part::Own(r.clone()));
             continue;
         }
         match at.get(&(r.src.clone(), r.proto.clone())) {
-            Some(&i) => out[i].to_mut().dsts.extend(r.dsts.iter().cloned()),
+            Some(&i) => {
+                if let Part::Shared(s) = out[i] {
+                    out[i] = Part::Own(s.rule.clone());
+                }
+                if let Part::Own(mine) = &mut out[i] {
+                    mine.dsts.extend(r.dsts.iter().cloned());
+                }
+            }
             None => {
                 at.insert((r.src.clone(), r.proto.clone()), out.len());
-                out.push(Cow::Owned(r.clone()));
+                out.push(Part::Own(r.clone()));
             }
         }
     }
@@ -156,21 +195,45 @@ impl Here<'_> {
         }
     }
 
+    pub fn cut_part(&self, part: &Part) -> Option<FilterRule> {
+        match part {
+            Part::Shared(s) => self.cut_indexed(s),
+            Part::Own(r) => self.cut(r),
+        }
+    }
+
+    /// [`Here::cut`] of a shared rule, without a scan where the index allows.
+    pub fn cut_indexed(&self, s: &Indexed) -> Option<FilterRule> {
+        let f = self.facts;
+        let near = f.ips.iter().any(|ip| s.reach.contains(*ip)) || f.subnet.iter().any(|r| s.reach.overlaps_prefix(r));
+        if !near && (f.exit.is_empty() || !s.reach.overlaps(self.internet)) {
+            return None;
+        }
+        if !s.rule.caps.is_empty() || !f.subnet.is_empty() || !f.exit.is_empty() {
+            // Routers may be concerned by any destination: the scan.
+            return self.cut(&s.rule);
+        }
+        let mut at: Vec<usize> = f.ips.iter().filter_map(|ip| s.hosts.get(ip)).flatten().copied().collect();
+        at.extend(s.wide.iter().copied().filter(|&i| self.concerns(&s.rule.dsts[i].target)));
+        at.sort_unstable();
+        at.dedup();
+        self.with_dsts(&s.rule, at.into_iter().map(|i| &s.rule.dsts[i]))
+    }
+
+    fn with_dsts<'d>(&self, rule: &Rule, dsts: impl Iterator<Item = &'d Dst>) -> Option<FilterRule> {
+        let dst_ports: Vec<NetPortRange> = dsts.map(|d| NetPortRange { ip: d.target.text(), ports: d.ports }).collect();
+        (!dst_ports.is_empty()).then(|| FilterRule {
+            src_ips: rule.src.clone(),
+            dst_ports,
+            ip_proto: rule.proto.clone(),
+            cap_grant: Vec::new(),
+        })
+    }
+
     /// The part of `rule` this node enforces, if any.
     pub fn cut(&self, rule: &Rule) -> Option<FilterRule> {
         if rule.caps.is_empty() {
-            let dst_ports: Vec<NetPortRange> = rule
-                .dsts
-                .iter()
-                .filter(|d| self.concerns(&d.target))
-                .map(|d| NetPortRange { ip: d.target.text(), ports: d.ports })
-                .collect();
-            return (!dst_ports.is_empty()).then(|| FilterRule {
-                src_ips: rule.src.clone(),
-                dst_ports,
-                ip_proto: rule.proto.clone(),
-                cap_grant: Vec::new(),
-            });
+            return self.with_dsts(rule, rule.dsts.iter().filter(|d| self.concerns(&d.target)));
         }
         let mut grants = Vec::new();
         for c in &rule.caps {

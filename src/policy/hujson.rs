@@ -449,7 +449,7 @@ mod tests {
         let Value::Array(items) = &m[0].value.value else { panic!() };
         assert_eq!(items.len(), 3);
         assert_eq!(items[1].value, Value::Number("2.5e3".into()));
-        assert_eq!(items[2].pos, Pos { line: 3, col: 32 });
+        assert_eq!(items[2].pos, Pos { line: 3, col: 33 });
         assert_eq!(v.to_json(), serde_json::json!({"acls": [1, 2500.0, "x"], "b": {"t": true, "n": null}}));
     }
 

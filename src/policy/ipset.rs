@@ -168,6 +168,11 @@ impl IpSet {
         covers(self.family(p.is_ipv4()), a, b)
     }
 
+    pub fn overlaps(&self, other: &IpSet) -> bool {
+        other.v4.iter().any(|&(a, b)| overlaps(&self.v4, a, b))
+            || other.v6.iter().any(|&(a, b)| overlaps(&self.v6, a, b))
+    }
+
     /// Whether every address of `self` is in `other`.
     pub fn is_subset_of(&self, other: &IpSet) -> bool {
         self.v4.iter().all(|&(a, b)| covers(&other.v4, a, b)) && self.v6.iter().all(|&(a, b)| covers(&other.v6, a, b))

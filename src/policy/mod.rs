@@ -35,7 +35,7 @@ pub use compile::Compiled;
 pub use hujson::{HujsonError, Pos};
 pub use model::Policy;
 pub use nodes::{NodeInfo, UserRef};
-pub use syntax::{Problem, MAX_PROBLEMS};
+pub use syntax::{Problem, MAX_PROBLEMS, MAX_RULES};
 
 /// Why a policy was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

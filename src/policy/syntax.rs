@@ -17,6 +17,11 @@ use crate::tailcfg::Prefix;
 /// gets a bounded message.
 pub const MAX_PROBLEMS: usize = 20;
 
+/// How many rules (ACL destinations and grants) a policy may hold. A
+/// household needs dozens; a node's filter can hold every rule, so the cap
+/// bounds what one policy can make each node's map carry.
+pub const MAX_RULES: usize = 10_000;
+
 /// One thing wrong with a policy, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -88,11 +93,18 @@ pub(crate) fn read(root: &Node) -> Result<Policy, (Vec<Problem>, usize)> {
         if let Some(n) = f[2] {
             r.tag_owners_section(n);
         }
-        if let Some(n) = f[3] {
-            r.acls_section(n);
-        }
-        if let Some(n) = f[4] {
-            r.grants_section(n);
+        for (key, n) in [(3, f[3]), (4, f[4])] {
+            let Some(n) = n else { continue };
+            if key == 3 {
+                r.acls_section(n);
+            } else {
+                r.grants_section(n);
+            }
+            let count = r.policy.grants.len();
+            if count > MAX_RULES {
+                r.problem(n.pos, format!("the policy has {count} rules (ACL destinations and grants), more than the {MAX_RULES} accepted"));
+                break;
+            }
         }
         if let Some(n) = f[5] {
             r.ssh_section(n);
