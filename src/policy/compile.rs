@@ -104,6 +104,7 @@ impl Policy {
         }
 
         let internet = r.internet_set().clone();
+        let keys = filter::merge_keys(&shared);
         let filters = facts
             .iter()
             .zip(&own_rules)
@@ -112,7 +113,7 @@ impl Policy {
                 if extra.is_empty() {
                     shared.iter().filter_map(|s| here.cut_indexed(s)).collect()
                 } else {
-                    filter::merge_onto(&shared, extra).iter().filter_map(|p| here.cut_part(p)).collect()
+                    filter::merge_onto(&shared, &keys, extra).iter().filter_map(|p| here.cut_part(p)).collect()
                 }
             })
             .collect();
@@ -253,10 +254,11 @@ pub(crate) fn sources(
         text.extend(routes.iter().cloned());
         set = set.union(route_set);
         if relist {
+            let mut listed: std::collections::HashSet<String> = text.iter().cloned().collect();
             for (a, s) in g.src.iter().zip(sets) {
                 if *a != Alias::Any {
                     for t in s.strings() {
-                        if !text.contains(&t) {
+                        if listed.insert(t.clone()) {
                             text.push(t);
                         }
                     }

@@ -86,7 +86,7 @@ impl Rule {
 /// apart.
 pub(crate) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
     let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
-    let mut at: HashMap<(Arc<[String]>, Vec<u8>), usize> = HashMap::new();
+    let mut at: HashMap<MergeKey, usize> = HashMap::new();
     for r in rules {
         if !r.caps.is_empty() {
             out.push(r);
@@ -136,22 +136,31 @@ pub(crate) enum Part<'a> {
     Own(Rule),
 }
 
-/// Merges a node's own rules (autogroup:self, via) into the shared ones:
-/// only the shared rules they join are copied.
-pub(crate) fn merge_onto<'a>(shared: &'a [Indexed], own: &[Rule]) -> Vec<Part<'a>> {
-    let mut out: Vec<Part> = shared.iter().map(Part::Shared).collect();
-    let mut at: HashMap<(Arc<[String]>, Vec<u8>), usize> = shared
+/// What merges rules: the same sources and protocols.
+pub(crate) type MergeKey = (Arc<[String]>, Vec<u8>);
+
+/// Where each shared rule that others may merge into stands.
+pub(crate) fn merge_keys(shared: &[Indexed]) -> HashMap<MergeKey, usize> {
+    shared
         .iter()
         .enumerate()
         .filter(|(_, r)| r.rule.caps.is_empty())
         .map(|(i, r)| ((r.rule.src.clone(), r.rule.proto.clone()), i))
-        .collect();
+        .collect()
+}
+
+/// Merges a node's own rules (autogroup:self, via) into the shared ones:
+/// only the shared rules they join are copied.
+pub(crate) fn merge_onto<'a>(shared: &'a [Indexed], keys: &HashMap<MergeKey, usize>, own: &[Rule]) -> Vec<Part<'a>> {
+    let mut out: Vec<Part> = shared.iter().map(Part::Shared).collect();
+    let mut mine: HashMap<MergeKey, usize> = HashMap::new();
     for r in own {
         if !r.caps.is_empty() {
             out.push(Part::Own(r.clone()));
             continue;
         }
-        match at.get(&(r.src.clone(), r.proto.clone())) {
+        let key = (r.src.clone(), r.proto.clone());
+        match keys.get(&key).or_else(|| mine.get(&key)) {
             Some(&i) => {
                 if let Part::Shared(s) = out[i] {
                     out[i] = Part::Own(s.rule.clone());
@@ -161,7 +170,7 @@ pub(crate) fn merge_onto<'a>(shared: &'a [Indexed], own: &[Rule]) -> Vec<Part<'a
                 }
             }
             None => {
-                at.insert((r.src.clone(), r.proto.clone()), out.len());
+                mine.insert(key, out.len());
                 out.push(Part::Own(r.clone()));
             }
         }

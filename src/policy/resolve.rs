@@ -132,12 +132,7 @@ impl<'a> Resolver<'a> {
     /// what a `*` source adds, kept apart from the merged set because
     /// Tailscale lists a route inside another one on its own.
     pub fn subnet_routes(&self) -> Vec<Prefix> {
-        let mut out: Vec<Prefix> = Vec::new();
-        for r in self.facts.iter().flat_map(|f| f.subnet.iter()) {
-            if !out.contains(r) {
-                out.push(*r);
-            }
-        }
-        out
+        let mut seen = std::collections::HashSet::new();
+        self.facts.iter().flat_map(|f| f.subnet.iter()).filter(|r| seen.insert(**r)).copied().collect()
     }
 }
