@@ -311,7 +311,7 @@ fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
                 ip.ports.iter().flat_map(move |&ports| {
                     f.ips
                         .iter()
-                        .map(move |a| Dst { target: Target::Net { prefix: filter::host(*a), bare: true }, ports })
+                        .map(move |a| Dst { target: Target::Net { prefix: Prefix::host(*a), bare: true }, ports })
                 })
             })
             .collect();
@@ -328,7 +328,7 @@ fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
     if let Some(app) = &part.app {
         let caps: Vec<Cap> = members
             .iter()
-            .map(|f| Cap { dsts: f.ips.iter().map(|a| filter::host(*a)).collect(), map: app.clone() })
+            .map(|f| Cap { dsts: f.ips.iter().map(|a| Prefix::host(*a)).collect(), map: app.clone() })
             .collect();
         let dst_text: Vec<String> = members.iter().flat_map(|f| f.ips.iter().map(|a| a.to_string())).collect();
         let dst_set = IpSet::of_addrs(members.iter().flat_map(|f| f.ips.iter().copied()));

@@ -184,10 +184,6 @@ pub(crate) struct Here<'a> {
     pub internet: &'a IpSet,
 }
 
-fn overlap(a: &Prefix, b: &Prefix) -> bool {
-    a.is_ipv4() == b.is_ipv4() && a.first() <= b.last() && b.first() <= a.last()
-}
-
 impl Here<'_> {
     fn has_ip_in(&self, p: &Prefix) -> bool {
         self.facts.ips.iter().any(|ip| p.contains(*ip))
@@ -198,7 +194,7 @@ impl Here<'_> {
             Target::Any => !self.facts.ips.is_empty() || !self.facts.subnet.is_empty(),
             Target::Net { prefix, .. } => {
                 self.has_ip_in(prefix)
-                    || self.facts.subnet.iter().any(|r| overlap(r, prefix))
+                    || self.facts.subnet.iter().any(|r| r.overlaps(prefix))
                     || (!self.facts.exit.is_empty() && self.internet.covers_prefix(prefix))
             }
         }
@@ -259,7 +255,7 @@ impl Here<'_> {
                 }
             }
             // The router of a subnet keeps the destination as written.
-            dsts.extend(c.dsts.iter().filter(|d| self.facts.subnet.iter().any(|r| overlap(r, d))).copied());
+            dsts.extend(c.dsts.iter().filter(|d| self.facts.subnet.iter().any(|r| r.overlaps(d))).copied());
             dsts.sort();
             dsts.dedup();
             if !dsts.is_empty() {
@@ -273,9 +269,4 @@ impl Here<'_> {
             cap_grant: grants,
         })
     }
-}
-
-/// A host prefix for an address.
-pub(crate) fn host(ip: IpAddr) -> Prefix {
-    Prefix::host(ip)
 }

@@ -16,10 +16,6 @@ use super::nodes::Facts;
 use super::resolve::Resolver;
 use crate::tailcfg::Prefix;
 
-fn overlap(a: &Prefix, b: &Prefix) -> bool {
-    a.is_ipv4() == b.is_ipv4() && a.first() <= b.last() && b.first() <= a.last()
-}
-
 /// A symmetric relation on the nodes, one bit per pair.
 pub(crate) struct Seen {
     words: usize,
@@ -161,7 +157,7 @@ impl ViaGrant {
             return Vec::new();
         }
         let mut targets: Vec<Prefix> =
-            self.dst.iter().filter(|d| f.subnet.iter().any(|r| overlap(r, d))).copied().collect();
+            self.dst.iter().filter(|d| f.subnet.iter().any(|r| r.overlaps(d))).copied().collect();
         if self.internet && !f.exit.is_empty() {
             targets.extend(internet.prefixes());
         }
@@ -267,7 +263,7 @@ impl Compiled {
         for g in steering() {
             let mut matched: Vec<Prefix> = Vec::new();
             for d in &g.dst {
-                matched.extend(peer.subnet.iter().filter(|r| overlap(d, r)));
+                matched.extend(peer.subnet.iter().filter(|r| d.overlaps(r)));
             }
             if g.internet {
                 matched.extend(peer.exit.iter());
@@ -289,7 +285,7 @@ impl Compiled {
         for g in steering() {
             for d in &g.dst {
                 for inc in s.include.clone() {
-                    if !overlap(d, &inc) {
+                    if !d.overlaps(&inc) {
                         continue;
                     }
                     let routers = || {
@@ -314,11 +310,11 @@ impl Compiled {
         for (g, _) in via.grants.iter().zip(&for_viewer).filter(|(g, m)| **m && g.via.is_empty()) {
             for d in &g.dst {
                 for inc in &s.include {
-                    if overlap(d, inc) && !s.use_primary.contains(inc) {
+                    if d.overlaps(inc) && !s.use_primary.contains(inc) {
                         s.use_primary.push(*inc);
                     }
                 }
-                s.exclude.retain(|e| !overlap(d, e));
+                s.exclude.retain(|e| !d.overlaps(e));
             }
         }
         s

@@ -111,6 +111,11 @@ impl Prefix {
         other.is_ipv4() == self.is_ipv4() && other.len >= self.len && self.contains(other.addr)
     }
 
+    /// Whether the two share an address (one covers the other, for CIDRs).
+    pub fn overlaps(&self, other: &Prefix) -> bool {
+        other.is_ipv4() == self.is_ipv4() && self.first() <= other.last() && other.first() <= self.last()
+    }
+
     /// A single-address prefix (`/32` or `/128`), as netmaps list node addresses.
     pub fn host(addr: IpAddr) -> Prefix {
         Prefix { addr, len: Self::bits_of(&addr) }
