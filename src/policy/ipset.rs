@@ -301,6 +301,49 @@ mod tests {
         assert_eq!(odd.prefixes(), [p("10.0.0.1/32"), p("10.0.0.2/32")]);
     }
 
+    /// Random sets of both families: the CIDRs cover each set exactly, and
+    /// every text form reads back as what it stands for.
+    #[test]
+    fn prefixes_and_texts_round_trip() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let mut ps = Vec::new();
+            for _ in 0..(next() % 6 + 1) {
+                let v4 = next() % 2 == 0;
+                let (bits, addr): (u8, std::net::IpAddr) = if v4 {
+                    (32, std::net::Ipv4Addr::from(next() as u32).into())
+                } else {
+                    (128, std::net::Ipv6Addr::from(((next() as u128) << 64) | next() as u128).into())
+                };
+                ps.push(Prefix::new(addr, (next() % (bits as u64 + 1)) as u8).unwrap().masked());
+            }
+            let mut set = IpSet::of_prefixes(&ps);
+            if next() % 2 == 0 {
+                set = set.without(&ps[0].masked());
+            }
+            let back = IpSet::of_prefixes(&set.prefixes());
+            assert_eq!(back, set, "{ps:?}");
+            for t in set.strings() {
+                let part = match t.split_once('-') {
+                    Some((a, b)) => {
+                        let (a, b): (std::net::IpAddr, std::net::IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+                        assert!(a < b, "{t}");
+                        IpSet::of_addrs([a, b])
+                    }
+                    None if t.contains('/') => IpSet::of_prefixes(&[p(&t)]),
+                    None => IpSet::of_addrs([t.parse().unwrap()]),
+                };
+                assert!(part.is_subset_of(&set), "{t} in {:?}", set.strings());
+            }
+        }
+    }
+
     #[test]
     fn membership_and_overlap() {
         let s = IpSet::of_prefixes(&[p("10.0.0.0/8"), p("192.168.1.0/24")]);

@@ -64,25 +64,26 @@ pub(crate) fn is_exit_route(p: &Prefix) -> bool {
 /// tokens name them.
 pub(crate) struct Users {
     pub list: Vec<UserRef>,
+    at: HashMap<u64, usize>,
     emails: HashSet<String>,
 }
 
 impl Users {
     pub fn of(nodes: &[NodeInfo]) -> Users {
-        let mut seen = HashMap::new();
+        let mut at = HashMap::new();
         let mut list = Vec::new();
         for u in nodes.iter().filter_map(|n| n.user.as_ref()) {
-            seen.entry(u.id).or_insert_with(|| {
+            at.entry(u.id).or_insert_with(|| {
                 list.push(u.clone());
                 list.len() - 1
             });
         }
         let emails = list.iter().filter_map(|u| u.email.clone()).collect();
-        Users { list, emails }
+        Users { list, at, emails }
     }
 
     pub fn index_of(&self, id: u64) -> Option<usize> {
-        self.list.iter().position(|u| u.id == id)
+        self.at.get(&id).copied()
     }
 
     /// The users a token names: `alice@example.com` by email (or, when no
