@@ -9,7 +9,7 @@ use crate::tailcfg::{PortRange, Prefix};
 
 /// An alias as written, before its name is looked up.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Token {
+pub(super) enum Token {
     Any,
     /// An email, or a user name with a trailing `@`, as Headscale accepts.
     User(String),
@@ -21,7 +21,7 @@ pub(crate) enum Token {
 }
 
 /// Parses one alias (already trimmed).
-pub(crate) fn token(s: &str) -> Result<Token, String> {
+pub(super) fn token(s: &str) -> Result<Token, String> {
     if let Some(p) = ip_or_prefix(s) {
         return Ok(Token::Prefix(p));
     }
@@ -57,7 +57,7 @@ pub(crate) fn token(s: &str) -> Result<Token, String> {
 }
 
 /// An address (as a /32 or /128) or a CIDR; `None` if `s` is neither.
-pub(crate) fn ip_or_prefix(s: &str) -> Option<Prefix> {
+pub(super) fn ip_or_prefix(s: &str) -> Option<Prefix> {
     if s.contains('/') {
         let (a, len) = s.split_once('/')?;
         // Go's netip refuses "/08"; a length is plain digits.
@@ -77,7 +77,7 @@ pub(crate) fn ip_or_prefix(s: &str) -> Option<Prefix> {
 
 /// Splits `alias:ports` at the last colon; `[v6]:port` and `[v6]/len:port`
 /// are accepted too.
-pub(crate) fn split_host_port(input: &str) -> Result<(String, String), String> {
+pub(super) fn split_host_port(input: &str) -> Result<(String, String), String> {
     let Some(rest) = input.strip_prefix('[') else {
         let (h, p) = split_at_last_colon(input)?;
         return Ok((h.to_string(), p.to_string()));
@@ -107,11 +107,11 @@ fn split_at_last_colon(s: &str) -> Result<(&str, &str), String> {
     }
 }
 
-pub(crate) const ALL_PORTS: PortRange = PortRange { first: 0, last: 65535 };
+pub(super) const ALL_PORTS: PortRange = PortRange { first: 0, last: 65535 };
 
 /// Parses `*`, `22`, `80,443`, `8000-8999` (and lists of them). Errors use
 /// Tailscale's words (`invalid first integer`, ...), without the context.
-pub(crate) fn ports(def: &str) -> Result<Vec<PortRange>, String> {
+pub(super) fn ports(def: &str) -> Result<Vec<PortRange>, String> {
     if def == "*" {
         return Ok(vec![ALL_PORTS]);
     }
@@ -171,7 +171,7 @@ const PROTOCOLS: &[(&str, u8)] = &[
 
 /// A protocol name or number as the filter's `IPProto` (empty: the
 /// client's default of TCP, UDP and ICMP).
-pub(crate) fn protocol(s: &str) -> Result<Vec<u8>, String> {
+pub(super) fn protocol(s: &str) -> Result<Vec<u8>, String> {
     let lower = s.to_ascii_lowercase();
     if lower.is_empty() {
         return Ok(Vec::new());
@@ -198,7 +198,7 @@ pub(crate) fn protocol(s: &str) -> Result<Vec<u8>, String> {
 
 /// Whether specific ports make sense for these protocols (TCP, UDP, SCTP,
 /// or the default set).
-pub(crate) fn has_ports(proto: &[u8]) -> bool {
+pub(super) fn has_ports(proto: &[u8]) -> bool {
     proto.is_empty() || matches!(proto, [6] | [17] | [132])
 }
 

@@ -37,15 +37,15 @@ pub struct Compiled {
     index: HashMap<u64, usize>,
     ids: Vec<u64>,
     filters: Vec<Vec<FilterRule>>,
-    pub(crate) facts: Vec<Facts>,
-    pub(crate) seen: peers::Seen,
+    pub(super) facts: Vec<Facts>,
+    pub(super) seen: peers::Seen,
     /// The tailnet-wide rules' matchers.
-    pub(crate) shared: Vec<Matcher>,
+    pub(super) shared: Vec<Matcher>,
     /// Each node's own matchers (its user's autogroup:self rules, its via
     /// rules): indices into `own`.
-    pub(crate) mine: Vec<Vec<usize>>,
-    pub(crate) own: Vec<Matcher>,
-    pub(crate) via: Option<Via>,
+    pub(super) mine: Vec<Vec<usize>>,
+    pub(super) own: Vec<Matcher>,
+    pub(super) via: Option<Via>,
 }
 
 impl Policy {
@@ -135,7 +135,7 @@ impl Policy {
 }
 
 impl Compiled {
-    pub(crate) fn at(&self, id: u64) -> Option<usize> {
+    pub(super) fn at(&self, id: u64) -> Option<usize> {
         self.index.get(&id).copied()
     }
 
@@ -233,7 +233,7 @@ fn regular(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet, se
 /// resolve to no address (no rule is made then, but for capabilities).
 /// `*` adds every approved subnet route, written apart; with `*` the other
 /// sources are listed again on their own, as Tailscale writes them.
-pub(crate) fn sources(
+pub(super) fn sources(
     g: &Grant,
     sets: &[IpSet],
     routes: &[String],

@@ -11,7 +11,7 @@ use super::nodes::Facts;
 use crate::tailcfg::{CapGrant, FilterRule, NetPortRange, PortRange, Prefix};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Target {
+pub(super) enum Target {
     /// `*`: anywhere.
     Any,
     /// A network; `bare` writes a single address without its length, as
@@ -30,15 +30,15 @@ impl Target {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Dst {
+pub(super) struct Dst {
     pub target: Target,
     pub ports: PortRange,
 }
 
-pub(crate) type CapMap = Arc<BTreeMap<String, serde_json::Value>>;
+pub(super) type CapMap = Arc<BTreeMap<String, serde_json::Value>>;
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Cap {
+pub(super) struct Cap {
     pub dsts: Vec<Prefix>,
     pub map: CapMap,
 }
@@ -46,7 +46,7 @@ pub(crate) struct Cap {
 /// A rule for the whole tailnet (or a user's, or a router's), not yet cut
 /// down to one node. Either `dsts` or `caps` is used, never both.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Rule {
+pub(super) struct Rule {
     pub src: Arc<[String]>,
     /// What `src` covers, for the peer and route checks.
     pub src_set: IpSet,
@@ -58,7 +58,7 @@ pub(crate) struct Rule {
 /// A rule's sources and destinations as sets: whether a node may reach
 /// another is decided on these.
 #[derive(Clone, Debug)]
-pub(crate) struct Matcher {
+pub(super) struct Matcher {
     pub srcs: IpSet,
     pub dsts: IpSet,
 }
@@ -84,7 +84,7 @@ impl Rule {
 /// Joins rules with the same sources and protocols into one (their
 /// destinations appended), as Tailscale sends them; capability rules stay
 /// apart.
-pub(crate) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
+pub(super) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
     let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
     let mut at: HashMap<MergeKey, usize> = HashMap::new();
     for r in rules {
@@ -106,7 +106,7 @@ pub(crate) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
 /// A shared rule made ready to be cut for many nodes: where it reaches at
 /// all, and its single-address destinations by address, so a node finds its
 /// own in one lookup instead of a scan.
-pub(crate) struct Indexed {
+pub(super) struct Indexed {
     pub rule: Rule,
     reach: IpSet,
     hosts: HashMap<IpAddr, Vec<usize>>,
@@ -131,16 +131,16 @@ impl Indexed {
 
 /// One of a node's rules: a shared one, or its own (or a shared one its own
 /// rules were merged into).
-pub(crate) enum Part<'a> {
+pub(super) enum Part<'a> {
     Shared(&'a Indexed),
     Own(Rule),
 }
 
 /// What merges rules: the same sources and protocols.
-pub(crate) type MergeKey = (Arc<[String]>, Vec<u8>);
+pub(super) type MergeKey = (Arc<[String]>, Vec<u8>);
 
 /// Where each shared rule that others may merge into stands.
-pub(crate) fn merge_keys(shared: &[Indexed]) -> HashMap<MergeKey, usize> {
+pub(super) fn merge_keys(shared: &[Indexed]) -> HashMap<MergeKey, usize> {
     shared
         .iter()
         .enumerate()
@@ -151,7 +151,7 @@ pub(crate) fn merge_keys(shared: &[Indexed]) -> HashMap<MergeKey, usize> {
 
 /// Merges a node's own rules (autogroup:self, via) into the shared ones:
 /// only the shared rules they join are copied.
-pub(crate) fn merge_onto<'a>(shared: &'a [Indexed], keys: &HashMap<MergeKey, usize>, own: &[Rule]) -> Vec<Part<'a>> {
+pub(super) fn merge_onto<'a>(shared: &'a [Indexed], keys: &HashMap<MergeKey, usize>, own: &[Rule]) -> Vec<Part<'a>> {
     let mut out: Vec<Part> = shared.iter().map(Part::Shared).collect();
     let mut mine: HashMap<MergeKey, usize> = HashMap::new();
     for r in own {
@@ -179,7 +179,7 @@ pub(crate) fn merge_onto<'a>(shared: &'a [Indexed], keys: &HashMap<MergeKey, usi
 }
 
 /// A node's view of the routes and addresses that decide what reaches it.
-pub(crate) struct Here<'a> {
+pub(super) struct Here<'a> {
     pub facts: &'a Facts,
     pub internet: &'a IpSet,
 }

@@ -10,7 +10,7 @@ use crate::tailcfg::Prefix;
 type Ranges = Vec<(u128, u128)>;
 
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
-pub(crate) struct IpSet {
+pub(super) struct IpSet {
     v4: Ranges,
     v6: Ranges,
 }

@@ -9,7 +9,7 @@ use crate::tailcfg::{PortRange, Prefix};
 
 /// What a source or destination names, resolved to the policy's own tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Alias {
+pub(super) enum Alias {
     /// `*`: every tailnet address (and, as a source, every approved subnet).
     Any,
     /// A user as written (`alice@example.com`, `alice@`).
@@ -30,7 +30,7 @@ pub(crate) enum Alias {
 
 /// One `ip` entry of a grant (or an ACL destination's ports and `proto`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct IpRule {
+pub(super) struct IpRule {
     /// IANA protocol numbers; empty means the client's default set.
     pub proto: Vec<u8>,
     pub ports: Vec<PortRange>,
@@ -38,7 +38,7 @@ pub(crate) struct IpRule {
 
 /// A grant; each ACL becomes one grant per destination (its ports differ).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Grant {
+pub(super) struct Grant {
     pub src: Vec<Alias>,
     pub dst: Vec<Alias>,
     pub ip: Vec<IpRule>,
@@ -49,7 +49,7 @@ pub(crate) struct Grant {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Group {
+pub(super) struct Group {
     pub name: String,
     /// Users as written.
     pub members: Vec<String>,
@@ -57,21 +57,21 @@ pub(crate) struct Group {
 
 /// Who may own a tag or approve a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Owner {
+pub(super) enum Owner {
     User(String),
     Group(usize),
     Tag(usize),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct AutoApprovers {
+pub(super) struct AutoApprovers {
     pub routes: Vec<(Prefix, Vec<Owner>)>,
     pub exit_node: Vec<Owner>,
 }
 
 /// Parsed and checked, not applied yet (said in a log line).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NodeAttr {
+pub(super) struct NodeAttr {
     pub target: Vec<Alias>,
     pub attr: Vec<String>,
     pub ip_pool: Vec<Prefix>,
@@ -79,30 +79,47 @@ pub(crate) struct NodeAttr {
 
 /// Parsed and checked, not applied yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SshRule {
+pub(super) struct SshRule {
     pub check: bool,
     pub src: Vec<Alias>,
     pub dst: Vec<Alias>,
     pub users: Vec<String>,
 }
 
-/// The whole checked policy.
-#[derive(Clone, Debug, PartialEq, Default)]
+/// The whole checked policy. Only `syntax` makes one (from text it has
+/// checked), so holding a `Policy` means holding a valid one.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
-    pub(crate) groups: Vec<Group>,
+    pub(super) groups: Vec<Group>,
     /// `tagOwners`' keys: every tag the policy may use.
-    pub(crate) tags: Vec<String>,
-    pub(crate) tag_owners: Vec<Vec<Owner>>,
-    pub(crate) grants: Vec<Grant>,
-    pub(crate) auto_approvers: AutoApprovers,
-    pub(crate) node_attrs: Vec<NodeAttr>,
-    pub(crate) ssh: Vec<SshRule>,
-    pub(crate) tests: usize,
-    pub(crate) ssh_tests: usize,
-    pub(crate) randomize_client_port: bool,
+    pub(super) tags: Vec<String>,
+    pub(super) tag_owners: Vec<Vec<Owner>>,
+    pub(super) grants: Vec<Grant>,
+    pub(super) auto_approvers: AutoApprovers,
+    pub(super) node_attrs: Vec<NodeAttr>,
+    pub(super) ssh: Vec<SshRule>,
+    pub(super) tests: usize,
+    pub(super) ssh_tests: usize,
+    pub(super) randomize_client_port: bool,
 }
 
 impl Policy {
+    /// The empty policy, which `syntax` fills as it checks.
+    pub(super) fn empty() -> Policy {
+        Policy {
+            groups: Vec::new(),
+            tags: Vec::new(),
+            tag_owners: Vec::new(),
+            grants: Vec::new(),
+            auto_approvers: AutoApprovers::default(),
+            node_attrs: Vec::new(),
+            ssh: Vec::new(),
+            tests: 0,
+            ssh_tests: 0,
+            randomize_client_port: false,
+        }
+    }
+
     /// The sections this build reads and checks but does not act on yet,
     /// for the log line that says so.
     pub fn not_applied(&self) -> Vec<&'static str> {

@@ -37,7 +37,7 @@ pub struct NodeInfo {
 
 /// A node's facts after the policy is applied to its routes.
 #[derive(Clone, Debug)]
-pub(crate) struct Facts {
+pub(super) struct Facts {
     pub id: u64,
     pub ips: Vec<IpAddr>,
     pub tagged: bool,
@@ -56,13 +56,13 @@ pub(crate) struct Facts {
     pub primary: Vec<Prefix>,
 }
 
-pub(crate) fn is_exit_route(p: &Prefix) -> bool {
+pub(super) fn is_exit_route(p: &Prefix) -> bool {
     p.prefix_len() == 0
 }
 
 /// The users of the tailnet (those owning a node) and how a policy's user
 /// tokens name them.
-pub(crate) struct Users {
+pub(super) struct Users {
     pub list: Vec<UserRef>,
     at: HashMap<u64, usize>,
     emails: HashSet<String>,
@@ -113,7 +113,7 @@ impl Users {
 }
 
 /// Every node's facts, in the order given.
-pub(crate) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<Facts> {
+pub(super) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<Facts> {
     let tag_ids: HashMap<&str, usize> = policy.tags.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
     let user_of =
         |n: &NodeInfo| if n.tags.is_empty() { n.user.as_ref().and_then(|u| users.index_of(u.id)) } else { None };

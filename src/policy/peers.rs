@@ -17,7 +17,7 @@ use super::resolve::Resolver;
 use crate::tailcfg::Prefix;
 
 /// A symmetric relation on the nodes, one bit per pair.
-pub(crate) struct Seen {
+pub(super) struct Seen {
     words: usize,
     bits: Vec<u64>,
 }
@@ -66,7 +66,7 @@ fn in_dst(f: &Facts, m: &Matcher, internet: &IpSet) -> bool {
 
 /// Visibility from the shared matchers and each node's own ones (an own
 /// matcher counts only for pairs where one side holds it).
-pub(crate) fn visibility(
+pub(super) fn visibility(
     facts: &[Facts],
     shared: &[Matcher],
     own: &[Matcher],
@@ -116,7 +116,7 @@ pub(crate) fn visibility(
 }
 
 /// What a `via` grant needs, resolved once.
-pub(crate) struct ViaGrant {
+pub(super) struct ViaGrant {
     tags: Vec<usize>,
     dst: Vec<Prefix>,
     internet: bool,
@@ -139,7 +139,7 @@ fn dst_prefixes(r: &mut Resolver, g: &Grant) -> (Vec<Prefix>, bool) {
     (out, internet)
 }
 
-pub(crate) fn via_grant(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet) -> Option<ViaGrant> {
+pub(super) fn via_grant(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet) -> Option<ViaGrant> {
     if g.src.is_empty() {
         return None;
     }
@@ -197,7 +197,7 @@ impl ViaGrant {
 /// Every grant's reach, kept when the policy has `via` grants: which
 /// viewers a grant is for and which prefixes it covers decide where a
 /// viewer's route to a prefix points.
-pub(crate) struct Via {
+pub(super) struct Via {
     grants: Vec<Reach>,
 }
 

@@ -15,13 +15,13 @@ fn prefix(s: &str) -> Prefix {
 
 /// `*`: the tailnet's addresses, 100.64.0.0/10 (without ChromeOS's
 /// 100.115.92.0/23) and fd7a:115c:a1e0::/48.
-pub(crate) fn wildcard() -> IpSet {
+pub(super) fn wildcard() -> IpSet {
     IpSet::of_prefixes(&[prefix("100.64.0.0/10"), prefix("fd7a:115c:a1e0::/48")]).without(&prefix("100.115.92.0/23"))
 }
 
 /// `autogroup:internet`: every public address (no private, tailnet or
 /// link-local ranges).
-pub(crate) fn internet() -> IpSet {
+pub(super) fn internet() -> IpSet {
     let mut s = IpSet::of_prefixes(&[prefix("0.0.0.0/0"), prefix("2000::/3")]);
     for p in [
         "fc00::/7",
@@ -38,7 +38,7 @@ pub(crate) fn internet() -> IpSet {
     s
 }
 
-pub(crate) struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     pub policy: &'a Policy,
     pub facts: &'a [Facts],
     pub users: &'a Users,

@@ -38,7 +38,7 @@ impl fmt::Display for Problem {
 /// Where an alias stands: each side allows different autogroups and words
 /// a missing tag as Tailscale does.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Side<'a> {
+pub(super) enum Side<'a> {
     Src,
     /// A destination, with the text as written for messages.
     Dst(&'a str),
@@ -47,7 +47,7 @@ pub(crate) enum Side<'a> {
     NodeAttr,
 }
 
-pub(crate) struct Reader {
+pub(super) struct Reader {
     pub problems: Vec<Problem>,
     /// Problems beyond [`MAX_PROBLEMS`], counted only.
     pub more: usize,
@@ -72,14 +72,14 @@ const TOP_KEYS: &[&str; 11] = &[
 ];
 
 /// Checks a whole policy document.
-pub(crate) fn read(root: &Node) -> Result<Policy, (Vec<Problem>, usize)> {
+pub(super) fn read(root: &Node) -> Result<Policy, (Vec<Problem>, usize)> {
     let mut r = Reader {
         problems: Vec::new(),
         more: 0,
         groups: HashMap::new(),
         tags: HashMap::new(),
         hosts: HashMap::new(),
-        policy: Policy::default(),
+        policy: Policy::empty(),
     };
     if let Some(members) = r.object(root, "the policy") {
         let f = r.fields(members, TOP_KEYS, "the policy");
