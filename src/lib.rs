@@ -30,3 +30,6 @@ pub mod tailcfg;
 pub mod text;
 pub mod url;
 pub mod web;
+
+// What the live server's integration of the policy uses (see src/policy).
+pub use policy::{Compiled, NodeInfo, Policy, PolicyError, UserRef};

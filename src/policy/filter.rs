@@ -256,7 +256,7 @@ impl Here<'_> {
             }
             // The router of a subnet keeps the destination as written.
             dsts.extend(c.dsts.iter().filter(|d| self.facts.subnet.iter().any(|r| r.overlaps(d))).copied());
-            dsts.sort();
+            dsts.sort_unstable();
             dsts.dedup();
             if !dsts.is_empty() {
                 grants.push(CapGrant { dsts, cap_map: (*c.map).clone() });

@@ -301,7 +301,7 @@ impl Reader<'_> {
         }
         // Sorting indices finds repeats in n log n, even in a huge object.
         let mut order: Vec<usize> = (0..members.len()).collect();
-        order.sort_by(|&a, &b| members[a].key.cmp(&members[b].key).then(a.cmp(&b)));
+        order.sort_unstable_by(|&a, &b| members[a].key.cmp(&members[b].key).then(a.cmp(&b)));
         if let Some(w) = order.windows(2).find(|w| members[w[0]].key == members[w[1]].key) {
             let m = &members[w[1]];
             return Err(HujsonError::Syntax { pos: m.pos, what: format!("the key {:?} appears twice", m.key) });

@@ -99,15 +99,8 @@ impl Reader {
                 self.problem(src.pos, SELF_SOURCES);
                 continue;
             }
-            // Tailscale lists the rules of other destinations before
-            // autogroup:self's when an ACL mixes them with names, but keeps
-            // the order of an ACL of autogroups only.
-            let named = dsts.iter().any(|(a, _, _)| {
-                !matches!(a, Alias::Member | Alias::Tagged | Alias::SelfDevices | Alias::Internet | Alias::DangerAll)
-            });
-            if named {
-                dsts.sort_by_key(|(a, _, _)| *a == Alias::SelfDevices);
-            }
+            // The order of rules in a filter means nothing to the client
+            // (they are a union), so the grants keep the policy's order.
             for (a, ports, _) in dsts {
                 self.policy.grants.push(Grant {
                     src: srcs.clone(),

@@ -132,7 +132,7 @@ pub(super) fn read(root: &Node) -> Result<Policy, (Vec<Problem>, usize)> {
         Ok(r.policy)
     } else {
         // In the order of the text, whichever section found them.
-        r.problems.sort_by_key(|p| p.pos);
+        r.problems.sort_unstable_by(|a, b| a.pos.cmp(&b.pos).then_with(|| a.what.cmp(&b.what)));
         Err((r.problems, r.more))
     }
 }
