@@ -48,6 +48,30 @@ for f in sorted((root / "tests/fixtures").glob("*.yaml")) + [root / "rootfs/etc/
     if f.exists():
         seed("config", f.name, f.read_bytes())
 
+# Policies Tailscale's control plane answered (../shared/fixtures/policy), and one in HuJSON.
+fixtures = root.parent / "shared/fixtures/policy"
+for case in ["acl/acl-a01", "acl/acl-c05", "acl/acl-err07", "grant/grant-b4", "grant/grant-k27",
+             "grant/via-grant-v36", "routes/routes-ea1-exitnode-field-basic", "routes/routes-d1-basic-route-auto-approval"]:
+    f = fixtures / (case + ".json")
+    if f.exists():
+        policy = json.loads(f.read_text())["policy"]
+        seed("policy", case.split("/")[1], policy if isinstance(policy, str) else json.dumps(policy))
+seed("policy", "hujson", """// A household.
+{
+  "groups": {"group:parents": ["mum@", "dad@example.com",]},
+  "tagOwners": {"tag:router": ["group:parents"], "tag:server": ["mum@"]},
+  "hosts": {"nas": "192.168.1.10"},
+  /* rules */
+  "acls": [
+    {"action": "accept", "src": ["group:parents"], "dst": ["*:*"]},
+    {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*", "nas:80,443", "tag:server:8000-8999"], "proto": "tcp"},
+  ],
+  "grants": [{"src": ["*"], "dst": ["10.33.0.0/16"], "ip": ["icmp:*", "tcp:22"], "via": ["tag:router"]}],
+  "autoApprovers": {"routes": {"10.0.0.0/8": ["tag:router"]}, "exitNode": ["tag:router"]},
+  "ssh": [{"action": "check", "src": ["group:parents"], "dst": ["tag:server"], "users": ["root", "autogroup:nonroot"]}],
+}
+""")
+
 def b64(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 

@@ -18,6 +18,7 @@ pub mod mapper;
 pub mod noise;
 #[cfg(feature = "oidc")]
 pub mod oidc;
+pub mod policy;
 pub mod quota;
 pub mod secrets;
 pub mod server;
@@ -29,3 +30,6 @@ pub mod tailcfg;
 pub mod text;
 pub mod url;
 pub mod web;
+
+// What the live server's integration of the policy uses (see src/policy).
+pub use policy::{Compiled, NodeInfo, Policy, PolicyError, UserRef};

@@ -9,6 +9,7 @@ mod client;
 // For the fuzz target of the reply reader.
 pub use client::{parse_reply, Reply};
 mod output;
+mod policy;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ Commands:
   auth register --auth-id ID -u USER   approve a device waiting at its login URL
   auth pending                   list devices waiting for a login
   debug create-node              add a node without a device (-u USER --name N --key nodekey:...)
+  policy check -f FILE           check a policy offline; every error with its line and column
+  policy simulate --topology TOPO.json -f FILE
+                                 what each node would get (filter, peers, routes), offline
 
 Global flags:
   -c, --config FILE              config file (else TINYSCALE_CONFIG, /etc/tinyscale/config.yaml, ./config.yaml)
@@ -154,6 +158,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
         "nodes" | "node" | "machines" | "machine" => nodes(&rest),
         "auth" => auth(&rest),
         "debug" => debug(&rest),
+        "policy" | "acl" | "acls" => policy::policy(&rest),
         "help" => {
             print!("{USAGE}");
             Ok(())

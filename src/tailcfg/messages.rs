@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::derp::DerpMap;
+use super::prefix::Prefix;
 use super::wire_keys::{DiscoPublic, MachinePublic, NodePublic};
 
 /// Go's zero `time.Time`, which clients send for "no expiry".
@@ -222,7 +223,7 @@ pub struct PeerChange {
     pub last_seen: Option<String>,
 }
 
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortRange {
     #[serde(rename = "First")]
     pub first: u16,
@@ -238,20 +239,43 @@ pub struct NetPortRange {
     pub ports: PortRange,
 }
 
+/// One rule of a node's packet filter (Tailscale's `tailcfg.FilterRule`):
+/// traffic from `SrcIPs` may reach `DstPorts` over `IPProto`, or, with
+/// `CapGrant`, the sources hold those capabilities on `Dsts`.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct FilterRule {
+    /// Shared: one policy rule's sources go into the filter of every node it
+    /// reaches, and may list thousands of addresses.
     #[serde(rename = "SrcIPs")]
-    pub src_ips: Vec<String>,
-    #[serde(rename = "DstPorts")]
+    pub src_ips: std::sync::Arc<[String]>,
+    #[serde(rename = "DstPorts", skip_serializing_if = "Vec::is_empty")]
     pub dst_ports: Vec<NetPortRange>,
+    /// IANA protocol numbers; empty means the client's default (TCP, UDP, ICMP).
+    #[serde(rename = "IPProto", skip_serializing_if = "Vec::is_empty")]
+    pub ip_proto: Vec<u8>,
+    #[serde(rename = "CapGrant", skip_serializing_if = "Vec::is_empty")]
+    pub cap_grant: Vec<CapGrant>,
+}
+
+/// Capabilities the rule's sources hold on `Dsts` (Tailscale's `tailcfg.CapGrant`).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct CapGrant {
+    #[serde(rename = "Dsts")]
+    pub dsts: Vec<Prefix>,
+    /// Capability name → its values as the policy wrote them (an array), or
+    /// `null` for the companion capabilities the control plane adds.
+    #[serde(rename = "CapMap")]
+    pub cap_map: BTreeMap<String, serde_json::Value>,
 }
 
 impl FilterRule {
-    /// Everyone may reach everything: the policy until ACLs arrive.
+    /// Everyone may reach everything: the filter when there is no policy.
     pub fn allow_all() -> Vec<FilterRule> {
         vec![FilterRule {
-            src_ips: vec!["*".into()],
+            src_ips: std::sync::Arc::from(vec!["*".to_string()]),
             dst_ports: vec![NetPortRange { ip: "*".into(), ports: PortRange { first: 0, last: 65535 } }],
+            ip_proto: Vec::new(),
+            cap_grant: Vec::new(),
         }]
     }
 }
@@ -355,6 +379,25 @@ mod tests {
         assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"KeepAlive":true}"#);
         let r = RegisterResponse { machine_authorized: true, ..Default::default() };
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"NodeKeyExpired":false,"MachineAuthorized":true}"#);
+    }
+
+    #[test]
+    fn filter_rule_fields_as_the_client_reads_them() {
+        let rule = FilterRule {
+            src_ips: std::sync::Arc::from(vec!["100.64.0.1".to_string()]),
+            dst_ports: Vec::new(),
+            ip_proto: Vec::new(),
+            cap_grant: vec![CapGrant {
+                dsts: vec!["100.64.0.2/32".parse().unwrap()],
+                cap_map: [("example.com/cap/x".to_string(), serde_json::json!([{}]))].into_iter().collect(),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&rule).unwrap(),
+            r#"{"SrcIPs":["100.64.0.1"],"CapGrant":[{"Dsts":["100.64.0.2/32"],"CapMap":{"example.com/cap/x":[{}]}}]}"#
+        );
+        let tcp = FilterRule { ip_proto: vec![6], cap_grant: Vec::new(), ..FilterRule::allow_all().remove(0) };
+        assert!(serde_json::to_string(&tcp).unwrap().ends_with(r#""IPProto":[6]}"#));
     }
 
     #[test]

@@ -111,6 +111,11 @@ impl Prefix {
         other.is_ipv4() == self.is_ipv4() && other.len >= self.len && self.contains(other.addr)
     }
 
+    /// Whether the two share an address (one covers the other, for CIDRs).
+    pub fn overlaps(&self, other: &Prefix) -> bool {
+        other.is_ipv4() == self.is_ipv4() && self.first() <= other.last() && other.first() <= self.last()
+    }
+
     /// A single-address prefix (`/32` or `/128`), as netmaps list node addresses.
     pub fn host(addr: IpAddr) -> Prefix {
         Prefix { addr, len: Self::bits_of(&addr) }
@@ -126,6 +131,13 @@ impl FromStr for Prefix {
         let addr: IpAddr = a.parse().map_err(|_| PrefixError(format!("{a:?} is not an IP address")))?;
         let len: u8 = l.parse().map_err(|_| PrefixError(format!("{l:?} is not a prefix length")))?;
         Prefix::new(addr, len)
+    }
+}
+
+/// As its text (`100.64.0.0/10`), the form Tailscale's JSON uses.
+impl serde::Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -1,0 +1,339 @@
+//! The policy compiled for a tailnet: each node's packet filter, who sees
+//! whom, and which routes each viewer gets. Pure: the policy and the nodes
+//! in, the answers out.
+//!
+//! Work is shared where Tailscale's rules allow it: an alias is resolved
+//! once, a rule is built once for the tailnet (or once per user for
+//! `autogroup:self`, once per router for `via`) and only cut down per node;
+//! visibility is computed with bit sets per rule, not per pair of nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::filter::{self, Cap, CapMap, Dst, Here, Indexed, Matcher, Rule, Target};
+use super::ipset::IpSet;
+use super::model::{Alias, Grant, IpRule, Policy};
+use super::nodes::{self, Facts, NodeInfo, Users};
+use super::peers::{self, Via};
+use super::resolve::Resolver;
+use crate::tailcfg::{FilterRule, Prefix};
+
+/// Capabilities Tailscale answers with a companion capability in the other
+/// direction (the destination learns it may act for the source).
+const COMPANIONS: &[(&str, &str)] = &[
+    ("tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer"),
+    ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
+];
+
+/// A grant's `autogroup:self` part, made into rules per user.
+struct SelfPart {
+    src_sets: Vec<IpSet>,
+    ip: Vec<IpRule>,
+    app: Option<CapMap>,
+}
+
+/// The policy applied to one set of nodes.
+pub struct Compiled {
+    index: HashMap<u64, usize>,
+    ids: Vec<u64>,
+    filters: Vec<Vec<FilterRule>>,
+    pub(super) facts: Vec<Facts>,
+    pub(super) seen: peers::Seen,
+    /// The tailnet-wide rules' matchers.
+    pub(super) shared: Vec<Matcher>,
+    /// Each node's own matchers (its user's autogroup:self rules, its via
+    /// rules): indices into `own`.
+    pub(super) mine: Vec<Vec<usize>>,
+    pub(super) own: Vec<Matcher>,
+    pub(super) via: Option<Via>,
+}
+
+impl Policy {
+    /// Compiles the policy for these nodes.
+    pub fn compile(&self, nodes: &[NodeInfo]) -> Compiled {
+        let users = Users::of(nodes);
+        let facts = nodes::facts(self, nodes, &users);
+        let mut r = Resolver::new(self, &facts, &users);
+        let routes: Vec<String> = r.subnet_routes().iter().map(Prefix::to_string).collect();
+        let route_set = IpSet::of_prefixes(&r.subnet_routes());
+
+        let mut shared = Vec::new();
+        let mut selves = Vec::new();
+        let mut via_grants = Vec::new();
+        for g in &self.grants {
+            if g.via.is_empty() {
+                shared.extend(regular(&mut r, g, &routes, &route_set, &mut selves));
+            } else if let Some(v) = peers::via_grant(&mut r, g, &routes, &route_set) {
+                via_grants.push(v);
+            }
+        }
+        let shared = filter::merge(shared);
+        let shared_matchers: Vec<Matcher> = shared.iter().map(Rule::matcher).collect();
+        let shared: Vec<Indexed> =
+            shared.into_iter().zip(&shared_matchers).map(|(rule, m)| Indexed::new(rule, m.dsts.clone())).collect();
+
+        // autogroup:self rules, per user; via rules, per router.
+        let mut own_rules: Vec<Vec<Rule>> = vec![Vec::new(); facts.len()];
+        let mut own: Vec<Matcher> = Vec::new();
+        let mut mine: Vec<Vec<usize>> = vec![Vec::new(); facts.len()];
+        if !selves.is_empty() {
+            let mut by_user: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (i, f) in facts.iter().enumerate() {
+                if let (false, Some(u)) = (f.tagged, f.user) {
+                    by_user.entry(u).or_default().push(i);
+                }
+            }
+            for same in by_user.values() {
+                let rules: Vec<Rule> = selves.iter().flat_map(|s| self_rules(s, same, &facts)).collect();
+                let first = own.len();
+                own.extend(rules.iter().map(Rule::matcher));
+                for &n in same {
+                    own_rules[n].extend(rules.iter().cloned());
+                    mine[n].extend(first..own.len());
+                }
+            }
+        }
+        for (n, f) in facts.iter().enumerate() {
+            for v in &via_grants {
+                let (rules, reach) = v.rules_for(f, r.internet_set());
+                let first = own.len();
+                own.extend(rules.iter().map(Rule::matcher).chain(reach));
+                mine[n].extend(first..own.len());
+                own_rules[n].extend(rules);
+            }
+        }
+
+        let internet = r.internet_set().clone();
+        let keys = filter::merge_keys(&shared);
+        let filters = facts
+            .iter()
+            .zip(&own_rules)
+            .map(|(f, extra)| {
+                let here = Here { facts: f, internet: &internet };
+                if extra.is_empty() {
+                    shared.iter().filter_map(|s| here.cut_indexed(s)).collect()
+                } else {
+                    filter::merge_onto(&shared, &keys, extra).iter().filter_map(|p| here.cut_part(p)).collect()
+                }
+            })
+            .collect();
+
+        let via = peers::Via::new(&mut r, self, via_grants);
+        let seen = peers::visibility(&facts, &shared_matchers, &own, &mine, &internet);
+        Compiled {
+            index: nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect(),
+            ids: nodes.iter().map(|n| n.id).collect(),
+            filters,
+            facts,
+            seen,
+            shared: shared_matchers,
+            mine,
+            own,
+            via,
+        }
+    }
+}
+
+impl Compiled {
+    pub(super) fn at(&self, id: u64) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    /// The node's packet filter (empty: nothing may reach it; an unknown
+    /// node gets that too).
+    pub fn filter(&self, node: u64) -> &[FilterRule] {
+        self.at(node).map(|i| self.filters[i].as_slice()).unwrap_or(&[])
+    }
+
+    /// Whether `viewer` gets `peer` in its netmap: either may reach the other.
+    pub fn sees(&self, viewer: u64, peer: u64) -> bool {
+        match (self.at(viewer), self.at(peer)) {
+            (Some(v), Some(p)) => v != p && self.seen.get(v, p),
+            _ => false,
+        }
+    }
+
+    /// The peers `viewer` sees, by id, in the order the nodes were given.
+    pub fn peers(&self, viewer: u64) -> Vec<u64> {
+        let Some(v) = self.at(viewer) else { return Vec::new() };
+        (0..self.ids.len()).filter(|&i| i != v && self.seen.get(v, i)).map(|i| self.ids[i]).collect()
+    }
+
+    /// The routes (approved by hand or by `autoApprovers`) of a node.
+    pub fn approved_routes(&self, node: u64) -> Vec<Prefix> {
+        self.at(node).map(|i| self.facts[i].approved.clone()).unwrap_or_default()
+    }
+}
+
+/// The rules a grant (without `via`) gives the whole tailnet; its
+/// `autogroup:self` part is kept in `selves` for the per-user pass.
+fn regular(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet, selves: &mut Vec<SelfPart>) -> Vec<Rule> {
+    let mut out = Vec::new();
+    if g.src.is_empty() || g.dst.is_empty() {
+        return out;
+    }
+    let src_sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
+    let (src, src_set) = sources(g, &src_sets, routes, route_set, true);
+    let app: Option<CapMap> = (!g.app.is_empty())
+        .then(|| Arc::new(g.app.iter().map(|(k, v)| (k.clone(), serde_json::Value::Array(v.clone()))).collect()));
+    let others: Vec<&Alias> = g.dst.iter().filter(|a| **a != Alias::SelfDevices).collect();
+    if !others.is_empty() {
+        let dst_sets: Vec<(bool, IpSet)> = others.iter().map(|a| (**a == Alias::Any, r.resolve(a))).collect();
+        for ip in &g.ip {
+            let mut dsts = Vec::new();
+            for (any, set) in &dst_sets {
+                for &ports in &ip.ports {
+                    if *any {
+                        dsts.push(Dst { target: Target::Any, ports });
+                    } else {
+                        dsts.extend(
+                            set.prefixes()
+                                .into_iter()
+                                .map(|prefix| Dst { target: Target::Net { prefix, bare: true }, ports }),
+                        );
+                    }
+                }
+            }
+            if let (false, Some(src)) = (dsts.is_empty(), &src) {
+                out.push(Rule {
+                    src: src.clone(),
+                    src_set: src_set.clone(),
+                    proto: ip.proto.clone(),
+                    dsts,
+                    caps: Vec::new(),
+                });
+            }
+        }
+        if let Some(app) = &app {
+            let caps: Vec<Cap> = dst_sets.iter().map(|(_, s)| Cap { dsts: s.prefixes(), map: app.clone() }).collect();
+            let mut dst_text: Vec<String> = dst_sets.iter().flat_map(|(_, s)| s.strings()).collect();
+            let mut dst_set = IpSet::union_all(dst_sets.iter().map(|(_, s)| s));
+            if dst_sets.iter().any(|(any, _)| *any) {
+                dst_text.extend(routes.iter().cloned());
+                dst_set = dst_set.union(route_set);
+            }
+            let src_prefixes: Vec<Prefix> = src_sets.iter().flat_map(IpSet::prefixes).collect();
+            out.push(Rule {
+                src: src.clone().unwrap_or_else(|| Arc::from(Vec::new())),
+                src_set: src_set.clone(),
+                proto: Vec::new(),
+                dsts: Vec::new(),
+                caps,
+            });
+            out.extend(companions(app, dst_text, dst_set, src_prefixes));
+        }
+    }
+    if g.dst.contains(&Alias::SelfDevices) {
+        selves.push(SelfPart { src_sets, ip: g.ip.clone(), app });
+    }
+    out
+}
+
+/// A rule's `SrcIPs` and the set they cover. `None` when the sources
+/// resolve to no address (no rule is made then, but for capabilities).
+/// `*` adds every approved subnet route, written apart; with `*` the other
+/// sources are listed again on their own, as Tailscale writes them.
+pub(super) fn sources(
+    g: &Grant,
+    sets: &[IpSet],
+    routes: &[String],
+    route_set: &IpSet,
+    relist: bool,
+) -> (Option<Arc<[String]>>, IpSet) {
+    if g.src.contains(&Alias::DangerAll) {
+        return (Some(Arc::from(vec!["*".to_string()])), IpSet::everything());
+    }
+    let merged = IpSet::union_all(sets);
+    if merged.is_empty() {
+        return (None, merged);
+    }
+    let any = g.src.contains(&Alias::Any);
+    let mut text = merged.strings();
+    let mut set = merged;
+    if any {
+        text.extend(routes.iter().cloned());
+        set = set.union(route_set);
+        if relist {
+            let mut listed: std::collections::HashSet<String> = text.iter().cloned().collect();
+            for (a, s) in g.src.iter().zip(sets) {
+                if *a != Alias::Any {
+                    for t in s.strings() {
+                        if listed.insert(t.clone()) {
+                            text.push(t);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (Some(Arc::from(text)), set)
+}
+
+/// The companion rules of `app`'s capabilities, pointing back from the
+/// destinations to the sources.
+fn companions(app: &CapMap, dst_text: Vec<String>, dst_set: IpSet, src_prefixes: Vec<Prefix>) -> Vec<Rule> {
+    let src: Arc<[String]> = Arc::from(dst_text);
+    COMPANIONS
+        .iter()
+        .filter(|(cap, _)| app.contains_key(*cap))
+        .map(|(_, companion)| Rule {
+            src: src.clone(),
+            src_set: dst_set.clone(),
+            proto: Vec::new(),
+            dsts: Vec::new(),
+            caps: vec![Cap {
+                dsts: src_prefixes.clone(),
+                map: Arc::new([(companion.to_string(), serde_json::Value::Null)].into_iter().collect()),
+            }],
+        })
+        .collect()
+}
+
+/// One user's `autogroup:self` rules: sources and destinations are that
+/// user's own untagged devices.
+fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let members: Vec<&Facts> = same.iter().map(|&i| &facts[i]).collect();
+    let src_set = IpSet::of_addrs(
+        members
+            .iter()
+            .filter(|f| part.src_sets.iter().any(|s| f.ips.iter().any(|ip| s.contains(*ip))))
+            .flat_map(|f| f.ips.iter().copied()),
+    );
+    if src_set.is_empty() {
+        return out;
+    }
+    let src: Arc<[String]> = Arc::from(src_set.strings());
+    for ip in &part.ip {
+        let dsts: Vec<Dst> = members
+            .iter()
+            .flat_map(|f| {
+                ip.ports.iter().flat_map(move |&ports| {
+                    f.ips
+                        .iter()
+                        .map(move |a| Dst { target: Target::Net { prefix: Prefix::host(*a), bare: true }, ports })
+                })
+            })
+            .collect();
+        if !dsts.is_empty() {
+            out.push(Rule {
+                src: src.clone(),
+                src_set: src_set.clone(),
+                proto: ip.proto.clone(),
+                dsts,
+                caps: Vec::new(),
+            });
+        }
+    }
+    if let Some(app) = &part.app {
+        let caps: Vec<Cap> = members
+            .iter()
+            .map(|f| Cap { dsts: f.ips.iter().map(|a| Prefix::host(*a)).collect(), map: app.clone() })
+            .collect();
+        let dst_text: Vec<String> = members.iter().flat_map(|f| f.ips.iter().map(|a| a.to_string())).collect();
+        let dst_set = IpSet::of_addrs(members.iter().flat_map(|f| f.ips.iter().copied()));
+        out.push(Rule { src: src.clone(), src_set: src_set.clone(), proto: Vec::new(), dsts: Vec::new(), caps });
+        out.extend(companions(app, dst_text, dst_set, src_set.prefixes()));
+    }
+    out
+}

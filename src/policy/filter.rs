@@ -1,0 +1,272 @@
+//! Rules before they are cut down to one node, their merging, and the cut
+//! (Tailscale sends each node only the parts of a rule whose destination
+//! is that node, its approved subnets, or, for an exit node, the internet).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::ipset::IpSet;
+use super::nodes::Facts;
+use crate::tailcfg::{CapGrant, FilterRule, NetPortRange, PortRange, Prefix};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Target {
+    /// `*`: anywhere.
+    Any,
+    /// A network; `bare` writes a single address without its length, as
+    /// Tailscale does for resolved names (via routes keep the length).
+    Net { prefix: Prefix, bare: bool },
+}
+
+impl Target {
+    fn text(&self) -> String {
+        match self {
+            Target::Any => "*".into(),
+            Target::Net { prefix, bare: true } if prefix.first() == prefix.last() => prefix.addr().to_string(),
+            Target::Net { prefix, .. } => prefix.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Dst {
+    pub target: Target,
+    pub ports: PortRange,
+}
+
+pub(super) type CapMap = Arc<BTreeMap<String, serde_json::Value>>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Cap {
+    pub dsts: Vec<Prefix>,
+    pub map: CapMap,
+}
+
+/// A rule for the whole tailnet (or a user's, or a router's), not yet cut
+/// down to one node. Either `dsts` or `caps` is used, never both.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Rule {
+    pub src: Arc<[String]>,
+    /// What `src` covers, for the peer and route checks.
+    pub src_set: IpSet,
+    pub proto: Vec<u8>,
+    pub dsts: Vec<Dst>,
+    pub caps: Vec<Cap>,
+}
+
+/// A rule's sources and destinations as sets: whether a node may reach
+/// another is decided on these.
+#[derive(Clone, Debug)]
+pub(super) struct Matcher {
+    pub srcs: IpSet,
+    pub dsts: IpSet,
+}
+
+impl Rule {
+    pub fn matcher(&self) -> Matcher {
+        let mut prefixes = Vec::new();
+        let mut any = false;
+        for d in &self.dsts {
+            match &d.target {
+                Target::Any => any = true,
+                Target::Net { prefix, .. } => prefixes.push(*prefix),
+            }
+        }
+        for c in &self.caps {
+            prefixes.extend_from_slice(&c.dsts);
+        }
+        let dsts = if any { IpSet::everything() } else { IpSet::of_prefixes(&prefixes) };
+        Matcher { srcs: self.src_set.clone(), dsts }
+    }
+}
+
+/// Joins rules with the same sources and protocols into one (their
+/// destinations appended), as Tailscale sends them; capability rules stay
+/// apart.
+pub(super) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
+    let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
+    let mut at: HashMap<MergeKey, usize> = HashMap::new();
+    for r in rules {
+        if !r.caps.is_empty() {
+            out.push(r);
+            continue;
+        }
+        match at.get(&(r.src.clone(), r.proto.clone())) {
+            Some(&i) => out[i].dsts.extend(r.dsts),
+            None => {
+                at.insert((r.src.clone(), r.proto.clone()), out.len());
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// A shared rule made ready to be cut for many nodes: where it reaches at
+/// all, and its single-address destinations by address, so a node finds its
+/// own in one lookup instead of a scan.
+pub(super) struct Indexed {
+    pub rule: Rule,
+    reach: IpSet,
+    hosts: HashMap<IpAddr, Vec<usize>>,
+    wide: Vec<usize>,
+}
+
+impl Indexed {
+    pub fn new(rule: Rule, reach: IpSet) -> Indexed {
+        let mut hosts: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        let mut wide = Vec::new();
+        for (i, d) in rule.dsts.iter().enumerate() {
+            match &d.target {
+                Target::Net { prefix, .. } if prefix.first() == prefix.last() => {
+                    hosts.entry(prefix.addr()).or_default().push(i)
+                }
+                _ => wide.push(i),
+            }
+        }
+        Indexed { rule, reach, hosts, wide }
+    }
+}
+
+/// One of a node's rules: a shared one, or its own (or a shared one its own
+/// rules were merged into).
+pub(super) enum Part<'a> {
+    Shared(&'a Indexed),
+    Own(Rule),
+}
+
+/// What merges rules: the same sources and protocols.
+pub(super) type MergeKey = (Arc<[String]>, Vec<u8>);
+
+/// Where each shared rule that others may merge into stands.
+pub(super) fn merge_keys(shared: &[Indexed]) -> HashMap<MergeKey, usize> {
+    shared
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.rule.caps.is_empty())
+        .map(|(i, r)| ((r.rule.src.clone(), r.rule.proto.clone()), i))
+        .collect()
+}
+
+/// Merges a node's own rules (autogroup:self, via) into the shared ones:
+/// only the shared rules they join are copied.
+pub(super) fn merge_onto<'a>(shared: &'a [Indexed], keys: &HashMap<MergeKey, usize>, own: &[Rule]) -> Vec<Part<'a>> {
+    let mut out: Vec<Part> = shared.iter().map(Part::Shared).collect();
+    let mut mine: HashMap<MergeKey, usize> = HashMap::new();
+    for r in own {
+        if !r.caps.is_empty() {
+            out.push(Part::Own(r.clone()));
+            continue;
+        }
+        let key = (r.src.clone(), r.proto.clone());
+        match keys.get(&key).or_else(|| mine.get(&key)) {
+            Some(&i) => {
+                if let Part::Shared(s) = out[i] {
+                    out[i] = Part::Own(s.rule.clone());
+                }
+                if let Part::Own(mine) = &mut out[i] {
+                    mine.dsts.extend(r.dsts.iter().cloned());
+                }
+            }
+            None => {
+                mine.insert(key, out.len());
+                out.push(Part::Own(r.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// A node's view of the routes and addresses that decide what reaches it.
+pub(super) struct Here<'a> {
+    pub facts: &'a Facts,
+    pub internet: &'a IpSet,
+}
+
+impl Here<'_> {
+    fn has_ip_in(&self, p: &Prefix) -> bool {
+        self.facts.ips.iter().any(|ip| p.contains(*ip))
+    }
+
+    fn concerns(&self, t: &Target) -> bool {
+        match t {
+            Target::Any => !self.facts.ips.is_empty() || !self.facts.subnet.is_empty(),
+            Target::Net { prefix, .. } => {
+                self.has_ip_in(prefix)
+                    || self.facts.subnet.iter().any(|r| r.overlaps(prefix))
+                    || (!self.facts.exit.is_empty() && self.internet.covers_prefix(prefix))
+            }
+        }
+    }
+
+    pub fn cut_part(&self, part: &Part) -> Option<FilterRule> {
+        match part {
+            Part::Shared(s) => self.cut_indexed(s),
+            Part::Own(r) => self.cut(r),
+        }
+    }
+
+    /// [`Here::cut`] of a shared rule, without a scan where the index allows.
+    pub fn cut_indexed(&self, s: &Indexed) -> Option<FilterRule> {
+        let f = self.facts;
+        let near = f.ips.iter().any(|ip| s.reach.contains(*ip)) || f.subnet.iter().any(|r| s.reach.overlaps_prefix(r));
+        if !near && (f.exit.is_empty() || !s.reach.overlaps(self.internet)) {
+            return None;
+        }
+        if !s.rule.caps.is_empty() || !f.subnet.is_empty() || !f.exit.is_empty() {
+            // Routers may be concerned by any destination: the scan.
+            return self.cut(&s.rule);
+        }
+        let mut at: Vec<usize> = f.ips.iter().filter_map(|ip| s.hosts.get(ip)).flatten().copied().collect();
+        at.extend(s.wide.iter().copied().filter(|&i| self.concerns(&s.rule.dsts[i].target)));
+        at.sort_unstable();
+        at.dedup();
+        self.with_dsts(&s.rule, at.into_iter().map(|i| &s.rule.dsts[i]))
+    }
+
+    fn with_dsts<'d>(&self, rule: &Rule, dsts: impl Iterator<Item = &'d Dst>) -> Option<FilterRule> {
+        let dst_ports: Vec<NetPortRange> = dsts.map(|d| NetPortRange { ip: d.target.text(), ports: d.ports }).collect();
+        (!dst_ports.is_empty()).then(|| FilterRule {
+            src_ips: rule.src.clone(),
+            dst_ports,
+            ip_proto: rule.proto.clone(),
+            cap_grant: Vec::new(),
+        })
+    }
+
+    /// The part of `rule` this node enforces, if any.
+    pub fn cut(&self, rule: &Rule) -> Option<FilterRule> {
+        if rule.caps.is_empty() {
+            return self.with_dsts(rule, rule.dsts.iter().filter(|d| self.concerns(&d.target)));
+        }
+        let mut grants = Vec::new();
+        for c in &rule.caps {
+            let mut dsts: Vec<Prefix> = Vec::new();
+            for d in &c.dsts {
+                if d.first() == d.last() {
+                    if self.facts.ips.contains(&d.addr()) {
+                        dsts.push(*d);
+                    }
+                } else {
+                    // A broad destination is narrowed to this node's own
+                    // addresses: peers learn no more than they need.
+                    dsts.extend(self.facts.ips.iter().filter(|ip| d.contains(**ip)).map(|ip| Prefix::host(*ip)));
+                }
+            }
+            // The router of a subnet keeps the destination as written.
+            dsts.extend(c.dsts.iter().filter(|d| self.facts.subnet.iter().any(|r| r.overlaps(d))).copied());
+            dsts.sort_unstable();
+            dsts.dedup();
+            if !dsts.is_empty() {
+                grants.push(CapGrant { dsts, cap_map: (*c.map).clone() });
+            }
+        }
+        (!grants.is_empty()).then(|| FilterRule {
+            src_ips: rule.src.clone(),
+            dst_ports: Vec::new(),
+            ip_proto: Vec::new(),
+            cap_grant: grants,
+        })
+    }
+}
