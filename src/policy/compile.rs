@@ -195,13 +195,7 @@ fn regular(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet, se
                 }
             }
             if let (false, Some(src)) = (dsts.is_empty(), &src) {
-                out.push(Rule {
-                    src: src.clone(),
-                    src_set: src_set.clone(),
-                    proto: ip.proto.clone(),
-                    dsts,
-                    caps: Vec::new(),
-                });
+                out.push(Rule::ip(src, &src_set, &ip.proto, dsts));
             }
         }
         if let Some(app) = &app {
@@ -316,13 +310,7 @@ fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
             })
             .collect();
         if !dsts.is_empty() {
-            out.push(Rule {
-                src: src.clone(),
-                src_set: src_set.clone(),
-                proto: ip.proto.clone(),
-                dsts,
-                caps: Vec::new(),
-            });
+            out.push(Rule::ip(&src, &src_set, &ip.proto, dsts));
         }
     }
     if let Some(app) = &part.app {

@@ -55,6 +55,13 @@ pub(super) struct Rule {
     pub caps: Vec<Cap>,
 }
 
+impl Rule {
+    /// A rule of IP destinations (no capabilities).
+    pub fn ip(src: &Arc<[String]>, src_set: &IpSet, proto: &[u8], dsts: Vec<Dst>) -> Rule {
+        Rule { src: src.clone(), src_set: src_set.clone(), proto: proto.to_vec(), dsts, caps: Vec::new() }
+    }
+}
+
 /// A rule's sources and destinations as sets: whether a node may reach
 /// another is decided on these.
 #[derive(Clone, Debug)]
