@@ -233,7 +233,10 @@ impl Reader {
                 } else if !u.contains('@') {
                     self.problem(
                         item.pos,
-                        format!("username must contain @, got: {u:?} (write a user without an email as {u}@)"),
+                        format!(
+                            "username must contain @, got: {u:?} (write a user without an email as {:?})",
+                            format!("{u}@")
+                        ),
                     );
                 } else {
                     users.push(u.to_string());

@@ -296,3 +296,13 @@ fn compile_scales_with_rules_times_nodes() {
     eprintln!("50 rules, 300 nodes: compiled in {took:?} ({rules} filter rules in all)");
     assert!(c.sees(2, 10));
 }
+
+/// Security review: a group member with terminal escapes came back raw in
+/// the message's hint, to the terminal (and later the web UI).
+#[test]
+fn control_characters_in_a_refused_name_are_escaped() {
+    let text = "{\"groups\": {\"group:a\": [\"\\u001b[2J\\nOK (0 rule(s))\"]}}";
+    let e = Policy::parse(text).unwrap_err().to_string();
+    assert!(!e.contains('\u{1b}'), "{e:?}");
+    assert_eq!(e.lines().count(), 1, "{e:?}");
+}

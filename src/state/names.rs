@@ -73,7 +73,12 @@ pub fn unique(base: &str, taken: impl Fn(&str) -> bool) -> String {
     (1u32..)
         .map(|i| {
             let suffix = format!("-{i}");
-            let keep = base.len().min(63 - suffix.len());
+            // Cut on a char boundary: user names may be any letters
+            // ("é" is two bytes), and a cut inside one would panic.
+            let mut keep = base.len().min(63 - suffix.len());
+            while !base.is_char_boundary(keep) {
+                keep -= 1;
+            }
             format!("{}{suffix}", base[..keep].trim_end_matches('-'))
         })
         .find(|n| !taken(n))
@@ -93,6 +98,17 @@ mod tests {
         for bad in ["", "a", "1erin", "a b", "a@b@c", "-x", "x/y", &"x".repeat(64)] {
             assert!(check_username(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Security review of issue 11: a 40-letter accented name that was
+    /// taken panicked on a cut inside a letter (from an OIDC login).
+    #[test]
+    fn a_taken_name_of_wide_letters_gets_a_suffix() {
+        let base = "é".repeat(40);
+        assert!(check_username(&base).is_ok());
+        let n = unique(&base, |n| n == base);
+        assert!(n.ends_with("-1") && n.len() <= 63, "{n}");
+        assert!(base.starts_with(n.trim_end_matches("-1")));
     }
 
     #[test]
