@@ -42,6 +42,16 @@ pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
+/// The longest start of `s` of at most `max` bytes that ends on a
+/// character boundary: a byte cut inside a letter would panic.
+pub fn head_bytes(s: &str, max: usize) -> &str {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +63,14 @@ mod tests {
         assert_eq!(escape_controls("\u{1b}[2J\u{7}\u{7f}\u{9b}"), "\\u{1b}[2J\\u{7}\\u{7f}\\u{9b}");
         assert_eq!(escape_controls("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
         assert!(!escape_controls("\u{0}\u{85}\u{2029}\u{2066}").chars().any(unsafe_char));
+    }
+
+    #[test]
+    fn a_byte_bound_never_cuts_a_letter() {
+        assert_eq!(head_bytes("ééé", 3), "é");
+        assert_eq!(head_bytes("ééé", 4), "éé");
+        assert_eq!(head_bytes("abc", 10), "abc");
+        assert_eq!(head_bytes("é", 0), "");
     }
 
     #[test]

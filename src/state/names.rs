@@ -73,13 +73,9 @@ pub fn unique(base: &str, taken: impl Fn(&str) -> bool) -> String {
     (1u32..)
         .map(|i| {
             let suffix = format!("-{i}");
-            // Cut on a char boundary: user names may be any letters
-            // ("é" is two bytes), and a cut inside one would panic.
-            let mut keep = base.len().min(63 - suffix.len());
-            while !base.is_char_boundary(keep) {
-                keep -= 1;
-            }
-            format!("{}{suffix}", base[..keep].trim_end_matches('-'))
+            // User names may be any letters ("é" is two bytes).
+            let head = crate::text::head_bytes(base, 63 - suffix.len());
+            format!("{}{suffix}", head.trim_end_matches('-'))
         })
         .find(|n| !taken(n))
         // The iterator is unbounded and `taken` holds finitely many names.

@@ -59,13 +59,8 @@ pub struct LoginWait {
 
 /// `hostname` cut to [`MAX_HOSTNAME`] bytes, at a character boundary.
 pub(super) fn bounded_hostname(mut hostname: String) -> String {
-    if hostname.len() > MAX_HOSTNAME {
-        let mut cut = MAX_HOSTNAME;
-        while !hostname.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        hostname.truncate(cut);
-    }
+    let cut = crate::text::head_bytes(&hostname, MAX_HOSTNAME).len();
+    hostname.truncate(cut);
     hostname
 }
 
