@@ -5,9 +5,11 @@
 pub mod frame;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::clock;
 use crate::dns;
+use crate::policy::Compiled;
 use crate::state::events::Change;
 use crate::state::presence::Presence;
 use crate::state::register::TAGGED_DEVICES;
@@ -100,20 +102,21 @@ pub fn full(
     if self_expired(snap, self_id, now) {
         return Some(expired_map(ctx, snap, presence, me, &[], now));
     }
+    let access = snap.access.as_deref();
     let peers: Vec<tailcfg::Node> = snap
         .nodes
         .values()
-        .filter(|n| n.id != self_id)
+        .filter(|n| n.id != self_id && sees(access, self_id, n.id))
         .map(|n| node(ctx, n, presence.get(&n.id), now, false))
         .collect();
-    let users: BTreeSet<u64> = snap.nodes.values().map(|n| n.user_id).collect();
+    let users: BTreeSet<u64> = std::iter::once(me.user_id).chain(peers.iter().map(|p| p.user)).collect();
     Some(MapResponse {
         node: Some(node(ctx, me, presence.get(&self_id), now, true)),
         derp_map: Some(ctx.derp_map.clone()),
         peers: (!peers.is_empty()).then_some(peers),
         dns_config: Some(ctx.dns.clone()),
         domain: ctx.domain.clone(),
-        packet_filter: Some(FilterRule::allow_all()),
+        packet_filter: Some(filter(access, self_id)),
         user_profiles: users.into_iter().map(|u| user_profile(snap, u)).collect(),
         control_time: Some(time(now)),
         debug: Some(tailcfg::Debug { disable_log_tail: true }),
@@ -149,17 +152,45 @@ fn expired_map(
     }
 }
 
+/// Whether `viewer` is shown `peer` (everyone is, without a policy).
+fn sees(access: Option<&Compiled>, viewer: u64, peer: u64) -> bool {
+    access.is_none_or(|a| a.sees(viewer, peer))
+}
+
+fn filter(access: Option<&Compiled>, node: u64) -> Vec<FilterRule> {
+    access.map_or_else(FilterRule::allow_all, |a| a.filter(node).to_vec())
+}
+
 /// What a session has told its client that later answers depend on.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Default, Clone)]
 pub struct Sent {
     /// The client was told its node expired (and holds no peers).
     pub expired: bool,
+    /// The compiled policy its filter and peers came from: a new one is
+    /// diffed against it for this node alone.
+    pub access: Option<Arc<Compiled>>,
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sent").field("expired", &self.expired).field("policy", &self.access.is_some()).finish()
+    }
+}
+
+impl PartialEq for Sent {
+    fn eq(&self, other: &Sent) -> bool {
+        let same = match (&self.access, &other.access) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        self.expired == other.expired && same
+    }
 }
 
 impl Sent {
     /// After a full map built at `now`.
     pub fn after_full(snap: &Snapshot, self_id: u64, now: i64) -> Sent {
-        Sent { expired: self_expired(snap, self_id, now) }
+        Sent { expired: self_expired(snap, self_id, now), access: snap.access.clone() }
     }
 }
 
@@ -225,6 +256,8 @@ pub fn delta(
         match *c {
             Change::Everything => return Delta::Full,
             Change::DerpMap => derp = true,
+            // Diffed below, whatever the change.
+            Change::Policy => {}
             Change::NodeChanged(id) if id == self_id => self_changed = true,
             Change::NodeRemoved(id) if id == self_id => return Delta::SelfGone,
             // A node's own endpoints and online state are news only to others.
@@ -246,13 +279,41 @@ pub fn delta(
         }
     }
     let mut resp = MapResponse { derp_map: derp.then(|| ctx.derp_map.clone()), ..Default::default() };
+    // A new compiled policy: this node's filter, and the peers it now sees
+    // or no longer sees, whatever changed it.
+    let access = snap.access.as_deref();
+    let same = match (&sent.access, &snap.access) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    if !same {
+        let before = sent.access.as_deref();
+        let now_filter = filter(access, self_id);
+        if now_filter != filter(before, self_id) {
+            resp.packet_filter = Some(now_filter);
+        }
+        for id in snap.nodes.keys().copied().filter(|id| *id != self_id) {
+            match (sees(before, self_id, id), sees(access, self_id, id)) {
+                (false, true) => {
+                    removed.remove(&id);
+                    changed.insert(id);
+                }
+                (true, false) => {
+                    changed.remove(&id);
+                    removed.insert(id);
+                }
+                _ => {}
+            }
+        }
+        sent.access = snap.access.clone();
+    }
     let mut users = BTreeSet::new();
     if self_changed {
         users.insert(me.user_id);
         resp.node = Some(node(ctx, me, presence.get(&self_id), now, true));
     }
     for id in &changed {
-        match snap.nodes.get(id) {
+        match snap.nodes.get(id).filter(|_| sees(access, self_id, *id)) {
             Some(n) => {
                 users.insert(n.user_id);
                 resp.peers_changed.push(node(ctx, n, presence.get(id), now, false));
@@ -262,9 +323,11 @@ pub fn delta(
             }
         }
     }
-    resp.peers_removed = removed.into_iter().filter(|id| !snap.nodes.contains_key(id)).collect();
+    // Gone, or hidden by the policy.
+    resp.peers_removed =
+        removed.into_iter().filter(|id| !snap.nodes.contains_key(id) || !sees(access, self_id, *id)).collect();
     let mut patches: BTreeMap<u64, PeerChange> = BTreeMap::new();
-    let unchanged_peer = |id: &u64| !changed.contains(id) && snap.nodes.contains_key(id);
+    let unchanged_peer = |id: &u64| !changed.contains(id) && snap.nodes.contains_key(id) && sees(access, self_id, *id);
     for id in patched.iter().filter(|id| unchanged_peer(id)) {
         if let Some(p) = presence.get(id) {
             let e = patches.entry(*id).or_insert_with(|| PeerChange { node_id: *id, ..Default::default() });
@@ -288,6 +351,7 @@ pub fn delta(
     }
     resp.peers_changed_patch = patches.into_values().collect();
     if resp.node.is_none()
+        && resp.packet_filter.is_none()
         && resp.derp_map.is_none()
         && resp.peers_changed.is_empty()
         && resp.peers_removed.is_empty()

@@ -177,7 +177,7 @@ fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
     assert_eq!(j["Node"]["Expired"], true);
     assert!(j.get("Peers").is_none(), "{j}");
     assert!(!j.to_string().contains("198.51.100.1"), "a peer's endpoint reached an expired node: {j}");
-    assert_eq!(Sent::after_full(&w.snap(), me, now), Sent { expired: true });
+    assert_eq!(Sent::after_full(&w.snap(), me, now), Sent { expired: true, access: None });
     // Peers see it expired.
     let m = w.full(a, now).unwrap();
     assert!(m.peers.unwrap().iter().any(|n| n.id == me && n.expired));
@@ -198,4 +198,43 @@ fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
 #[test]
 fn keepalive_shape() {
     assert_eq!(serde_json::to_string(&keepalive()).unwrap(), r#"{"KeepAlive":true}"#);
+}
+
+/// Issue 11: with a policy, a node is sent its own filter and only the
+/// peers either side may reach; a new policy reaches a live session as a
+/// delta of its filter and the peers it now sees, not a full map.
+#[test]
+fn a_policy_shapes_the_map_and_a_new_one_arrives_as_a_delta() {
+    let mut w = World::new(3);
+    w.users.push(User::named(2, "bob"));
+    w.users.push(User::named(3, "carol"));
+    w.node_mut(2).user_id = 2;
+    w.node_mut(3).user_id = 3;
+    let policy = |text: &str| Some(std::sync::Arc::new(crate::policy::Policy::parse(text).unwrap()));
+    let only_alice_to_bob = r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}"#;
+    let snap = w.snap().with_policy(policy(only_alice_to_bob));
+    let (now, presence) = (100, HashMap::new());
+    let bob = full(&ctx(), &snap, &presence, 2, now).unwrap();
+    let ids = |r: &MapResponse| r.peers.iter().flatten().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(ids(&bob), [1], "bob sees alice, who may reach him, and not carol");
+    let f = bob.packet_filter.as_ref().unwrap();
+    assert_eq!((f.len(), f[0].dst_ports[0].ports.first), (1, 80), "{f:?}");
+    let carol = full(&ctx(), &snap, &presence, 3, now).unwrap();
+    assert!(ids(&carol).is_empty() && carol.packet_filter.as_ref().is_some_and(|f| f.is_empty()));
+    // Everyone may reach everyone now: carol's session gets both peers and
+    // a new filter in one delta.
+    let mut sent = Sent::after_full(&snap, 3, now);
+    let next = w.snap().with_policy(policy(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#));
+    let Delta::Send(d) = delta(&ctx(), &next, &presence, 3, &[Change::Policy], now, &mut sent) else {
+        panic!("a new policy must be a delta")
+    };
+    let mut added: Vec<u64> = d.peers_changed.iter().map(|p| p.id).collect();
+    added.sort();
+    assert_eq!(added, [1, 2]);
+    assert!(d.peers.is_none() && d.packet_filter.as_ref().is_some_and(|f| !f.is_empty()));
+    // And back: alice and bob are hidden from carol again.
+    let Delta::Send(d) = delta(&ctx(), &snap, &presence, 3, &[Change::Policy], now, &mut sent) else { panic!() };
+    assert_eq!(d.peers_removed, [1, 2]);
+    // Nothing new: nothing sent.
+    assert!(matches!(delta(&ctx(), &snap, &presence, 3, &[Change::Policy], now, &mut sent), Delta::Nothing));
 }

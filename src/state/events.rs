@@ -26,6 +26,8 @@ pub enum Change {
     Online(u64, bool),
     /// The DERP map changed (a `derp.urls` refresh).
     DerpMap,
+    /// The policy changed: each session diffs what it compiles to.
+    Policy,
     /// Something every map carries changed (DNS, policy).
     Everything,
 }

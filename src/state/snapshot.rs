@@ -7,15 +7,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::register::TAGGED_DEVICES;
 use super::{Node, PreAuthKey, User};
+use crate::policy::{Compiled, NodeInfo, Policy, UserRef};
 use crate::tailcfg::{MachinePublic, NodePublic};
 
 /// Everything durable, as one immutable value.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Snapshot {
     pub users: BTreeMap<u64, Arc<User>>,
     pub nodes: BTreeMap<u64, Arc<Node>>,
     pub preauth_keys: BTreeMap<u64, Arc<PreAuthKey>>,
+    /// The tailnet policy; `None`: every node reaches every other.
+    pub policy: Option<Arc<Policy>>,
+    /// The policy compiled for these nodes, kept in step by `Tx::finish`.
+    /// Map sessions diff the one they last sent against it.
+    pub access: Option<Arc<Compiled>>,
     by_node_key: HashMap<NodePublic, u64>,
     by_machine_key: HashMap<MachinePublic, u64>,
 }
@@ -39,6 +46,45 @@ impl Snapshot {
             snap.preauth_keys.insert(k.id, Arc::new(k));
         }
         snap
+    }
+
+    /// The nodes as the policy sees them: owners, tags and addresses.
+    /// (Routes come with issue 12.)
+    pub fn policy_nodes(&self) -> Vec<NodeInfo> {
+        self.nodes
+            .values()
+            .map(|n| NodeInfo {
+                id: n.id,
+                hostname: n.hostname.clone(),
+                user: (n.user_id != TAGGED_DEVICES && n.tags.is_empty())
+                    .then(|| self.users.get(&n.user_id))
+                    .flatten()
+                    .map(|u| UserRef {
+                        id: u.id,
+                        name: u.name.clone(),
+                        email: (!u.email.is_empty()).then(|| u.email.clone()),
+                    }),
+                tags: n.tags.clone(),
+                ipv4: n.ipv4,
+                ipv6: n.ipv6,
+                routable_ips: Vec::new(),
+                approved_routes: Vec::new(),
+                primary_routes: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// This snapshot under `policy`, compiled (for tests and tools: the
+    /// live state sets it through `Tx::set_policy`).
+    pub fn with_policy(mut self, policy: Option<Arc<Policy>>) -> Snapshot {
+        self.policy = policy;
+        self.recompile();
+        self
+    }
+
+    /// Compiles the policy again for the nodes as they are now.
+    pub(super) fn recompile(&mut self) {
+        self.access = self.policy.as_ref().map(|p| Arc::new(p.compile(&self.policy_nodes())));
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&Arc<User>> {
@@ -82,5 +128,16 @@ impl Snapshot {
         if let Some(m) = n.machine_key.filter(|m| self.by_machine_key.get(m) == Some(&n.id)) {
             self.by_machine_key.remove(&m);
         }
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("users", &self.users.len())
+            .field("nodes", &self.nodes.len())
+            .field("preauth_keys", &self.preauth_keys.len())
+            .field("policy", &self.policy.is_some())
+            .finish()
     }
 }

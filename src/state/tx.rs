@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::events::Change;
 use super::{Node, PreAuthKey, Snapshot, User};
+use crate::policy::Policy;
 use crate::store::{Batch, NextIds};
 
 /// One mutation in progress: the next snapshot, the id counters, the store
@@ -23,8 +24,23 @@ impl Tx {
     }
 
     /// The next snapshot, the id counters, what to commit, what to publish.
-    pub(super) fn finish(self) -> (Snapshot, NextIds, Batch, Vec<Change>) {
+    /// The policy is compiled again when a node or the policy changed.
+    pub(super) fn finish(mut self) -> (Snapshot, NextIds, Batch, Vec<Change>) {
+        let reaches = |c: &Change| matches!(c, Change::NodeChanged(_) | Change::NodeRemoved(_) | Change::Policy);
+        if self.snap.policy.is_some() && self.changes.iter().any(reaches) {
+            self.snap.recompile();
+        }
         (self.snap, self.ids, self.batch, self.changes)
+    }
+
+    /// Replaces the policy (`None`: allow-all again), stored as `text`.
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>, text: &str) {
+        self.batch.set_policy(text);
+        self.snap.policy = policy;
+        if self.snap.policy.is_none() {
+            self.snap.access = None;
+        }
+        self.changes.push(Change::Policy);
     }
 
     /// The snapshot as this transaction has it so far: what every rule that
