@@ -6,6 +6,7 @@
 //! server runs it in `spawn_blocking`.
 
 mod json;
+pub mod types;
 
 use std::sync::Arc;
 
@@ -57,6 +58,11 @@ impl From<StateError> for Response {
         }
         error(status, e.to_string())
     }
+}
+
+fn to_value(v: impl serde::Serialize) -> Value {
+    // Invariant: the API's types are plain structs of strings and lists, which always serialize.
+    serde_json::to_value(v).expect("API types serialize")
 }
 
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
@@ -253,6 +259,24 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
         ("DELETE", ["node", id]) => {
             state.delete_node(id_of(id, "node")?)?;
             ok(json!({}))
+        }
+        ("POST", ["node", id, "tags"]) => {
+            let b: types::SetTags = parse_body(req.body)?;
+            let n = state.set_tags(id_of(id, "node")?, b.tags)?;
+            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+        }
+        ("GET", ["policy"]) => {
+            let text =
+                state.policy_text().ok_or_else(|| error(404, "no policy is set: every node reaches every other"))?;
+            ok(to_value(types::PolicyText { policy: text.to_string() }))
+        }
+        ("PUT", ["policy"]) => {
+            let b: types::PolicyText = parse_body(req.body)?;
+            let applied = state.set_policy(&b.policy)?;
+            ok(to_value(types::PolicySet {
+                policy: b.policy,
+                not_applied: applied.not_applied.iter().map(|s| s.to_string()).collect(),
+            }))
         }
         ("POST", ["debug", "node"]) => {
             let b: CreateNode = parse_body(req.body)?;

@@ -41,12 +41,15 @@ Commands:
   preauthkeys delete             delete a key          (-i ID | KEY)
   nodes list                     list nodes            [-u USER]
   nodes rename -i ID NEW         rename a node (its MagicDNS name)
+  nodes tag -i ID -t tag:a,tag:b owned by these tags from now on (-t '' gives it back to its user)
   nodes expire -i ID             expire a node's key now
   nodes delete -i ID [--force]   delete a node
   nodes register --key ID -u USER  approve a waiting device (older form of auth register)
   auth register --auth-id ID -u USER   approve a device waiting at its login URL
   auth pending                   list devices waiting for a login
   debug create-node              add a node without a device (-u USER --name N --key nodekey:...)
+  policy get                     print the policy in force
+  policy set -f FILE             check and put a policy in force (policy.mode: database)
   policy check -f FILE           check a policy offline; every error with its line and column
   policy simulate --topology TOPO.json -f FILE
                                  what each node would get (filter, peers, routes), offline
@@ -486,11 +489,36 @@ fn node_id(p: &Parsed) -> Result<u64, Failure> {
 }
 
 fn nodes(args: &[String]) -> Result<(), Failure> {
+    // `-t` is a switch for `list` (show tags) and the tags themselves for
+    // `tag`, as in Headscale.
     const FLAGS: &[Flag] =
         &[value("user", Some('u')), value("identifier", Some('i')), switch("tags", Some('t')), value("key", Some('k'))];
-    let (p, c) = parse(args, FLAGS, "nodes")?;
-    let verb = sub(&p, "nodes", "list, rename, expire, delete, register")?;
+    const TAG_FLAGS: &[Flag] = &[value("identifier", Some('i')), value("tags", Some('t'))];
+    let verb_word = args.iter().find(|a| !a.starts_with('-') && !is_global_value(args, a));
+    let tagging = verb_word.is_some_and(|v| matches!(v.as_str(), "tag" | "tags"));
+    let (p, c) = parse(args, if tagging { TAG_FLAGS } else { FLAGS }, "nodes")?;
+    let verb = sub(&p, "nodes", "list, rename, tag, expire, delete, register")?;
     match verb.as_str() {
+        "tag" | "tags" => {
+            no_extra_words(&p, 1, "nodes tag")?;
+            let id = node_id(&p)?;
+            if p.get("tags").is_none() {
+                return Err(usage_err("usage: tinyscale nodes tag -i ID -t tag:a,tag:b (-t '' to untag)"));
+            }
+            let tags: Vec<String> = p
+                .all("tags")
+                .iter()
+                .flat_map(|t| t.split(','))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            let body = serde_json::to_value(crate::api::types::SetTags { tags }).map_err(|e| fail(e.to_string()))?;
+            let r = c.call("POST", &format!("/api/v1/node/{id}/tags"), Some(body))?;
+            emit(c.format, &r["node"], || {
+                format!("Node {} tagged: {}", cell(&r["node"]["given_name"]), cell(&r["node"]["tags"]))
+            });
+        }
         "register" => {
             no_extra_words(&p, 1, "nodes register")?;
             let id =
@@ -543,7 +571,7 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
             c.call("DELETE", &format!("/api/v1/node/{id}"), None)?;
             emit(c.format, &json!({"id": id, "deleted": true}), || format!("Node {id} deleted"));
         }
-        other => return Err(usage_err(format!("unknown verb `nodes {other}` (list, rename, expire, delete)"))),
+        other => return Err(usage_err(format!("unknown verb `nodes {other}` (list, rename, tag, expire, delete)"))),
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! `policy check` and `policy simulate`: offline, like `configtest`; they
-//! read files and print, and never talk to a server.
+//! `policy get` and `policy set` ask the running server; `policy check`
+//! and `policy simulate` work offline, like `configtest`: they read files
+//! and print, and never talk to a server.
 
 use std::io::Read;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::path::Path;
 use super::args::{value, Flag};
 use super::output::{emit, table};
 use super::{fail, no_extra_words, parse, sub, usage_err, Failure};
+use crate::api::types::{PolicySet, PolicyText};
 use crate::policy::simulate::{simulate, Topology};
 use crate::policy::{hujson, Policy, PolicyError};
 
@@ -14,9 +16,31 @@ const FLAGS: &[Flag] = &[value("file", Some('f')), value("topology", Some('t'))]
 
 pub(super) fn policy(args: &[String]) -> Result<(), Failure> {
     let (p, c) = parse(args, FLAGS, "policy")?;
-    let verb = sub(&p, "policy", "check, simulate")?;
+    let verb = sub(&p, "policy", "get, set, check, simulate")?;
     let file = || p.get("file").ok_or_else(|| usage_err(format!("say which policy: tinyscale policy {verb} -f FILE")));
     match verb.as_str() {
+        "get" | "show" => {
+            no_extra_words(&p, 1, "policy get")?;
+            let r = c.call("GET", "/api/v1/policy", None)?;
+            let got: PolicyText = serde_json::from_value(r).map_err(|e| fail(format!("unexpected answer: {e}")))?;
+            let json = serde_json::to_value(&got).map_err(|e| fail(e.to_string()))?;
+            emit(c.format, &json, || got.policy.trim_end().to_string());
+            Ok(())
+        }
+        "set" | "put" => {
+            no_extra_words(&p, 1, "policy set")?;
+            let file = file()?;
+            let text = read(file)?;
+            let body = serde_json::to_value(PolicyText { policy: text }).map_err(|e| fail(e.to_string()))?;
+            let r = c.call("PUT", "/api/v1/policy", Some(body))?;
+            let set: PolicySet = serde_json::from_value(r).map_err(|e| fail(format!("unexpected answer: {e}")))?;
+            if !set.not_applied.is_empty() {
+                eprintln!("note: {} read and checked, not applied yet", set.not_applied.join(", "));
+            }
+            let json = serde_json::to_value(&set).map_err(|e| fail(e.to_string()))?;
+            emit(c.format, &json, || "Policy updated.".to_string());
+            Ok(())
+        }
         "check" | "test" => {
             no_extra_words(&p, 1, "policy check")?;
             let file = file()?;
@@ -55,7 +79,7 @@ pub(super) fn policy(args: &[String]) -> Result<(), Failure> {
             });
             Ok(())
         }
-        other => Err(usage_err(format!("unknown verb `policy {other}` (check, simulate)"))),
+        other => Err(usage_err(format!("unknown verb `policy {other}` (get, set, check, simulate)"))),
     }
 }
 

@@ -282,6 +282,10 @@ pub fn delta(
     // A new compiled policy: this node's filter, and the peers it now sees
     // or no longer sees, whatever changed it.
     let access = snap.access.as_deref();
+    // What the client was last told it may see: a peer it was never shown
+    // is never named to it, not even as removed.
+    let told = sent.access.clone();
+    let was_seen = |id: u64| sees(told.as_deref(), self_id, id);
     let same = match (&sent.access, &snap.access) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         (a, b) => a.is_none() && b.is_none(),
@@ -318,14 +322,17 @@ pub fn delta(
                 users.insert(n.user_id);
                 resp.peers_changed.push(node(ctx, n, presence.get(id), now, false));
             }
-            None => {
+            None if was_seen(*id) => {
                 removed.insert(*id);
             }
+            None => {}
         }
     }
-    // Gone, or hidden by the policy.
-    resp.peers_removed =
-        removed.into_iter().filter(|id| !snap.nodes.contains_key(id) || !sees(access, self_id, *id)).collect();
+    // Gone, or hidden by the policy, and shown before.
+    resp.peers_removed = removed
+        .into_iter()
+        .filter(|id| (!snap.nodes.contains_key(id) || !sees(access, self_id, *id)) && was_seen(*id))
+        .collect();
     let mut patches: BTreeMap<u64, PeerChange> = BTreeMap::new();
     let unchanged_peer = |id: &u64| !changed.contains(id) && snap.nodes.contains_key(id) && sees(access, self_id, *id);
     for id in patched.iter().filter(|id| unchanged_peer(id)) {

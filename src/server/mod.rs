@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, PolicyMode};
 use crate::control::Control;
 #[cfg(feature = "oidc")]
 use crate::oidc::Oidc;
-use crate::state::{MapContext, Settings, State, StateError};
+use crate::state::{MapContext, PolicySource, Settings, State, StateError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug)]
@@ -77,6 +77,11 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         node_expiry: cfg.node_expiry,
         max_nodes: cfg.max_nodes,
         map: map_context(&cfg),
+        policy: match (cfg.policy_mode, &cfg.policy_path) {
+            (PolicyMode::Database, _) => PolicySource::Database,
+            (PolicyMode::File, Some(path)) => PolicySource::File(path.clone()),
+            (PolicyMode::File, None) => PolicySource::NoFile,
+        },
         ..Settings::new(cfg.prefixes.clone())
     };
     let state = Arc::new(State::load(store, settings).map_err(ServeError::State)?);
@@ -182,6 +187,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         }
         let api_task = tokio::spawn(socket::run(api_listener, cfg.unix_socket.clone(), state.clone(), stop_rx));
 
+        tokio::spawn(reload_policy_on_hangup(state.clone()));
         wait_for_signal().await;
         log::info!("shutting down");
         let _ = stop_tx.send(true);
@@ -261,6 +267,28 @@ async fn persist_last_seen(state: Arc<State>, mut shutdown: watch::Receiver<bool
             Ok(Ok(n)) if n > 0 => log::debug!("recorded last-seen of {n} node(s)"),
             Ok(Err(e)) => log::warn!("could not record last-seen times: {e}"),
             _ => {}
+        }
+    }
+}
+
+/// SIGHUP reads `policy.path` again, as Headscale does; a file that does
+/// not check is logged and the policy in force stays.
+async fn reload_policy_on_hangup(state: Arc<State>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return log::warn!("cannot install the SIGHUP handler: the policy file is read at start only");
+    };
+    while hup.recv().await.is_some() {
+        if !matches!(state.settings().policy, PolicySource::File(_)) {
+            log::info!("SIGHUP: there is no policy file to read (policy.mode is database or policy.path is unset)");
+            continue;
+        }
+        let s = state.clone();
+        match tokio::task::spawn_blocking(move || s.reload_policy_file()).await {
+            Ok(Ok(a)) if !a.changed => log::info!("SIGHUP: the policy file is unchanged"),
+            Ok(Ok(_)) => log::info!("SIGHUP: the policy file was read again"),
+            Ok(Err(e)) => log::error!("SIGHUP: {e}\nthe policy in force stays as it was"),
+            Err(_) => log::error!("SIGHUP: reading the policy file failed"),
         }
     }
 }

@@ -15,7 +15,7 @@ pub struct NewPreAuthKey {
     pub expiration: i64,
 }
 
-fn check_tags(tags: &[String]) -> Result<(), StateError> {
+pub(super) fn check_tags(tags: &[String]) -> Result<(), StateError> {
     for t in tags {
         let name = t.strip_prefix("tag:").unwrap_or("");
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {

@@ -22,6 +22,7 @@ mod keys;
 pub mod names;
 mod nodes;
 pub mod pending;
+mod policy;
 pub mod presence;
 pub mod register;
 mod snapshot;
@@ -44,6 +45,7 @@ use presence::Presence;
 /// API read them from here, never from `store`.
 pub use crate::store::{Node, PreAuthKey, User};
 pub use keys::NewPreAuthKey;
+pub use policy::{Applied, PolicySource};
 pub use snapshot::Snapshot;
 pub use tx::Tx;
 pub use users::{ExternalIdentity, NewUser};
@@ -101,6 +103,7 @@ pub struct Settings {
     /// What every map carries, as configured (its DERP map can change later:
     /// [`State::set_derp_map`]).
     pub map: MapContext,
+    pub policy: PolicySource,
 }
 
 impl Settings {
@@ -111,6 +114,7 @@ impl Settings {
             max_nodes: 10_000,
             random: secrets::random_bytes,
             map: MapContext::default(),
+            policy: PolicySource::default(),
         }
     }
 }
@@ -158,7 +162,7 @@ impl State {
         if snap.nodes.values().any(|n| n.expiry_deferred.is_some()) {
             expiry.note_deferred();
         }
-        Ok(State {
+        let state = State {
             store,
             map: RwLock::new(Arc::new(settings.map.clone())),
             settings,
@@ -168,7 +172,9 @@ impl State {
             presence: RwLock::new(HashMap::new()),
             pending: Mutex::new(pending::PendingRegs::default()),
             expiry,
-        })
+        };
+        state.load_policy()?;
+        Ok(state)
     }
 
     /// Everything the store holds, as a snapshot and the next free ids.
@@ -190,7 +196,12 @@ impl State {
     /// refused with the store's error; reads keep the last snapshot.
     fn recover_store(&self, w: &mut Writer) -> Result<(), StateError> {
         self.store.reopen()?;
-        let (snap, next) = Self::read_store(&self.store)?;
+        let (mut snap, next) = Self::read_store(&self.store)?;
+        // The policy in force stays (a file's is not in the store at all).
+        let old = self.snapshot();
+        snap.policy = old.policy.clone();
+        snap.policy_text = old.policy_text.clone();
+        snap.recompile(true);
         if snap.nodes.values().any(|n| n.expiry_deferred.is_some()) {
             self.expiry.note_deferred();
         }

@@ -23,6 +23,10 @@ pub struct Snapshot {
     /// The policy compiled for these nodes, kept in step by `Tx::finish`.
     /// Map sessions diff the one they last sent against it.
     pub access: Option<Arc<Compiled>>,
+    /// The text the policy was read from (`policy get`).
+    pub policy_text: Option<Arc<str>>,
+    /// The nodes `access` was compiled for, to tell whether it must be again.
+    compiled_for: Arc<[NodeInfo]>,
     by_node_key: HashMap<NodePublic, u64>,
     by_machine_key: HashMap<MachinePublic, u64>,
 }
@@ -78,13 +82,24 @@ impl Snapshot {
     /// live state sets it through `Tx::set_policy`).
     pub fn with_policy(mut self, policy: Option<Arc<Policy>>) -> Snapshot {
         self.policy = policy;
-        self.recompile();
+        self.recompile(true);
         self
     }
 
-    /// Compiles the policy again for the nodes as they are now.
-    pub(super) fn recompile(&mut self) {
-        self.access = self.policy.as_ref().map(|p| Arc::new(p.compile(&self.policy_nodes())));
+    /// Compiles the policy again for the nodes as they are now: always
+    /// after a new policy, otherwise only if what it reads of them changed
+    /// (a new endpoint or Hostinfo leaves `access` as it was).
+    pub(super) fn recompile(&mut self, policy_changed: bool) {
+        let Some(policy) = &self.policy else {
+            self.access = None;
+            return;
+        };
+        let nodes = self.policy_nodes();
+        if !policy_changed && self.access.is_some() && *self.compiled_for == *nodes {
+            return;
+        }
+        self.access = Some(Arc::new(policy.compile(&nodes)));
+        self.compiled_for = nodes.into();
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&Arc<User>> {

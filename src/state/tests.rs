@@ -256,3 +256,102 @@ fn only_a_verified_email_links_a_login_to_a_cli_user() {
     // The stranger's later logins stay the stranger's.
     assert_eq!(s.login_user(&login("stranger", false), 4).unwrap().id, stranger.id);
 }
+
+fn open_with(dir: &std::path::Path, policy: PolicySource) -> Result<State, StateError> {
+    let settings = Settings { policy, ..Settings::new(prefixes("100.64.0.0/10")) };
+    State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), settings)
+}
+
+const ALICE_TO_BOB: &str = r#"{
+  // alice may reach bob's web server, nothing else
+  "acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}],
+}"#;
+
+#[test]
+fn a_database_policy_is_checked_stored_and_in_force_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open_with(dir.path(), PolicySource::Database).unwrap();
+        let (a, b) = (user(&s, "alice"), user(&s, "bob"));
+        let na = s.create_node(a.id, "a", &nk(1), 100).unwrap();
+        let nb = s.create_node(b.id, "b", &nk(2), 100).unwrap();
+        assert!(s.snapshot().access.is_none(), "no policy: allow-all");
+        assert!(s.policy_text().is_none());
+        let applied = s.set_policy(ALICE_TO_BOB).unwrap();
+        assert!(applied.changed);
+        let snap = s.snapshot();
+        let access = snap.access.as_ref().unwrap();
+        assert!(access.sees(na.id, nb.id) && access.sees(nb.id, na.id));
+        assert!(access.filter(na.id).is_empty(), "nobody may reach alice");
+        assert_eq!(access.filter(nb.id).len(), 1);
+
+        // A refused policy names its problem and the old one stays.
+        let e = s.set_policy(r#"{"acls": [{"action": "accept", "src": ["nobody-group"], "dst": ["*:*"]}]}"#);
+        let Err(StateError::Invalid(msg)) = e else { panic!("{e:?}") };
+        assert!(
+            msg.contains("line 1, column 40") && msg.contains("nobody-group"),
+            "the refusal names the place: {msg}"
+        );
+        assert_eq!(s.policy_text().as_deref(), Some(ALICE_TO_BOB));
+        assert!(Arc::ptr_eq(s.snapshot().access.as_ref().unwrap(), access));
+        // The same text again changes nothing.
+        assert!(!s.set_policy(ALICE_TO_BOB).unwrap().changed);
+    }
+    let s = open_with(dir.path(), PolicySource::Database).unwrap();
+    assert_eq!(s.policy_text().as_deref(), Some(ALICE_TO_BOB));
+    assert_eq!(s.snapshot().access.as_ref().unwrap().filter(2).len(), 1, "compiled again at start");
+}
+
+#[test]
+fn a_file_policy_is_read_at_start_and_again_only_when_it_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.hujson");
+    std::fs::write(&file, ALICE_TO_BOB).unwrap();
+    let s = open_with(dir.path(), PolicySource::File(file.clone())).unwrap();
+    assert_eq!(s.policy_text().as_deref(), Some(ALICE_TO_BOB));
+    let e = s.set_policy("{}").unwrap_err().to_string();
+    assert!(e.contains("policy.mode is file") && e.contains("SIGHUP") && e.contains("policy.hujson"), "{e}");
+
+    std::fs::write(&file, "{\"acls\": [}").unwrap();
+    let e = s.reload_policy_file().unwrap_err().to_string();
+    assert!(e.contains("policy.hujson") && e.contains("line 1"), "{e}");
+    assert_eq!(s.policy_text().as_deref(), Some(ALICE_TO_BOB), "a broken file keeps the last good policy");
+
+    let allow_all = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+    std::fs::write(&file, allow_all).unwrap();
+    assert!(s.reload_policy_file().unwrap().changed);
+    assert_eq!(s.policy_text().as_deref(), Some(allow_all));
+    drop(s);
+    // Not stored: the file is the policy, and a broken one stops the start.
+    std::fs::write(&file, "{\"acls\": 1}").unwrap();
+    let e = open_with(dir.path(), PolicySource::File(file)).err().expect("a broken policy file stops the start");
+    assert!(e.to_string().contains("policy.hujson"), "{e}");
+    assert!(open_with(dir.path(), PolicySource::Database).unwrap().policy_text().is_none());
+}
+
+#[test]
+fn tags_own_a_node_and_the_policy_is_compiled_again_only_when_its_inputs_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), PolicySource::Database).unwrap();
+    let a = user(&s, "alice");
+    let n1 = s.create_node(a.id, "one", &nk(1), 100).unwrap();
+    let n2 = s.create_node(a.id, "two", &nk(2), 100).unwrap();
+    s.set_policy(r#"{"tagOwners": {"tag:srv": ["alice@"]}, "acls": [{"action": "accept", "src": ["alice@"], "dst": ["tag:srv:22"]}]}"#)
+        .unwrap();
+    let before = s.snapshot().access.clone().unwrap();
+    assert!(!before.sees(n1.id, n2.id), "no rule between two untagged nodes");
+
+    // A rename is not something the policy reads: nothing is compiled again.
+    s.rename_node(n1.id, "uno").unwrap();
+    assert!(Arc::ptr_eq(s.snapshot().access.as_ref().unwrap(), &before));
+
+    let t = s.set_tags(n2.id, vec!["tag:srv".into(), "tag:srv".into()]).unwrap();
+    assert_eq!(t.tags, ["tag:srv"]);
+    let after = s.snapshot().access.clone().unwrap();
+    assert!(after.sees(n1.id, n2.id) && after.filter(n2.id).len() == 1);
+    assert!(matches!(s.set_tags(n2.id, vec!["srv".into()]), Err(StateError::Invalid(_))));
+    assert!(matches!(s.set_tags(99, vec!["tag:srv".into()]), Err(StateError::NotFound(_))));
+    // Untagged, it is alice's again.
+    assert!(s.set_tags(n2.id, vec![]).unwrap().tags.is_empty());
+    assert!(!s.snapshot().access.as_ref().unwrap().sees(n1.id, n2.id));
+}

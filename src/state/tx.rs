@@ -26,20 +26,24 @@ impl Tx {
     /// The next snapshot, the id counters, what to commit, what to publish.
     /// The policy is compiled again when a node or the policy changed.
     pub(super) fn finish(mut self) -> (Snapshot, NextIds, Batch, Vec<Change>) {
-        let reaches = |c: &Change| matches!(c, Change::NodeChanged(_) | Change::NodeRemoved(_) | Change::Policy);
-        if self.snap.policy.is_some() && self.changes.iter().any(reaches) {
-            self.snap.recompile();
+        let policy_changed = self.changes.contains(&Change::Policy);
+        let nodes_changed = self.changes.iter().any(|c| matches!(c, Change::NodeChanged(_) | Change::NodeRemoved(_)));
+        if policy_changed || nodes_changed {
+            // Recompiled only when what the policy reads of the nodes changed:
+            // an unchanged `access` is what tells sessions there is nothing to diff.
+            self.snap.recompile(policy_changed);
         }
         (self.snap, self.ids, self.batch, self.changes)
     }
 
-    /// Replaces the policy (`None`: allow-all again), stored as `text`.
-    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>, text: &str) {
-        self.batch.set_policy(text);
-        self.snap.policy = policy;
-        if self.snap.policy.is_none() {
-            self.snap.access = None;
+    /// Replaces the policy (`None`: allow-all again) whose text is `text`;
+    /// with `persist` the text is stored too (database mode).
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>, text: Arc<str>, persist: bool) {
+        if persist {
+            self.batch.set_policy(&text);
         }
+        self.snap.policy = policy;
+        self.snap.policy_text = Some(text);
         self.changes.push(Change::Policy);
     }
 
