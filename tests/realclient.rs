@@ -240,3 +240,51 @@ fn an_expired_node_needs_a_login_again() {
     a.stop();
     b.stop();
 }
+
+/// Issue 11 with real clients: under `alice@ → bob@:80` alice reaches bob's
+/// web server and bob cannot reach alice's (alice's client drops it); a
+/// new policy set over the CLI reaches both clients while they run.
+#[test]
+fn a_policy_lets_alice_reach_bob_but_not_bob_alice_until_a_new_one_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    config(d);
+    let mut cfg = std::fs::read_to_string(d.join("config.yaml")).unwrap();
+    cfg.push_str("policy:\n  mode: database\n");
+    std::fs::write(d.join("config.yaml"), cfg).unwrap();
+    std::fs::write(
+        d.join("alice-to-bob.hujson"),
+        r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(d.join("all.hujson"), r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#).unwrap();
+    let ns = Netns::new();
+    let _s = ns.serve(d);
+    ok(d, &["users", "create", "alice"]);
+    ok(d, &["users", "create", "bob"]);
+    ok(d, &["policy", "set", "-f", d.join("alice-to-bob.hujson").to_str().unwrap()]);
+    let a = ns.start_node("nodea", CONTROL, Some(&key(d, "alice", false)), &d.join("a"));
+    let b = ns.start_node("nodeb", CONTROL, Some(&key(d, "bob", false)), &d.join("b"));
+    assert!(a.wait_running(60) && b.wait_running(60), "{}\n{}", tail(&a.log()), tail(&b.log()));
+    // Either may reach the other one way, so each sees the other.
+    assert!(a.wait_peers(1, 20) && b.wait_peers(1, 20), "a: {:?}, b: {:?}", a.peers(), b.peers());
+    let list = wait_nodes(d, 20, |l| l.len() == 2);
+    let (ip_a, ip_b) = (ip_of(&list, "nodea"), ip_of(&list, "nodeb"));
+
+    through(&ns, &a, &ip_b, "/", "hello from nodeb");
+    let refused = ns.curl(&[
+        "-m",
+        "8",
+        "-H",
+        &format!("X-Ts-Target: {ip_a}:80"),
+        &format!("http://127.0.0.1:{}/", b.proxy_port()),
+    ]);
+    assert!(!refused.contains("hello from nodea"), "bob reached alice against the policy: {refused:?}");
+
+    // Allow-all, set while both clients run: bob reaches alice now.
+    ok(d, &["policy", "set", "-f", d.join("all.hujson").to_str().unwrap()]);
+    let who = through(&ns, &b, &ip_a, "/whoami", "login=bob");
+    assert!(who.contains(&format!("from={ip_b}")), "{who}");
+    a.stop();
+    b.stop();
+}
