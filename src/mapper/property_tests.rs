@@ -3,8 +3,8 @@
 //!
 //! A small deterministic PRNG drives random registrations, renames (of
 //! nodes and users), expiries and renewals, deletions, endpoint, capability
-//! and Hostinfo reports, streams opening and closing, and DERP map changes
-//! through the real `State` (a real sled in a temporary folder), whose
+//! and Hostinfo reports, streams opening and closing, DERP map changes, new
+//! policies and node tags through the real `State` (a real sled in a temporary folder), whose
 //! change events feed `delta` exactly as a map session's queue does
 //! (`control::session`), overflow into a full map included. After every
 //! batch the client's view ([`super::client_view::View`]) must equal the
@@ -16,7 +16,7 @@ use super::{delta, full, Delta, Sent};
 use crate::clock;
 use crate::config::{Allocation, Prefixes};
 use crate::state::events::Subscription;
-use crate::state::{NewUser, Settings, State};
+use crate::state::{NewUser, PolicySource, Settings, State};
 use crate::store::Store;
 use crate::tailcfg::{DerpMap, DiscoPublic, NodePublic};
 
@@ -122,10 +122,25 @@ fn diff(got: &serde_json::Value, want: &serde_json::Value) -> String {
     out.join("\n")
 }
 
+/// Policies that hide and show peers and shape filters in different ways;
+/// the users they name are renamed away and back during a run.
+const POLICIES: &[&str] = &[
+    r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+    r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}"#,
+    r#"{"tagOwners": {"tag:srv": ["alice@"]},
+        "acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["tag:srv:22,443"]}]}"#,
+    r#"{"groups": {"group:kids": ["carol@", "bob@"]},
+        "acls": [{"action": "accept", "src": ["group:kids"], "dst": ["autogroup:self:*"]},
+                 {"action": "accept", "src": ["alice@"], "dst": ["*:*"]}]}"#,
+    r#"{"tagOwners": {"tag:web": ["alice@"]},
+        "grants": [{"src": ["tag:web"], "dst": ["carol@"], "ip": ["tcp:8080"]}]}"#,
+];
+
 fn run(seed: u64, steps: u64) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let p = Prefixes { v4: Some("100.64.0.0/10".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
-    let s = State::load(Store::open(&dir.path().join("db"), 1 << 20).unwrap(), Settings::new(p)).unwrap();
+    let settings = Settings { policy: PolicySource::Database, ..Settings::new(p) };
+    let s = State::load(Store::open(&dir.path().join("db"), 1 << 20).unwrap(), settings).unwrap();
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let now = clock::build_epoch() + 10_000;
     let users: Vec<u64> = ["alice", "bob", "carol"]
@@ -149,7 +164,7 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
     for step in 0..steps {
         let ids: Vec<u64> = s.snapshot().nodes.keys().copied().collect();
         let peers: Vec<u64> = ids.iter().copied().filter(|id| *id != me).collect();
-        match rng.below(13) {
+        match rng.below(16) {
             0 | 1 if ids.len() < 40 => {
                 let u = users[rng.below(3) as usize];
                 s.create_node(u, &format!("host-{step}"), &node_key(), 1).unwrap();
@@ -202,6 +217,23 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
             12 => {
                 s.set_derp_map(derp_map(900 + rng.below(3) as i64));
             }
+            13 => {
+                s.set_policy(POLICIES[rng.below(POLICIES.len() as u64) as usize]).unwrap();
+            }
+            14 => {
+                let id = rng.pick(&ids).unwrap();
+                let tags = match rng.below(3) {
+                    0 => vec![],
+                    1 => vec!["tag:srv".to_string()],
+                    _ => vec!["tag:web".to_string(), "tag:srv".to_string()],
+                };
+                s.set_tags(id, tags).unwrap();
+            }
+            15 => {
+                // Users come back under the names the policies use.
+                let i = rng.below(3) as usize;
+                let _ = s.rename_user(users[i], ["alice", "bob", "carol"][i]);
+            }
             _ => {}
         }
         if quiet == 0 && rng.below(60) == 0 {
@@ -231,6 +263,6 @@ fn a_full_map_plus_its_deltas_equals_a_later_full_map() {
         checks += c;
         resyncs += r;
     }
-    println!("map property: {checks} comparisons over 12 seeds, {resyncs} of them after a queue overflow");
+    println!("map property: {checks} comparisons over 12 seeds (policies and tags included), {resyncs} of them after a queue overflow");
     assert!(resyncs > 0, "no run overflowed its queue: the full-map path went untested");
 }
