@@ -41,7 +41,7 @@ Commands:
   preauthkeys delete             delete a key          (-i ID | KEY)
   nodes list                     list nodes            [-u USER]
   nodes rename -i ID NEW         rename a node (its MagicDNS name)
-  nodes tag -i ID -t tag:a,tag:b owned by these tags from now on (-t '' gives it back to its user)
+  nodes tag -i ID -t tag:a,tag:b the node is owned by these tags from now on
   nodes expire -i ID             expire a node's key now
   nodes delete -i ID [--force]   delete a node
   nodes register --key ID -u USER  approve a waiting device (older form of auth register)
@@ -503,7 +503,7 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
             no_extra_words(&p, 1, "nodes tag")?;
             let id = node_id(&p)?;
             if p.get("tags").is_none() {
-                return Err(usage_err("usage: tinyscale nodes tag -i ID -t tag:a,tag:b (-t '' to untag)"));
+                return Err(usage_err("usage: tinyscale nodes tag -i ID -t tag:a,tag:b"));
             }
             let tags: Vec<String> = p
                 .all("tags")

@@ -223,7 +223,7 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
             14 => {
                 let id = rng.pick(&ids).unwrap();
                 let tags = match rng.below(3) {
-                    0 => vec![],
+                    0 => vec!["tag:web".to_string()],
                     1 => vec!["tag:srv".to_string()],
                     _ => vec!["tag:web".to_string(), "tag:srv".to_string()],
                 };

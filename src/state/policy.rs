@@ -122,22 +122,25 @@ impl State {
         Ok(applied)
     }
 
-    /// `tinyscale nodes tag`: the node is owned by these tags from now on
-    /// (an empty list gives it back to its user). Set by the admin, so not
-    /// checked against `tagOwners`, which governs what a node may ask for.
+    /// `tinyscale nodes tag`: the node is owned by these tags from now on,
+    /// not by its user (Headscale's `tagged-devices`). Set by the admin, so
+    /// not checked against `tagOwners`, which governs what a node may ask
+    /// for. A tagged node becomes personal again by logging in again
+    /// (`tailscale up --force-reauth --advertise-tags=`), as in Headscale.
     pub fn set_tags(&self, id: u64, tags: Vec<String>) -> Result<Arc<Node>, StateError> {
         keys::check_tags(&tags)?;
+        if tags.is_empty() {
+            return Err(StateError::Invalid(
+                "give at least one tag; a tagged node becomes personal again when it logs in again (tailscale up --force-reauth --advertise-tags=)"
+                    .into(),
+            ));
+        }
         let mut tags = tags;
         tags.sort();
         tags.dedup();
         self.mutate(|tx| {
             let old = tx.snap().nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))?;
-            if tags.is_empty() && old.user_id == TAGGED_DEVICES {
-                return Err(StateError::Invalid(format!(
-                    "node {id} joined with a tags-only key and has no user to go back to: give it at least one tag"
-                )));
-            }
-            let node = Arc::new(Node { tags: tags.clone(), ..(*old).clone() });
+            let node = Arc::new(Node { tags: tags.clone(), user_id: TAGGED_DEVICES, ..(*old).clone() });
             tx.put_node(node.clone());
             Ok(node)
         })

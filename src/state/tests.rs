@@ -347,11 +347,11 @@ fn tags_own_a_node_and_the_policy_is_compiled_again_only_when_its_inputs_change(
 
     let t = s.set_tags(n2.id, vec!["tag:srv".into(), "tag:srv".into()]).unwrap();
     assert_eq!(t.tags, ["tag:srv"]);
+    assert_eq!(t.user_id, register::TAGGED_DEVICES, "owned by its tags, as in Headscale");
     let after = s.snapshot().access.clone().unwrap();
     assert!(after.sees(n1.id, n2.id) && after.filter(n2.id).len() == 1);
     assert!(matches!(s.set_tags(n2.id, vec!["srv".into()]), Err(StateError::Invalid(_))));
     assert!(matches!(s.set_tags(99, vec!["tag:srv".into()]), Err(StateError::NotFound(_))));
-    // Untagged, it is alice's again.
-    assert!(s.set_tags(n2.id, vec![]).unwrap().tags.is_empty());
-    assert!(!s.snapshot().access.as_ref().unwrap().sees(n1.id, n2.id));
+    let e = s.set_tags(n2.id, vec![]).unwrap_err().to_string();
+    assert!(e.contains("at least one tag") && e.contains("--force-reauth"), "{e}");
 }
