@@ -118,6 +118,15 @@ fn two_clients_join_see_each_other_and_survive_a_server_restart_and_a_deletion()
     b.stop();
 }
 
+/// The auth id of the login URL a client without a key shows.
+fn auth_id(c: &Node) -> String {
+    let prefix = format!("{CONTROL}/register/");
+    assert!(c.wait_log(30, |l| l.contains(&prefix)), "the client never showed an AuthURL:\n{}", tail(&c.log()));
+    let log = c.log();
+    let at = log.find(&prefix).unwrap() + prefix.len();
+    log[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '-' || *ch == '_').collect()
+}
+
 #[test]
 fn interactive_login_with_auth_register() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,12 +136,8 @@ fn interactive_login_with_auth_register() {
     let _s = ns.serve(d);
     ok(d, &["users", "create", "bob"]);
     let c = ns.start_node("nodec", CONTROL, None, &d.join("c"));
+    let id = auth_id(&c);
     let prefix = format!("{CONTROL}/register/");
-    assert!(c.wait_log(30, |l| l.contains(&prefix)), "the client never showed an AuthURL:\n{}", tail(&c.log()));
-    let log = c.log();
-    let at = log.find(&prefix).unwrap() + prefix.len();
-    let id: String =
-        log[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '-' || *ch == '_').collect();
     // The page tells the admin what to run.
     let page = ns.curl(&[&format!("{prefix}{id}")]);
     assert!(page.contains(&format!("tinyscale auth register --auth-id {id} --user")), "{page}");
@@ -287,4 +292,29 @@ fn a_policy_lets_alice_reach_bob_but_not_bob_alice_until_a_new_one_allows_it() {
     assert!(who.contains(&format!("from={ip_b}")), "{who}");
     a.stop();
     b.stop();
+}
+
+/// `--advertise-tags` (the client's RequestTags) with an interactive login:
+/// the tag is the approving user's to give by `tagOwners`, so the node is
+/// owned by it from then on, as in Headscale.
+#[test]
+fn a_device_that_asks_for_a_tag_its_owner_may_give_is_tagged_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    config(d);
+    let mut cfg = std::fs::read_to_string(d.join("config.yaml")).unwrap();
+    cfg.push_str("policy:\n  mode: database\n");
+    std::fs::write(d.join("config.yaml"), cfg).unwrap();
+    std::fs::write(d.join("p.hujson"), r#"{"tagOwners": {"tag:web": ["alice@"]}, "acls": []}"#).unwrap();
+    let ns = Netns::new();
+    let _s = ns.serve(d);
+    ok(d, &["users", "create", "alice"]);
+    ok(d, &["policy", "set", "-f", d.join("p.hujson").to_str().unwrap()]);
+    let w = ns.start_node_env("web", CONTROL, None, &d.join("w"), &[("NODE_TAGS", "tag:web")]);
+    let id = auth_id(&w);
+    let n = json(d, &["auth", "register", "--auth-id", &id, "--user", "alice", "-o", "json"]);
+    assert_eq!(n["tags"], serde_json::json!(["tag:web"]), "{n}");
+    assert_eq!(n["user"]["name"], "tagged-devices", "{n}");
+    assert!(w.wait_running(60), "the tagged node never reached Running:\n{}", tail(&w.log()));
+    w.stop();
 }

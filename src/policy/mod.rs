@@ -26,6 +26,7 @@ mod resolve;
 mod rules;
 pub mod simulate;
 mod syntax;
+mod tags;
 #[cfg(test)]
 mod tests;
 

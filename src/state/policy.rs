@@ -6,9 +6,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
+
 use super::register::TAGGED_DEVICES;
-use super::{keys, not_found, Node, State, StateError};
-use crate::policy::{hujson, Policy};
+use super::{keys, not_found, Node, Snapshot, State, StateError};
+use crate::policy::{hujson, Policy, UserRef};
+use crate::tailcfg::{HostinfoView, MachinePublic};
 
 /// Where the policy lives (Headscale's `policy.mode` and `policy.path`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,5 +147,58 @@ impl State {
             tx.put_node(node.clone());
             Ok(node)
         })
+    }
+}
+
+/// The tags a device asks for in its Hostinfo (`--advertise-tags`).
+pub(super) fn requested_tags(hostinfo: Option<&RawValue>) -> Vec<String> {
+    hostinfo.and_then(|h| HostinfoView::of(h).request_tags).unwrap_or_default()
+}
+
+fn refused_tags(tags: &[String]) -> StateError {
+    StateError::Invalid(format!(
+        "requested tags {tags:?} are invalid or not permitted (the policy's tagOwners decide who may ask for a tag)"
+    ))
+}
+
+/// The tags a device logging in as `user_id` gets for the tags it asks for:
+/// none asked, none given (a personal node); otherwise every one must be
+/// the user's to give by `tagOwners` (or owned by a tag the machine's node
+/// holds), or the login is refused, as in Headscale. Without a policy no
+/// tag may be asked for.
+pub(super) fn login_tags(
+    snap: &Snapshot,
+    user_id: u64,
+    machine: MachinePublic,
+    requested: Vec<String>,
+) -> Result<Vec<String>, StateError> {
+    if requested.is_empty() {
+        return Ok(requested);
+    }
+    keys::check_tags(&requested).map_err(|_| refused_tags(&requested))?;
+    let Some(policy) = &snap.policy else { return Err(refused_tags(&requested)) };
+    let users: Vec<UserRef> = snap.users.values().map(|u| Snapshot::user_ref(u)).collect();
+    let user = snap.users.get(&user_id).map(|u| Snapshot::user_ref(u));
+    let held = snap.node_by_machine(&machine).map(|n| n.tags.clone()).unwrap_or_default();
+    let rejected: Vec<String> =
+        requested.iter().filter(|t| !policy.may_request_tag(t, user.as_ref(), &held, &users)).cloned().collect();
+    if !rejected.is_empty() {
+        return Err(refused_tags(&rejected));
+    }
+    let mut tags = requested;
+    tags.sort();
+    tags.dedup();
+    Ok(tags)
+}
+
+/// A pre-auth key's node gets the key's tags; asking for tags with one is
+/// refused, as in Headscale.
+pub(super) fn no_tags_with_a_key(requested: &[String]) -> Result<(), StateError> {
+    if requested.is_empty() {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!(
+            "requested tags {requested:?} are invalid or not permitted: a node joining with a pre-auth key gets the key's tags (preauthkeys create --tags)"
+        )))
     }
 }

@@ -165,13 +165,16 @@ impl State {
                 return Ok(Registered::Authorized(n.clone()));
             }
             let hostname = hostname_of(req);
+            let requested = super::policy::requested_tags(req.hostinfo.as_deref());
+            super::policy::no_tags_with_a_key(&requested).map_err(|e| RegisterError::Refused(e.to_string()))?;
             let node = self.mutate(|tx| {
                 owned_by(tx.snap(), machine, nk)?;
                 let key = check_auth_key(tx.snap(), text, now)?;
                 let spec = NodeSpec {
                     machine_key: Some(machine),
                     node_key: nk,
-                    user_id: key.user_id.unwrap_or(TAGGED_DEVICES),
+                    // A tagged key's nodes are owned by their tags, as in Headscale.
+                    user_id: if key.tags.is_empty() { key.user_id.unwrap_or(TAGGED_DEVICES) } else { TAGGED_DEVICES },
                     hostname,
                     register_method: "authkey",
                     auth_key_id: Some(key.id),
@@ -258,19 +261,22 @@ impl State {
                     return Err(StateError::Exists("that node key belongs to another machine".into()));
                 }
             }
+            let requested = super::policy::requested_tags(reg.hostinfo.as_deref());
+            let tags = super::policy::login_tags(tx.snap(), user_id, reg.machine, requested)?;
             let spec = NodeSpec {
                 machine_key: Some(reg.machine),
                 node_key: reg.node_key,
-                user_id,
+                // A node that asked for tags (and may have them) is owned by them.
+                user_id: if tags.is_empty() { user_id } else { TAGGED_DEVICES },
                 hostname: reg.hostname.clone(),
                 register_method: method,
                 auth_key_id: None,
-                tags: Vec::new(),
-                ephemeral: reg.ephemeral,
                 expiry: match expiry {
-                    Some(at) => super::expiry::Planned::At(at),
-                    None => self.default_expiry(&[], now),
+                    Some(at) if tags.is_empty() => super::expiry::Planned::At(at),
+                    _ => self.default_expiry(&tags, now),
                 },
+                tags,
+                ephemeral: reg.ephemeral,
             };
             self.upsert_machine(tx, spec, now)
         });

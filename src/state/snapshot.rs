@@ -63,11 +63,7 @@ impl Snapshot {
                 user: (n.user_id != TAGGED_DEVICES && n.tags.is_empty())
                     .then(|| self.users.get(&n.user_id))
                     .flatten()
-                    .map(|u| UserRef {
-                        id: u.id,
-                        name: u.name.clone(),
-                        email: (!u.email.is_empty()).then(|| u.email.clone()),
-                    }),
+                    .map(|u| Snapshot::user_ref(u)),
                 tags: n.tags.clone(),
                 ipv4: n.ipv4,
                 ipv6: n.ipv6,
@@ -76,6 +72,11 @@ impl Snapshot {
                 primary_routes: Vec::new(),
             })
             .collect()
+    }
+
+    /// A user as the policy names users.
+    pub fn user_ref(u: &User) -> UserRef {
+        UserRef { id: u.id, name: u.name.clone(), email: (!u.email.is_empty()).then(|| u.email.clone()) }
     }
 
     /// This snapshot under `policy`, compiled (for tests and tools: the

@@ -355,3 +355,57 @@ fn tags_own_a_node_and_the_policy_is_compiled_again_only_when_its_inputs_change(
     let e = s.set_tags(n2.id, vec![]).unwrap_err().to_string();
     assert!(e.contains("at least one tag") && e.contains("--force-reauth"), "{e}");
 }
+
+fn register_request(node: u8, hostinfo: serde_json::Value) -> crate::tailcfg::RegisterRequest {
+    serde_json::from_value(serde_json::json!({
+        "Version": 130, "NodeKey": crate::tailcfg::NodePublic([node; 32]).to_string(), "Hostinfo": hostinfo,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn tags_a_device_asks_for_are_given_only_to_their_owners_and_never_with_a_key() {
+    use crate::tailcfg::MachinePublic;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), PolicySource::Database).unwrap();
+    let (alice, bob) = (user(&s, "alice"), user(&s, "bob"));
+    let now = clock::build_epoch() + 1000;
+    let login = |m: u8, tags: &[&str], who: u64| {
+        let req = register_request(m, serde_json::json!({"Hostname": "web", "RequestTags": tags}));
+        let id = s.start_login(MachinePublic([m; 32]), &req, [192, 0, 2, 1].into(), Instant::now()).unwrap();
+        s.approve_login(&id, who, "cli", None, now, Instant::now())
+    };
+    // No policy: nobody may ask for a tag.
+    let e = login(1, &["tag:web"], alice.id).unwrap_err().to_string();
+    assert!(e.contains("tag:web") && e.contains("not permitted"), "{e}");
+    s.set_policy(r#"{"tagOwners": {"tag:web": ["alice@"]}}"#).unwrap();
+    let e = login(2, &["tag:web"], bob.id).unwrap_err().to_string();
+    assert!(e.contains("tag:web"), "bob does not own tag:web: {e}");
+    let e = login(3, &["tag:web", "tag:db"], alice.id).unwrap_err().to_string();
+    assert!(e.contains("tag:db") && !e.contains("tag:web"), "only the refused tag is named: {e}");
+    let n = login(4, &["tag:web", "tag:web"], alice.id).unwrap();
+    assert_eq!((n.tags.clone(), n.user_id, n.expiry), (vec!["tag:web".to_string()], register::TAGGED_DEVICES, None));
+    // Logging in again without asking makes it personal again.
+    let n = login(4, &[], alice.id).unwrap();
+    assert_eq!((n.tags.len(), n.user_id), (0, alice.id));
+
+    // With a pre-auth key, tags come from the key; asking is refused.
+    let (_, k) = s
+        .create_preauth_key(
+            NewPreAuthKey {
+                user: Some(alice.id),
+                reusable: true,
+                ephemeral: false,
+                tags: vec![],
+                expiration: now + 99,
+            },
+            now,
+        )
+        .unwrap();
+    let mut req = register_request(5, serde_json::json!({"Hostname": "x", "RequestTags": ["tag:web"]}));
+    req.auth = serde_json::from_value(serde_json::json!({"AuthKey": k})).unwrap();
+    let e = s.register(MachinePublic([5; 32]), &req, now).unwrap_err();
+    assert!(format!("{e:?}").contains("pre-auth key"), "{e:?}");
+    assert_eq!(s.snapshot().nodes.len(), 1, "nothing joined");
+}
