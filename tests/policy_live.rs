@@ -95,7 +95,7 @@ async fn policy_set_and_nodes_tag_reach_open_streams_as_deltas() {
     let mut b = join(&addr, &key(&d, "bob"), "nas").await;
     let mut c = join(&addr, &key(&d, "carol"), "tablet").await;
     // No policy: everyone sees everyone and may reach everything.
-    assert_eq!(c.first["PacketFilter"][0]["SrcIPs"][0], "*");
+    assert_eq!(c.first["PacketFilters"]["base"][0]["SrcIPs"][0], "*");
     for j in [&mut a, &mut b] {
         while j.stream.next_update(2).await.is_some() {}
     }
@@ -120,16 +120,16 @@ async fn policy_set_and_nodes_tag_reach_open_streams_as_deltas() {
     let ip_a = a.first["Node"]["Addresses"][0].as_str().unwrap().trim_end_matches("/32").to_string();
     let ip_b = b.first["Node"]["Addresses"][0].as_str().unwrap().trim_end_matches("/32").to_string();
     let up = delta(&mut b, "policy set").await;
-    let srcs = up["PacketFilter"][0]["SrcIPs"].as_array().unwrap();
+    let srcs = up["PacketFilters"]["base"][0]["SrcIPs"].as_array().unwrap();
     assert!(srcs.iter().any(|s| s.as_str() == Some(&ip_a)), "{up}");
-    assert!(dst_ports(&up["PacketFilter"]).iter().all(|p| p.ends_with(":80-80")), "{up}");
-    assert!(dst_ports(&up["PacketFilter"]).iter().any(|p| p.starts_with(&ip_b)), "{up}");
+    assert!(dst_ports(&up["PacketFilters"]["base"]).iter().all(|p| p.ends_with(":80-80")), "{up}");
+    assert!(dst_ports(&up["PacketFilters"]["base"]).iter().any(|p| p.starts_with(&ip_b)), "{up}");
     assert_eq!(ids(&up, "PeersRemoved"), [c.id], "{up}");
     let up = delta(&mut a, "policy set").await;
-    assert_eq!(up["PacketFilter"], serde_json::json!([]), "nothing may reach alice: {up}");
+    assert_eq!(up["PacketFilters"]["base"], serde_json::json!([]), "nothing may reach alice: {up}");
     assert_eq!(ids(&up, "PeersRemoved"), [c.id], "{up}");
     let up = delta(&mut c, "policy set").await;
-    assert_eq!(up["PacketFilter"], serde_json::json!([]), "{up}");
+    assert_eq!(up["PacketFilters"]["base"], serde_json::json!([]), "{up}");
     assert_eq!(ids(&up, "PeersRemoved"), [a.id, b.id], "{up}");
     assert_eq!(ok(&d, &["policy", "get"]).trim_end(), ALICE_TO_BOB_WEB.trim_end());
 
@@ -139,10 +139,10 @@ async fn policy_set_and_nodes_tag_reach_open_streams_as_deltas() {
     let up = delta(&mut c, "nodes tag").await;
     assert_eq!(up["Node"]["Tags"], serde_json::json!(["tag:printer"]), "{up}");
     assert_eq!(ids(&up, "PeersChanged"), [a.id], "{up}");
-    assert!(dst_ports(&up["PacketFilter"]).iter().all(|p| p.ends_with(":631-631")), "{up}");
+    assert!(dst_ports(&up["PacketFilters"]["base"]).iter().all(|p| p.ends_with(":631-631")), "{up}");
     let up = delta(&mut a, "nodes tag").await;
     assert_eq!(ids(&up, "PeersChanged"), [c.id], "{up}");
-    assert!(up.get("PacketFilter").is_none(), "alice's own filter did not change: {up}");
+    assert!(up.get("PacketFilters").is_none(), "alice's own filter did not change: {up}");
     assert!(b.stream.next_update(2).await.is_none(), "bob heard of a node it does not see");
 
     // Allow-all again: every hidden peer comes back, with the filter.
@@ -150,7 +150,10 @@ async fn policy_set_and_nodes_tag_reach_open_streams_as_deltas() {
     ok(&d, &["policy", "set", "-f", &all]);
     let up = delta(&mut b, "allow-all").await;
     assert_eq!(ids(&up, "PeersChanged"), [c.id], "{up}");
-    assert_eq!(up["PacketFilter"][0]["SrcIPs"][0], "100.64.0.0-100.115.91.255", "`*` as Tailscale expands it: {up}");
+    assert_eq!(
+        up["PacketFilters"]["base"][0]["SrcIPs"][0], "100.64.0.0-100.115.91.255",
+        "`*` as Tailscale expands it: {up}"
+    );
     drop(s);
     // It is stored: a restart keeps it.
     let s = Server::start(&d, &[], &[("TINYSCALE_LISTEN_ADDR", "127.0.0.1:0"), ("TINYSCALE_POLICY_MODE", "database")]);
@@ -170,7 +173,7 @@ async fn a_policy_file_is_read_again_on_sighup_and_a_broken_one_keeps_the_last_g
         ok(&d, &["users", "create", u]);
     }
     let mut a = join(&addr, &key(&d, "alice"), "laptop").await;
-    assert_eq!(a.first["PacketFilter"], serde_json::json!([]), "the file's policy applies from the start");
+    assert_eq!(a.first["PacketFilters"]["base"], serde_json::json!([]), "the file's policy applies from the start");
 
     // `policy set` is refused in file mode, saying what to do instead.
     let other = write(&d, "other.hujson", "{}");
@@ -191,5 +194,5 @@ async fn a_policy_file_is_read_again_on_sighup_and_a_broken_one_keeps_the_last_g
     std::fs::write(&file, r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#).unwrap();
     hup();
     let up = delta(&mut a, "SIGHUP").await;
-    assert_eq!(up["PacketFilter"][0]["SrcIPs"][0], "100.64.0.0-100.115.91.255", "{up}");
+    assert_eq!(up["PacketFilters"]["base"][0]["SrcIPs"][0], "100.64.0.0-100.115.91.255", "{up}");
 }

@@ -57,7 +57,7 @@ async fn nodes_join_and_every_change_reaches_the_peers() {
     assert_eq!(me["Addresses"][0], "100.64.0.1/32");
     assert!(a.first.get("Peers").is_none());
     assert_eq!(a.first["UserProfiles"][0]["LoginName"], "alice");
-    assert_eq!(a.first["PacketFilter"][0]["SrcIPs"][0], "*");
+    assert_eq!(a.first["PacketFilters"]["base"][0]["SrcIPs"][0], "*");
     let id_a = me["ID"].as_u64().unwrap();
 
     // A second node: a sees it arrive, and b's first map lists a.
@@ -415,7 +415,7 @@ async fn an_expired_node_sees_only_itself() {
     assert_eq!(own["Node"]["Expired"], true, "{own}");
     assert!(own["Node"]["KeyExpiry"].is_string(), "{own}");
     assert_eq!(own["PeersRemoved"], json!([id_a]), "{own}");
-    assert_eq!(own["PacketFilter"], json!([]), "{own}");
+    assert_eq!(own["PacketFilters"]["base"], json!([]), "{own}");
     // The peer sees b expired.
     let mut saw_expired = false;
     while let Some(m) = a.stream.next_update(5).await {

@@ -6,8 +6,11 @@
 //!   nothing, and then `PeersRemoved`, `PeersChanged`, `OnlineChange` and
 //!   `PeersChangedPatch` apply in that order, patches only to known peers
 //!   (`DERPRegion` and `Cap` only when not zero);
-//! - `Node`, `DERPMap`, `DNSConfig`, `PacketFilter` replace what was there
-//!   when present, `Domain` when not empty; `UserProfiles` add up;
+//! - `Node`, `DERPMap`, `DNSConfig` replace what was there when present,
+//!   `Domain` when not empty; `UserProfiles` add up; `PacketFilters` sets
+//!   its named chunks (`null` deletes one, `"*"` clears all first) and a
+//!   legacy `PacketFilter` replaces them all as `"base"`; the filter is the
+//!   chunks joined in key order;
 //! - every node is "upgraded" on arrival: the legacy `DERP` string becomes
 //!   `HomeDERP` and goes.
 //!
@@ -26,7 +29,7 @@ pub struct View {
     pub derp_map: Option<Value>,
     pub dns: Option<Value>,
     pub domain: String,
-    pub packet_filter: Option<Value>,
+    pub packet_filters: BTreeMap<String, Value>,
     pub user_profiles: BTreeMap<u64, Value>,
 }
 
@@ -98,8 +101,19 @@ impl View {
         if let Some(m) = field("DERPMap") {
             self.derp_map = Some(m.clone());
         }
-        if let Some(f) = field("PacketFilter") {
-            self.packet_filter = Some(f.clone());
+        if let Some(chunks) = field("PacketFilters").and_then(Value::as_object) {
+            if chunks.get("*").is_some_and(Value::is_null) {
+                self.packet_filters.clear();
+            }
+            for (k, v) in chunks.iter().filter(|(k, _)| *k != "*") {
+                if v.is_null() {
+                    self.packet_filters.remove(k);
+                } else {
+                    self.packet_filters.insert(k.clone(), v.clone());
+                }
+            }
+        } else if let Some(f) = field("PacketFilter") {
+            self.packet_filters = BTreeMap::from([("base".to_string(), f.clone())]);
         }
         if let Some(d) = field("DNSConfig") {
             self.dns = Some(d.clone());
@@ -136,9 +150,11 @@ impl View {
         let users: BTreeSet<u64> =
             self.node.iter().chain(self.peers.values()).filter_map(|n| n["User"].as_u64()).collect();
         let profiles: Vec<&Value> = users.iter().filter_map(|u| self.user_profiles.get(u)).collect();
+        let filter: Vec<&Value> =
+            self.packet_filters.values().flat_map(|c| c.as_array().into_iter().flatten()).collect();
         serde_json::json!({
             "Node": node, "Peers": peers, "DERPMap": self.derp_map, "DNSConfig": self.dns,
-            "Domain": self.domain, "PacketFilter": self.packet_filter, "UserProfiles": profiles,
+            "Domain": self.domain, "PacketFilter": filter, "UserProfiles": profiles,
         })
     }
 }

@@ -80,7 +80,7 @@ fn the_full_map_has_everything_a_client_needs() {
     assert_eq!(j["Peers"].as_array().unwrap().len(), 2);
     assert_eq!(j["Peers"][0]["ID"], ids[1], "peers sorted by id");
     assert_eq!(j["UserProfiles"][0]["LoginName"], "alice");
-    assert_eq!(j["PacketFilter"][0]["SrcIPs"][0], "*");
+    assert_eq!(j["PacketFilters"]["base"][0]["SrcIPs"][0], "*");
     assert!(j["DERPMap"].is_object() && j["DNSConfig"].is_object() && j["ControlTime"].is_string());
     assert_eq!(j["Debug"]["DisableLogTail"], true);
     // A lone node gets no Peers key at all.
@@ -159,7 +159,7 @@ fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
     assert_eq!(j["Node"]["Expired"], true, "{j}");
     assert!(j["Node"]["KeyExpiry"].is_string(), "the client decides it needs a login from KeyExpiry");
     assert_eq!(j["PeersRemoved"], serde_json::json!([a, b]));
-    assert_eq!(j["PacketFilter"], serde_json::json!([]));
+    assert_eq!(j["PacketFilters"]["base"], serde_json::json!([]));
     assert!(j.get("Peers").is_none() && j.get("PeersChanged").is_none() && j.get("PeersChangedPatch").is_none());
     assert!(sent.expired);
     // From then on peers' news does not reach it, only its own node's (and the DERP map).

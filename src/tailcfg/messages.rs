@@ -341,7 +341,10 @@ pub struct MapResponse {
     pub dns_config: Option<std::sync::Arc<DnsConfig>>,
     #[serde(rename = "Domain", skip_serializing_if = "String::is_empty")]
     pub domain: String,
-    #[serde(rename = "PacketFilter", skip_serializing_if = "Option::is_none")]
+    /// The node's whole filter, sent as the `"base"` chunk of
+    /// `PacketFilters` (as Headscale does): unlike `PacketFilter`, an empty
+    /// list there plainly means "nothing may reach this node".
+    #[serde(rename = "PacketFilters", serialize_with = "base_chunk", skip_serializing_if = "Option::is_none")]
     pub packet_filter: Option<Vec<FilterRule>>,
     #[serde(rename = "UserProfiles", skip_serializing_if = "Vec::is_empty")]
     pub user_profiles: Vec<UserProfile>,
@@ -405,4 +408,12 @@ mod tests {
         let j = serde_json::to_string(&FilterRule::allow_all()).unwrap();
         assert_eq!(j, r#"[{"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":0,"Last":65535}}]}]"#);
     }
+}
+
+/// `Some(rules)` as `{"base": rules}` (only called for `Some`).
+fn base_chunk<S: serde::Serializer>(rules: &Option<Vec<FilterRule>>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(1))?;
+    m.serialize_entry("base", rules.as_deref().unwrap_or(&[]))?;
+    m.end()
 }
