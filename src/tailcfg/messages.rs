@@ -354,6 +354,14 @@ pub struct MapResponse {
     pub debug: Option<Debug>,
 }
 
+/// `Some(rules)` as `{"base": rules}` (only called for `Some`).
+fn base_chunk<S: serde::Serializer>(rules: &Option<Vec<FilterRule>>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(1))?;
+    m.serialize_entry("base", rules.as_deref().unwrap_or(&[]))?;
+    m.end()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,12 +416,4 @@ mod tests {
         let j = serde_json::to_string(&FilterRule::allow_all()).unwrap();
         assert_eq!(j, r#"[{"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":0,"Last":65535}}]}]"#);
     }
-}
-
-/// `Some(rules)` as `{"base": rules}` (only called for `Some`).
-fn base_chunk<S: serde::Serializer>(rules: &Option<Vec<FilterRule>>, s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(1))?;
-    m.serialize_entry("base", rules.as_deref().unwrap_or(&[]))?;
-    m.end()
 }
