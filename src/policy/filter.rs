@@ -2,15 +2,16 @@
 //! (Tailscale sends each node only the parts of a rule whose destination
 //! is that node, its approved subnets, or, for an exit node, the internet).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::ipset::IpSet;
+use super::model::CapMap;
 use super::nodes::Facts;
 use crate::tailcfg::{CapGrant, FilterRule, NetPortRange, PortRange, Prefix};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Target {
     /// `*`: anywhere.
     Any,
@@ -32,10 +33,9 @@ impl Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Dst {
     pub target: Target,
-    pub ports: PortRange,
+    /// The rule's port ranges, shared by all its destinations.
+    pub ports: Arc<[PortRange]>,
 }
-
-pub(super) type CapMap = Arc<BTreeMap<String, serde_json::Value>>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Cap {
@@ -233,7 +233,11 @@ impl Here<'_> {
     }
 
     fn with_dsts<'d>(&self, rule: &Rule, dsts: impl Iterator<Item = &'d Dst>) -> Option<FilterRule> {
-        let dst_ports: Vec<NetPortRange> = dsts.map(|d| NetPortRange { ip: d.target.text(), ports: d.ports }).collect();
+        let mut dst_ports: Vec<NetPortRange> = Vec::new();
+        for d in dsts {
+            let ip = d.target.text();
+            dst_ports.extend(d.ports.iter().map(|&ports| NetPortRange { ip: ip.clone(), ports }));
+        }
         (!dst_ports.is_empty()).then(|| FilterRule {
             src_ips: rule.src.clone(),
             dst_ports,

@@ -28,6 +28,8 @@ pub mod simulate;
 mod syntax;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bounds;
 
 use std::fmt;
 
@@ -35,7 +37,7 @@ pub use compile::Compiled;
 pub use hujson::{HujsonError, Pos};
 pub use model::Policy;
 pub use nodes::{NodeInfo, UserRef};
-pub use syntax::{Problem, MAX_PROBLEMS, MAX_RULES};
+pub use syntax::{Problem, MAX_ENTRIES, MAX_LIST, MAX_PROBLEMS, MAX_RULES};
 
 /// Why a policy was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
