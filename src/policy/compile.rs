@@ -37,7 +37,7 @@ struct SelfPart {
 pub(super) struct Sources {
     pub sets: Vec<IpSet>,
     pub text: Option<Arc<[String]>>,
-    pub set: IpSet,
+    pub set: Arc<IpSet>,
 }
 
 /// Sources resolved once per source list: the grants one ACL becomes (one
@@ -66,7 +66,7 @@ impl SourceCache {
         }
         let sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
         let (text, set) = sources(g, &sets, routes, route_set, relist);
-        let s = Arc::new(Sources { sets, text, set });
+        let s = Arc::new(Sources { sets, text, set: Arc::new(set) });
         self.done.insert(key, s.clone());
         s
     }
@@ -326,6 +326,7 @@ pub(super) fn sources(
 /// destinations to the sources.
 fn companions(app: &CapMap, dst_text: Vec<String>, dst_set: IpSet, src_prefixes: Vec<Prefix>) -> Vec<Rule> {
     let src: Arc<[String]> = Arc::from(dst_text);
+    let dst_set = Arc::new(dst_set);
     COMPANIONS
         .iter()
         .filter(|(cap, _)| app.contains_key(*cap))
@@ -347,12 +348,12 @@ fn companions(app: &CapMap, dst_text: Vec<String>, dst_set: IpSet, src_prefixes:
 fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
     let mut out = Vec::new();
     let members: Vec<&Facts> = same.iter().map(|&i| &facts[i]).collect();
-    let src_set = IpSet::of_addrs(
+    let src_set = Arc::new(IpSet::of_addrs(
         members
             .iter()
             .filter(|f| part.src.sets.iter().any(|s| f.ips.iter().any(|ip| s.contains(*ip))))
             .flat_map(|f| f.ips.iter().copied()),
-    );
+    ));
     if src_set.is_empty() {
         return out;
     }

@@ -49,7 +49,9 @@ pub(super) struct Cap {
 pub(super) struct Rule {
     pub src: Arc<[String]>,
     /// What `src` covers, for the peer and route checks.
-    pub src_set: IpSet,
+    /// Shared: the rules of one source list (an ACL's destinations) all
+    /// hold it, and a list of a thousand sources is a thousand ranges.
+    pub src_set: Arc<IpSet>,
     pub proto: Vec<u8>,
     pub dsts: Vec<Dst>,
     pub caps: Vec<Cap>,
@@ -57,7 +59,7 @@ pub(super) struct Rule {
 
 impl Rule {
     /// A rule of IP destinations (no capabilities).
-    pub fn ip(src: &Arc<[String]>, src_set: &IpSet, proto: &[u8], dsts: Vec<Dst>) -> Rule {
+    pub fn ip(src: &Arc<[String]>, src_set: &Arc<IpSet>, proto: &[u8], dsts: Vec<Dst>) -> Rule {
         Rule { src: src.clone(), src_set: src_set.clone(), proto: proto.to_vec(), dsts, caps: Vec::new() }
     }
 }
@@ -66,7 +68,7 @@ impl Rule {
 /// another is decided on these.
 #[derive(Clone, Debug)]
 pub(super) struct Matcher {
-    pub srcs: IpSet,
+    pub srcs: Arc<IpSet>,
     pub dsts: IpSet,
 }
 
@@ -94,14 +96,24 @@ impl Rule {
 pub(super) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
     let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
     let mut at: HashMap<MergeKey, usize> = HashMap::new();
+    // The rules of one ACL share their sources' text: found by its address
+    // first, a list of a thousand sources is not hashed once per rule (no
+    // list is made while merging, so an address stays its list's).
+    let mut at_ptr: HashMap<(*const String, Vec<u8>), usize> = HashMap::new();
     for r in rules {
         if !r.caps.is_empty() {
             out.push(r);
             continue;
         }
-        match at.get(&(r.src.clone(), r.proto.clone())) {
-            Some(&i) => out[i].dsts.extend(r.dsts),
+        let ptr = (r.src.as_ptr(), r.proto.clone());
+        let found = at_ptr.get(&ptr).or_else(|| at.get(&(r.src.clone(), r.proto.clone()))).copied();
+        match found {
+            Some(i) => {
+                at_ptr.insert(ptr, i);
+                out[i].dsts.extend(r.dsts);
+            }
             None => {
+                at_ptr.insert(ptr, out.len());
                 at.insert((r.src.clone(), r.proto.clone()), out.len());
                 out.push(r);
             }

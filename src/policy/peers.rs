@@ -122,7 +122,7 @@ pub(super) struct ViaGrant {
     internet: bool,
     ip: Vec<IpRule>,
     src: Arc<[String]>,
-    src_set: IpSet,
+    src_set: Arc<IpSet>,
 }
 
 /// A grant's destinations as prefixes (`autogroup:internet` as a flag).

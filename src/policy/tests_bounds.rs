@@ -51,6 +51,8 @@ fn acl_sources_and_destinations_are_counted_before_they_are_built() {
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), 10, "one source list per ACL");
+    let c = policy.compile(&[node(1, Some(user(1, "alice")), &[]), node(2, None, &["tag:server"])]);
+    assert_eq!(c.shared.len(), 1, "the 10,000 rules, of the same sources, merge into one");
 }
 
 /// Finding 2: a grant's destinations × ports × prefixes were neither
