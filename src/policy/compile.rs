@@ -32,10 +32,12 @@ struct SelfPart {
     app: Option<CapMap>,
 }
 
-/// A grant's sources, resolved: each alias's set, the `SrcIPs` text (none
-/// when they resolve to no address) and the set it covers.
+/// A grant's sources, resolved: each alias's set and their union, the
+/// `SrcIPs` text (none when they resolve to no address) and the set it
+/// covers (with the routes a `*` adds).
 pub(super) struct Sources {
     pub sets: Vec<IpSet>,
+    pub union: Arc<IpSet>,
     pub text: Option<Arc<[String]>>,
     pub set: Arc<IpSet>,
 }
@@ -66,7 +68,8 @@ impl SourceCache {
         }
         let sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
         let (text, set) = sources(g, &sets, routes, route_set, relist);
-        let s = Arc::new(Sources { sets, text, set: Arc::new(set) });
+        let union = Arc::new(IpSet::union_all(&sets));
+        let s = Arc::new(Sources { sets, union, text, set: Arc::new(set) });
         self.done.insert(key, s.clone());
         s
     }

@@ -218,7 +218,8 @@ pub(super) struct Via {
 }
 
 struct Reach {
-    src: IpSet,
+    /// Shared with the other grants of one ACL.
+    src: Arc<IpSet>,
     dst: Vec<Prefix>,
     internet: bool,
     via: Vec<usize>,
@@ -241,7 +242,7 @@ impl Via {
             .map(|g| {
                 let s = cache.of(r, g, routes, route_set, false);
                 let (dst, internet) = dst_prefixes(r, g);
-                Reach { src: IpSet::union_all(&s.sets), dst, internet, via: g.via.clone() }
+                Reach { src: s.union.clone(), dst, internet, via: g.via.clone() }
             })
             .collect::<Vec<_>>();
         let words = grants.len().div_ceil(64);
