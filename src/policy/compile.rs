@@ -126,7 +126,8 @@ impl Policy {
             shared.into_iter().zip(&shared_matchers).map(|(rule, m)| Indexed::new(rule, m.dsts.clone())).collect();
 
         // autogroup:self rules, per user; via rules, per router.
-        let mut own_rules: Vec<Vec<Rule>> = vec![Vec::new(); facts.len()];
+        // Shared by the devices of one user: each holds its user's rules.
+        let mut own_rules: Vec<Vec<Arc<Rule>>> = vec![Vec::new(); facts.len()];
         let mut own: Vec<Matcher> = Vec::new();
         let mut mine: Vec<Vec<usize>> = vec![Vec::new(); facts.len()];
         if !selves.is_empty() {
@@ -137,9 +138,10 @@ impl Policy {
                 }
             }
             for same in by_user.values() {
-                let rules: Vec<Rule> = selves.iter().flat_map(|s| self_rules(s, same, &facts)).collect();
+                let rules: Vec<Arc<Rule>> =
+                    selves.iter().flat_map(|s| self_rules(s, same, &facts)).map(Arc::new).collect();
                 let first = own.len();
-                own.extend(rules.iter().map(Rule::matcher));
+                own.extend(rules.iter().map(|r| r.matcher()));
                 for &n in same {
                     own_rules[n].extend(rules.iter().cloned());
                     mine[n].extend(first..own.len());
@@ -152,7 +154,7 @@ impl Policy {
                 let first = own.len();
                 own.extend(rules.iter().map(Rule::matcher).chain(reach));
                 mine[n].extend(first..own.len());
-                own_rules[n].extend(rules);
+                own_rules[n].extend(rules.into_iter().map(Arc::new));
             }
         }
 

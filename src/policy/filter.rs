@@ -148,11 +148,14 @@ impl Indexed {
     }
 }
 
-/// One of a node's rules: a shared one, or its own (or a shared one its own
-/// rules were merged into).
+/// One of a node's rules: a shared one with the node's own rules of the
+/// same sources and protocols (autogroup:self, via) joined to it, or the
+/// node's own rules alone (one, if it grants capabilities). Joined by
+/// reference, cut apart, and only the cuts put together: a shared rule is
+/// never copied per node.
 pub(super) enum Part<'a> {
-    Shared(&'a Indexed),
-    Own(Rule),
+    Shared(&'a Indexed, Vec<&'a Rule>),
+    Own(&'a Rule, Vec<&'a Rule>),
 }
 
 /// What merges rules: the same sources and protocols.
@@ -168,29 +171,28 @@ pub(super) fn merge_keys(shared: &[Indexed]) -> HashMap<MergeKey, usize> {
         .collect()
 }
 
-/// Merges a node's own rules (autogroup:self, via) into the shared ones:
-/// only the shared rules they join are copied.
-pub(super) fn merge_onto<'a>(shared: &'a [Indexed], keys: &HashMap<MergeKey, usize>, own: &[Rule]) -> Vec<Part<'a>> {
-    let mut out: Vec<Part> = shared.iter().map(Part::Shared).collect();
+/// Joins a node's own rules (autogroup:self, via) to the shared ones of the
+/// same sources and protocols, or to each other.
+pub(super) fn merge_onto<'a>(
+    shared: &'a [Indexed],
+    keys: &HashMap<MergeKey, usize>,
+    own: &'a [Arc<Rule>],
+) -> Vec<Part<'a>> {
+    let mut out: Vec<Part> = shared.iter().map(|s| Part::Shared(s, Vec::new())).collect();
     let mut mine: HashMap<MergeKey, usize> = HashMap::new();
     for r in own {
         if !r.caps.is_empty() {
-            out.push(Part::Own(r.clone()));
+            out.push(Part::Own(r, Vec::new()));
             continue;
         }
         let key = (r.src.clone(), r.proto.clone());
         match keys.get(&key).or_else(|| mine.get(&key)) {
-            Some(&i) => {
-                if let Part::Shared(s) = out[i] {
-                    out[i] = Part::Own(s.rule.clone());
-                }
-                if let Part::Own(mine) = &mut out[i] {
-                    mine.dsts.extend(r.dsts.iter().cloned());
-                }
-            }
+            Some(&i) => match &mut out[i] {
+                Part::Shared(_, extra) | Part::Own(_, extra) => extra.push(r),
+            },
             None => {
                 mine.insert(key, out.len());
-                out.push(Part::Own(r.clone()));
+                out.push(Part::Own(r, Vec::new()));
             }
         }
     }
@@ -220,9 +222,17 @@ impl Here<'_> {
     }
 
     pub fn cut_part(&self, part: &Part) -> Option<FilterRule> {
-        match part {
-            Part::Shared(s) => self.cut_indexed(s),
-            Part::Own(r) => self.cut(r),
+        let (base, first, extra) = match part {
+            Part::Shared(s, extra) => (self.cut_indexed(s), &s.rule, extra),
+            Part::Own(r, extra) => (self.cut(r), *r, extra),
+        };
+        let more = self.with_dsts(first, extra.iter().flat_map(|r| &r.dsts).filter(|d| self.concerns(&d.target)));
+        match (base, more) {
+            (Some(mut b), Some(m)) => {
+                b.dst_ports.extend(m.dst_ports);
+                Some(b)
+            }
+            (b, m) => b.or(m),
         }
     }
 
