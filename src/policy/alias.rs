@@ -23,7 +23,7 @@ pub(super) enum Token {
 /// Parses one alias (already trimmed).
 pub(super) fn token(s: &str) -> Result<Token, String> {
     if let Some(p) = ip_or_prefix(s) {
-        return Ok(Token::Prefix(p));
+        return no_host_bits(s, p).map(Token::Prefix);
     }
     if s == "*" {
         return Ok(Token::Any);
@@ -75,6 +75,21 @@ pub(super) fn ip_or_prefix(s: &str) -> Option<Prefix> {
     }
 }
 
+/// Refuses a CIDR with bits set past its length (`100.64.0.2/8`): it stands
+/// for the whole /8, which is seldom what was meant, and Go's netip keeps
+/// the address as written, so the writer would not learn of the widening.
+pub(super) fn no_host_bits(s: &str, p: Prefix) -> Result<Prefix, String> {
+    if p == p.masked() {
+        return Ok(p);
+    }
+    Err(format!(
+        "{s:?} has bits set past its /{}: write {} for the network, or {} alone for one address",
+        p.prefix_len(),
+        p.masked(),
+        p.addr()
+    ))
+}
+
 /// Splits `alias:ports` at the last colon; `[v6]:port` and `[v6]/len:port`
 /// are accepted too.
 pub(super) fn split_host_port(input: &str) -> Result<(String, String), String> {
@@ -117,12 +132,12 @@ pub(super) fn ports(def: &str) -> Result<Vec<PortRange>, String> {
     }
     let mut out = Vec::new();
     for part in def.split(',') {
-        if part.contains('-') {
-            let ends: Vec<&str> = part.split('-').filter(|e| !e.is_empty()).collect();
-            if ends.len() != 2 {
+        if let Some((first, last)) = part.split_once('-') {
+            // Exactly `first-last`: `--80--90--` is a typo, not a range.
+            if first.is_empty() || last.is_empty() || last.contains('-') {
                 return Err("invalid port range format".into());
             }
-            let (first, last) = (port(ends[0])?, port(ends[1])?);
+            let (first, last) = (port(first)?, port(last)?);
             if first > last {
                 return Err("invalid port range: first port is greater than last port".into());
             }
@@ -136,6 +151,21 @@ pub(super) fn ports(def: &str) -> Result<Vec<PortRange>, String> {
         }
     }
     Ok(out)
+}
+
+/// Sorted, with overlapping and adjacent ranges joined: the same ports,
+/// each listed once, so a rule written `22,22,22,...` expands to one entry
+/// per destination, not thousands.
+pub(super) fn normalize_ports(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    ranges.sort_unstable();
+    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(r.first) <= u32::from(last.last) + 1 => last.last = last.last.max(r.last),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 fn port(s: &str) -> Result<u16, String> {
@@ -244,6 +274,8 @@ mod tests {
         assert_eq!(ports("70000").unwrap_err(), "port number out of range");
         assert!(ports("443-80").is_err());
         assert!(ports("1-2-3").is_err());
+        assert_eq!(ports("--80--90--").unwrap_err(), "invalid port range format");
+        assert_eq!(ports("80-").unwrap_err(), "invalid port range format");
         assert!(ports("").is_err());
     }
 

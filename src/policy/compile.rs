@@ -7,13 +7,13 @@
 //! `autogroup:self`, once per router for `via`) and only cut down per node;
 //! visibility is computed with bit sets per rule, not per pair of nodes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::filter::{self, Cap, CapMap, Dst, Here, Indexed, Matcher, Rule, Target};
+use super::filter::{self, Cap, Dst, Here, Indexed, Matcher, Rule, Target};
 use super::ipset::IpSet;
-use super::model::{Alias, Grant, IpRule, Policy};
-use super::nodes::{self, Facts, NodeInfo, Users};
+use super::model::{Alias, CapMap, Grant, IpRule, Policy};
+use super::nodes::{self, Facts, NodeInfo, UserRef, Users};
 use super::peers::{self, Via};
 use super::resolve::Resolver;
 use crate::tailcfg::{FilterRule, Prefix};
@@ -27,9 +27,52 @@ const COMPANIONS: &[(&str, &str)] = &[
 
 /// A grant's `autogroup:self` part, made into rules per user.
 struct SelfPart {
-    src_sets: Vec<IpSet>,
+    src: Arc<Sources>,
     ip: Vec<IpRule>,
     app: Option<CapMap>,
+}
+
+/// A grant's sources, resolved: each alias's set and their union, the
+/// `SrcIPs` text (none when they resolve to no address) and the set it
+/// covers (with the routes a `*` adds).
+pub(super) struct Sources {
+    pub sets: Vec<IpSet>,
+    pub union: Arc<IpSet>,
+    pub text: Option<Arc<[String]>>,
+    pub set: Arc<IpSet>,
+}
+
+/// Sources resolved once per source list: the grants one ACL becomes (one
+/// per destination) share their list, and with it these, so an ACL of a
+/// thousand sources and a thousand destinations resolves a thousand
+/// aliases, not a million, and its rules share one `SrcIPs`.
+#[derive(Default)]
+pub(super) struct SourceCache {
+    // Keyed by the shared list's address: the policy, which holds the
+    // lists, outlives the cache, so no two live lists share one.
+    done: HashMap<(usize, bool), Arc<Sources>>,
+}
+
+impl SourceCache {
+    pub fn of(
+        &mut self,
+        r: &mut Resolver,
+        g: &Grant,
+        routes: &[String],
+        route_set: &IpSet,
+        relist: bool,
+    ) -> Arc<Sources> {
+        let key = (Arc::as_ptr(&g.src) as *const Alias as usize, relist);
+        if let Some(s) = self.done.get(&key) {
+            return s.clone();
+        }
+        let sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
+        let (text, set) = sources(g, &sets, routes, route_set, relist);
+        let union = Arc::new(IpSet::union_all(&sets));
+        let s = Arc::new(Sources { sets, union, text, set: Arc::new(set) });
+        self.done.insert(key, s.clone());
+        s
+    }
 }
 
 /// The policy applied to one set of nodes.
@@ -49,9 +92,18 @@ pub struct Compiled {
 }
 
 impl Policy {
-    /// Compiles the policy for these nodes.
+    /// Compiles the policy for these nodes, knowing only the users who own
+    /// one of them: a token naming a user without a node may then name
+    /// someone else by name (see [`Policy::compile_with_users`]).
     pub fn compile(&self, nodes: &[NodeInfo]) -> Compiled {
-        let users = Users::of(nodes);
+        self.compile_with_users(nodes, &[])
+    }
+
+    /// Compiles the policy for these nodes, with every user of the tailnet
+    /// (those without a node too), so each user token names the user it
+    /// was written for, or nobody when it fits several.
+    pub fn compile_with_users(&self, nodes: &[NodeInfo], users: &[UserRef]) -> Compiled {
+        let users = Users::of(nodes, users);
         let facts = nodes::facts(self, nodes, &users);
         let mut r = Resolver::new(self, &facts, &users);
         let routes: Vec<String> = r.subnet_routes().iter().map(Prefix::to_string).collect();
@@ -60,10 +112,11 @@ impl Policy {
         let mut shared = Vec::new();
         let mut selves = Vec::new();
         let mut via_grants = Vec::new();
+        let mut cache = SourceCache::default();
         for g in &self.grants {
             if g.via.is_empty() {
-                shared.extend(regular(&mut r, g, &routes, &route_set, &mut selves));
-            } else if let Some(v) = peers::via_grant(&mut r, g, &routes, &route_set) {
+                shared.extend(regular(&mut r, &mut cache, g, &routes, &route_set, &mut selves));
+            } else if let Some(v) = peers::via_grant(&mut r, &mut cache, g, &routes, &route_set) {
                 via_grants.push(v);
             }
         }
@@ -73,7 +126,8 @@ impl Policy {
             shared.into_iter().zip(&shared_matchers).map(|(rule, m)| Indexed::new(rule, m.dsts.clone())).collect();
 
         // autogroup:self rules, per user; via rules, per router.
-        let mut own_rules: Vec<Vec<Rule>> = vec![Vec::new(); facts.len()];
+        // Shared by the devices of one user: each holds its user's rules.
+        let mut own_rules: Vec<Vec<Arc<Rule>>> = vec![Vec::new(); facts.len()];
         let mut own: Vec<Matcher> = Vec::new();
         let mut mine: Vec<Vec<usize>> = vec![Vec::new(); facts.len()];
         if !selves.is_empty() {
@@ -84,9 +138,10 @@ impl Policy {
                 }
             }
             for same in by_user.values() {
-                let rules: Vec<Rule> = selves.iter().flat_map(|s| self_rules(s, same, &facts)).collect();
+                let rules: Vec<Arc<Rule>> =
+                    selves.iter().flat_map(|s| self_rules(s, same, &facts)).map(Arc::new).collect();
                 let first = own.len();
-                own.extend(rules.iter().map(Rule::matcher));
+                own.extend(rules.iter().map(|r| r.matcher()));
                 for &n in same {
                     own_rules[n].extend(rules.iter().cloned());
                     mine[n].extend(first..own.len());
@@ -99,7 +154,7 @@ impl Policy {
                 let first = own.len();
                 own.extend(rules.iter().map(Rule::matcher).chain(reach));
                 mine[n].extend(first..own.len());
-                own_rules[n].extend(rules);
+                own_rules[n].extend(rules.into_iter().map(Arc::new));
             }
         }
 
@@ -118,7 +173,7 @@ impl Policy {
             })
             .collect();
 
-        let via = peers::Via::new(&mut r, self, via_grants);
+        let via = peers::Via::new(&mut r, &mut cache, (&routes, &route_set), self, via_grants);
         let seen = peers::visibility(&facts, &shared_matchers, &own, &mine, &internet);
         Compiled {
             index: nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect(),
@@ -167,58 +222,67 @@ impl Compiled {
 
 /// The rules a grant (without `via`) gives the whole tailnet; its
 /// `autogroup:self` part is kept in `selves` for the per-user pass.
-fn regular(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet, selves: &mut Vec<SelfPart>) -> Vec<Rule> {
+///
+/// Each destination address is listed once per rule, with the rule's port
+/// ranges shared, not once per port: the cross product of destinations
+/// and ports is made only in one node's cut, of the destinations it serves.
+fn regular(
+    r: &mut Resolver,
+    cache: &mut SourceCache,
+    g: &Grant,
+    routes: &[String],
+    route_set: &IpSet,
+    selves: &mut Vec<SelfPart>,
+) -> Vec<Rule> {
     let mut out = Vec::new();
     if g.src.is_empty() || g.dst.is_empty() {
         return out;
     }
-    let src_sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
-    let (src, src_set) = sources(g, &src_sets, routes, route_set, true);
-    let app: Option<CapMap> = (!g.app.is_empty())
-        .then(|| Arc::new(g.app.iter().map(|(k, v)| (k.clone(), serde_json::Value::Array(v.clone()))).collect()));
+    let src = cache.of(r, g, routes, route_set, true);
     let others: Vec<&Alias> = g.dst.iter().filter(|a| **a != Alias::SelfDevices).collect();
     if !others.is_empty() {
         let dst_sets: Vec<(bool, IpSet)> = others.iter().map(|a| (**a == Alias::Any, r.resolve(a))).collect();
-        for ip in &g.ip {
-            let mut dsts = Vec::new();
-            for (any, set) in &dst_sets {
-                for &ports in &ip.ports {
-                    if *any {
-                        dsts.push(Dst { target: Target::Any, ports });
-                    } else {
-                        dsts.extend(
-                            set.prefixes()
-                                .into_iter()
-                                .map(|prefix| Dst { target: Target::Net { prefix, bare: true }, ports }),
-                        );
-                    }
-                }
-            }
-            if let (false, Some(src)) = (dsts.is_empty(), &src) {
-                out.push(Rule::ip(src, &src_set, &ip.proto, dsts));
+        let mut seen = HashSet::new();
+        let mut targets = Vec::new();
+        for (any, set) in &dst_sets {
+            if *any {
+                targets.push(Target::Any);
+            } else {
+                targets.extend(set.prefixes().into_iter().map(|prefix| Target::Net { prefix, bare: true }));
             }
         }
-        if let Some(app) = &app {
-            let caps: Vec<Cap> = dst_sets.iter().map(|(_, s)| Cap { dsts: s.prefixes(), map: app.clone() }).collect();
+        targets.retain(|t| seen.insert(t.clone()));
+        if let (false, Some(text)) = (targets.is_empty(), &src.text) {
+            for ip in &g.ip {
+                let dsts = targets.iter().map(|t| Dst { target: t.clone(), ports: ip.ports.clone() }).collect();
+                out.push(Rule::ip(text, &src.set, &ip.proto, dsts));
+            }
+        }
+        if let Some(app) = &g.app {
+            // One capability entry for all the destinations: a node's cut
+            // then copies the value once per rule, not once per destination.
+            let mut cap_dsts: Vec<Prefix> = dst_sets.iter().flat_map(|(_, s)| s.prefixes()).collect();
+            let mut at = HashSet::new();
+            cap_dsts.retain(|p| at.insert(*p));
             let mut dst_text: Vec<String> = dst_sets.iter().flat_map(|(_, s)| s.strings()).collect();
             let mut dst_set = IpSet::union_all(dst_sets.iter().map(|(_, s)| s));
             if dst_sets.iter().any(|(any, _)| *any) {
                 dst_text.extend(routes.iter().cloned());
                 dst_set = dst_set.union(route_set);
             }
-            let src_prefixes: Vec<Prefix> = src_sets.iter().flat_map(IpSet::prefixes).collect();
+            let src_prefixes: Vec<Prefix> = src.sets.iter().flat_map(IpSet::prefixes).collect();
             out.push(Rule {
-                src: src.clone().unwrap_or_else(|| Arc::from(Vec::new())),
-                src_set: src_set.clone(),
+                src: src.text.clone().unwrap_or_else(|| Arc::from(Vec::new())),
+                src_set: src.set.clone(),
                 proto: Vec::new(),
                 dsts: Vec::new(),
-                caps,
+                caps: vec![Cap { dsts: cap_dsts, map: app.clone() }],
             });
             out.extend(companions(app, dst_text, dst_set, src_prefixes));
         }
     }
     if g.dst.contains(&Alias::SelfDevices) {
-        selves.push(SelfPart { src_sets, ip: g.ip.clone(), app });
+        selves.push(SelfPart { src, ip: g.ip.clone(), app: g.app.clone() });
     }
     out
 }
@@ -267,6 +331,7 @@ pub(super) fn sources(
 /// destinations to the sources.
 fn companions(app: &CapMap, dst_text: Vec<String>, dst_set: IpSet, src_prefixes: Vec<Prefix>) -> Vec<Rule> {
     let src: Arc<[String]> = Arc::from(dst_text);
+    let dst_set = Arc::new(dst_set);
     COMPANIONS
         .iter()
         .filter(|(cap, _)| app.contains_key(*cap))
@@ -288,12 +353,12 @@ fn companions(app: &CapMap, dst_text: Vec<String>, dst_set: IpSet, src_prefixes:
 fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
     let mut out = Vec::new();
     let members: Vec<&Facts> = same.iter().map(|&i| &facts[i]).collect();
-    let src_set = IpSet::of_addrs(
+    let src_set = Arc::new(IpSet::of_addrs(
         members
             .iter()
-            .filter(|f| part.src_sets.iter().any(|s| f.ips.iter().any(|ip| s.contains(*ip))))
+            .filter(|f| part.src.sets.iter().any(|s| f.ips.iter().any(|ip| s.contains(*ip))))
             .flat_map(|f| f.ips.iter().copied()),
-    );
+    ));
     if src_set.is_empty() {
         return out;
     }
@@ -301,23 +366,18 @@ fn self_rules(part: &SelfPart, same: &[usize], facts: &[Facts]) -> Vec<Rule> {
     for ip in &part.ip {
         let dsts: Vec<Dst> = members
             .iter()
-            .flat_map(|f| {
-                ip.ports.iter().flat_map(move |&ports| {
-                    f.ips
-                        .iter()
-                        .map(move |a| Dst { target: Target::Net { prefix: Prefix::host(*a), bare: true }, ports })
-                })
-            })
+            .flat_map(|f| f.ips.iter())
+            .map(|a| Dst { target: Target::Net { prefix: Prefix::host(*a), bare: true }, ports: ip.ports.clone() })
             .collect();
         if !dsts.is_empty() {
             out.push(Rule::ip(&src, &src_set, &ip.proto, dsts));
         }
     }
     if let Some(app) = &part.app {
-        let caps: Vec<Cap> = members
-            .iter()
-            .map(|f| Cap { dsts: f.ips.iter().map(|a| Prefix::host(*a)).collect(), map: app.clone() })
-            .collect();
+        let caps = vec![Cap {
+            dsts: members.iter().flat_map(|f| f.ips.iter().map(|a| Prefix::host(*a))).collect(),
+            map: app.clone(),
+        }];
         let dst_text: Vec<String> = members.iter().flat_map(|f| f.ips.iter().map(|a| a.to_string())).collect();
         let dst_set = IpSet::of_addrs(members.iter().flat_map(|f| f.ips.iter().copied()));
         out.push(Rule { src: src.clone(), src_set: src_set.clone(), proto: Vec::new(), dsts: Vec::new(), caps });

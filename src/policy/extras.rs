@@ -84,8 +84,9 @@ impl Reader {
             let attr = attr.map(|a| self.strings(a, &format!("{what}.attr"))).unwrap_or_default();
             let mut ip_pool = Vec::new();
             for (p, pos) in pool.map(|p| self.strings(p, &format!("{what}.ipPool"))).unwrap_or_default() {
-                match alias::ip_or_prefix(p.trim()) {
-                    Some(prefix) => ip_pool.push(prefix),
+                match alias::ip_or_prefix(p.trim()).map(|x| alias::no_host_bits(p.trim(), x)) {
+                    Some(Ok(prefix)) => ip_pool.push(prefix),
+                    Some(Err(e)) => self.problem(pos, format!("{what}.ipPool: {e}")),
                     None => self.problem(pos, format!("{what}.ipPool: {p:?} is not a valid CIDR")),
                 }
             }

@@ -2,15 +2,16 @@
 //! (Tailscale sends each node only the parts of a rule whose destination
 //! is that node, its approved subnets, or, for an exit node, the internet).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::ipset::IpSet;
+use super::model::CapMap;
 use super::nodes::Facts;
 use crate::tailcfg::{CapGrant, FilterRule, NetPortRange, PortRange, Prefix};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Target {
     /// `*`: anywhere.
     Any,
@@ -32,10 +33,9 @@ impl Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Dst {
     pub target: Target,
-    pub ports: PortRange,
+    /// The rule's port ranges, shared by all its destinations.
+    pub ports: Arc<[PortRange]>,
 }
-
-pub(super) type CapMap = Arc<BTreeMap<String, serde_json::Value>>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Cap {
@@ -49,7 +49,9 @@ pub(super) struct Cap {
 pub(super) struct Rule {
     pub src: Arc<[String]>,
     /// What `src` covers, for the peer and route checks.
-    pub src_set: IpSet,
+    /// Shared: the rules of one source list (an ACL's destinations) all
+    /// hold it, and a list of a thousand sources is a thousand ranges.
+    pub src_set: Arc<IpSet>,
     pub proto: Vec<u8>,
     pub dsts: Vec<Dst>,
     pub caps: Vec<Cap>,
@@ -57,7 +59,7 @@ pub(super) struct Rule {
 
 impl Rule {
     /// A rule of IP destinations (no capabilities).
-    pub fn ip(src: &Arc<[String]>, src_set: &IpSet, proto: &[u8], dsts: Vec<Dst>) -> Rule {
+    pub fn ip(src: &Arc<[String]>, src_set: &Arc<IpSet>, proto: &[u8], dsts: Vec<Dst>) -> Rule {
         Rule { src: src.clone(), src_set: src_set.clone(), proto: proto.to_vec(), dsts, caps: Vec::new() }
     }
 }
@@ -66,7 +68,7 @@ impl Rule {
 /// another is decided on these.
 #[derive(Clone, Debug)]
 pub(super) struct Matcher {
-    pub srcs: IpSet,
+    pub srcs: Arc<IpSet>,
     pub dsts: IpSet,
 }
 
@@ -94,14 +96,24 @@ impl Rule {
 pub(super) fn merge(rules: Vec<Rule>) -> Vec<Rule> {
     let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
     let mut at: HashMap<MergeKey, usize> = HashMap::new();
+    // The rules of one ACL share their sources' text: found by its address
+    // first, a list of a thousand sources is not hashed once per rule (no
+    // list is made while merging, so an address stays its list's).
+    let mut at_ptr: HashMap<(*const String, Vec<u8>), usize> = HashMap::new();
     for r in rules {
         if !r.caps.is_empty() {
             out.push(r);
             continue;
         }
-        match at.get(&(r.src.clone(), r.proto.clone())) {
-            Some(&i) => out[i].dsts.extend(r.dsts),
+        let ptr = (r.src.as_ptr(), r.proto.clone());
+        let found = at_ptr.get(&ptr).or_else(|| at.get(&(r.src.clone(), r.proto.clone()))).copied();
+        match found {
+            Some(i) => {
+                at_ptr.insert(ptr, i);
+                out[i].dsts.extend(r.dsts);
+            }
             None => {
+                at_ptr.insert(ptr, out.len());
                 at.insert((r.src.clone(), r.proto.clone()), out.len());
                 out.push(r);
             }
@@ -136,11 +148,14 @@ impl Indexed {
     }
 }
 
-/// One of a node's rules: a shared one, or its own (or a shared one its own
-/// rules were merged into).
+/// One of a node's rules: a shared one with the node's own rules of the
+/// same sources and protocols (autogroup:self, via) joined to it, or the
+/// node's own rules alone (one, if it grants capabilities). Joined by
+/// reference, cut apart, and only the cuts put together: a shared rule is
+/// never copied per node.
 pub(super) enum Part<'a> {
-    Shared(&'a Indexed),
-    Own(Rule),
+    Shared(&'a Indexed, Vec<&'a Rule>),
+    Own(&'a Rule, Vec<&'a Rule>),
 }
 
 /// What merges rules: the same sources and protocols.
@@ -156,29 +171,28 @@ pub(super) fn merge_keys(shared: &[Indexed]) -> HashMap<MergeKey, usize> {
         .collect()
 }
 
-/// Merges a node's own rules (autogroup:self, via) into the shared ones:
-/// only the shared rules they join are copied.
-pub(super) fn merge_onto<'a>(shared: &'a [Indexed], keys: &HashMap<MergeKey, usize>, own: &[Rule]) -> Vec<Part<'a>> {
-    let mut out: Vec<Part> = shared.iter().map(Part::Shared).collect();
+/// Joins a node's own rules (autogroup:self, via) to the shared ones of the
+/// same sources and protocols, or to each other.
+pub(super) fn merge_onto<'a>(
+    shared: &'a [Indexed],
+    keys: &HashMap<MergeKey, usize>,
+    own: &'a [Arc<Rule>],
+) -> Vec<Part<'a>> {
+    let mut out: Vec<Part> = shared.iter().map(|s| Part::Shared(s, Vec::new())).collect();
     let mut mine: HashMap<MergeKey, usize> = HashMap::new();
     for r in own {
         if !r.caps.is_empty() {
-            out.push(Part::Own(r.clone()));
+            out.push(Part::Own(r, Vec::new()));
             continue;
         }
         let key = (r.src.clone(), r.proto.clone());
         match keys.get(&key).or_else(|| mine.get(&key)) {
-            Some(&i) => {
-                if let Part::Shared(s) = out[i] {
-                    out[i] = Part::Own(s.rule.clone());
-                }
-                if let Part::Own(mine) = &mut out[i] {
-                    mine.dsts.extend(r.dsts.iter().cloned());
-                }
-            }
+            Some(&i) => match &mut out[i] {
+                Part::Shared(_, extra) | Part::Own(_, extra) => extra.push(r),
+            },
             None => {
                 mine.insert(key, out.len());
-                out.push(Part::Own(r.clone()));
+                out.push(Part::Own(r, Vec::new()));
             }
         }
     }
@@ -208,9 +222,17 @@ impl Here<'_> {
     }
 
     pub fn cut_part(&self, part: &Part) -> Option<FilterRule> {
-        match part {
-            Part::Shared(s) => self.cut_indexed(s),
-            Part::Own(r) => self.cut(r),
+        let (base, first, extra) = match part {
+            Part::Shared(s, extra) => (self.cut_indexed(s), &s.rule, extra),
+            Part::Own(r, extra) => (self.cut(r), *r, extra),
+        };
+        let more = self.with_dsts(first, extra.iter().flat_map(|r| &r.dsts).filter(|d| self.concerns(&d.target)));
+        match (base, more) {
+            (Some(mut b), Some(m)) => {
+                b.dst_ports.extend(m.dst_ports);
+                Some(b)
+            }
+            (b, m) => b.or(m),
         }
     }
 
@@ -233,7 +255,11 @@ impl Here<'_> {
     }
 
     fn with_dsts<'d>(&self, rule: &Rule, dsts: impl Iterator<Item = &'d Dst>) -> Option<FilterRule> {
-        let dst_ports: Vec<NetPortRange> = dsts.map(|d| NetPortRange { ip: d.target.text(), ports: d.ports }).collect();
+        let mut dst_ports: Vec<NetPortRange> = Vec::new();
+        for d in dsts {
+            let ip = d.target.text();
+            dst_ports.extend(d.ports.iter().map(|&ports| NetPortRange { ip: ip.clone(), ports }));
+        }
         (!dst_ports.is_empty()).then(|| FilterRule {
             src_ips: rule.src.clone(),
             dst_ports,

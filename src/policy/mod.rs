@@ -29,6 +29,8 @@ mod syntax;
 mod tags;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bounds;
 
 use std::fmt;
 
@@ -36,7 +38,7 @@ pub use compile::Compiled;
 pub use hujson::{HujsonError, Pos};
 pub use model::Policy;
 pub use nodes::{NodeInfo, UserRef};
-pub use syntax::{Problem, MAX_PROBLEMS, MAX_RULES};
+pub use syntax::{Problem, MAX_ENTRIES, MAX_LIST, MAX_PROBLEMS, MAX_RULES};
 
 /// Why a policy was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,11 +4,16 @@
 //! `Policy` in hand is a valid policy.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::tailcfg::{PortRange, Prefix};
 
+/// Capability name → its values (a JSON array as written), shared: a grant
+/// may carry a large value, and every rule and compile refers to this one.
+pub(super) type CapMap = Arc<BTreeMap<String, serde_json::Value>>;
+
 /// What a source or destination names, resolved to the policy's own tables.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Alias {
     /// `*`: every tailnet address (and, as a source, every approved subnet).
     Any,
@@ -33,17 +38,22 @@ pub(super) enum Alias {
 pub(super) struct IpRule {
     /// IANA protocol numbers; empty means the client's default set.
     pub proto: Vec<u8>,
-    pub ports: Vec<PortRange>,
+    /// Sorted, without overlaps (see `alias::normalize_ports`); shared by
+    /// every destination the rule expands to.
+    pub ports: Arc<[PortRange]>,
 }
 
 /// A grant; each ACL becomes one grant per destination (its ports differ).
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Grant {
-    pub src: Vec<Alias>,
+    /// Shared by the grants one ACL becomes (one per destination), so an
+    /// ACL's sources are held, and resolved, once.
+    pub src: Arc<[Alias]>,
     pub dst: Vec<Alias>,
     pub ip: Vec<IpRule>,
-    /// Capability name → its values, passed on as written.
-    pub app: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Capability name → its values, passed on as written; `None` without
+    /// `app`.
+    pub app: Option<CapMap>,
     /// Tag indices of the routers the traffic must go through.
     pub via: Vec<usize>,
 }

@@ -60,35 +60,51 @@ pub(super) fn is_exit_route(p: &Prefix) -> bool {
     p.prefix_len() == 0
 }
 
-/// The users of the tailnet (those owning a node) and how a policy's user
-/// tokens name them.
+/// The users of the tailnet and how a policy's user tokens name them.
+///
+/// Every user counts, not only those owning a node: a token names whom it
+/// names whether or not they have a device, so it never falls through to
+/// someone else (`alice@example.com` to a user *named* so, while the user
+/// with that email has no node yet).
 pub(super) struct Users {
     pub list: Vec<UserRef>,
     at: HashMap<u64, usize>,
-    emails: HashSet<String>,
+    by_email: HashMap<String, Vec<usize>>,
+    by_name: HashMap<String, Vec<usize>>,
 }
 
 impl Users {
-    pub fn of(nodes: &[NodeInfo]) -> Users {
+    /// The nodes' owners and `others` (users without a node, or all users),
+    /// each once by id.
+    pub fn of(nodes: &[NodeInfo], others: &[UserRef]) -> Users {
         let mut at = HashMap::new();
         let mut list = Vec::new();
-        for u in nodes.iter().filter_map(|n| n.user.as_ref()) {
+        for u in nodes.iter().filter_map(|n| n.user.as_ref()).chain(others) {
             at.entry(u.id).or_insert_with(|| {
                 list.push(u.clone());
                 list.len() - 1
             });
         }
-        let emails = list.iter().filter_map(|u| u.email.clone()).collect();
-        Users { list, at, emails }
+        let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, u) in list.iter().enumerate() {
+            if let Some(e) = &u.email {
+                by_email.entry(e.clone()).or_default().push(i);
+            }
+            by_name.entry(u.name.clone()).or_default().push(i);
+        }
+        Users { list, at, by_email, by_name }
     }
 
     pub fn index_of(&self, id: u64) -> Option<usize> {
         self.at.get(&id).copied()
     }
 
-    /// The users a token names: `alice@example.com` by email (or, when no
-    /// user has that email, by name), `alice@` by name, as Headscale does;
-    /// `user:*@example.com` every user with an email at that domain.
+    /// The user a token names: `alice@example.com` by email or by name,
+    /// `alice@` by name, as Headscale does; none when the token fits more
+    /// than one user (two with that name, or one by email and another by
+    /// name), since granting either would be a guess. `user:*@example.com`
+    /// is every user with an email at that domain.
     pub fn named(&self, token: &str) -> Vec<usize> {
         if let Some(domain) = token.strip_prefix("user:*@") {
             return (0..self.list.len())
@@ -98,17 +114,14 @@ impl Users {
                 .collect();
         }
         let trimmed = token.strip_suffix('@').unwrap_or(token);
-        let by_email = self.emails.contains(trimmed);
-        (0..self.list.len())
-            .filter(|&i| {
-                let u = &self.list[i];
-                if by_email {
-                    u.email.as_deref() == Some(trimmed)
-                } else {
-                    u.name == trimmed
-                }
-            })
-            .collect()
+        let mut found: Vec<usize> =
+            [&self.by_email, &self.by_name].iter().filter_map(|m| m.get(trimmed)).flatten().copied().collect();
+        found.sort_unstable();
+        found.dedup();
+        if found.len() > 1 {
+            found.clear();
+        }
+        found
     }
 }
 
@@ -144,33 +157,42 @@ pub(super) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<F
     // nodes goes to the first of them.
     let mut claimed: HashSet<Prefix> = HashSet::new();
     for (f, n) in out.iter_mut().zip(nodes) {
-        let mut approved: Vec<Prefix> = n.approved_routes.iter().map(Prefix::masked).collect();
-        for r in &n.routable_ips {
-            let r = r.masked();
-            let auto = if is_exit_route(&r) {
-                may_approve(f, &policy.auto_approvers.exit_node)
-            } else {
-                policy.auto_approvers.routes.iter().any(|(p, owners)| p.covers(&r) && may_approve(f, owners))
-            };
-            if auto && !approved.contains(&r) {
+        // Sets beside the lists: a node may announce many routes, and each
+        // is checked against the others (the lists keep the given order).
+        let mut approved: Vec<Prefix> = Vec::new();
+        let mut is_approved: HashSet<Prefix> = HashSet::new();
+        for r in n.approved_routes.iter().map(Prefix::masked) {
+            if is_approved.insert(r) {
                 approved.push(r);
             }
         }
         for r in &n.routable_ips {
             let r = r.masked();
-            if !approved.contains(&r) {
+            if is_approved.contains(&r) {
                 continue;
             }
-            let list = if is_exit_route(&r) { &mut f.exit } else { &mut f.subnet };
-            if !list.contains(&r) {
-                list.push(r);
+            let auto = if is_exit_route(&r) {
+                may_approve(f, &policy.auto_approvers.exit_node)
+            } else {
+                policy.auto_approvers.routes.iter().any(|(p, owners)| p.covers(&r) && may_approve(f, owners))
+            };
+            if auto {
+                is_approved.insert(r);
+                approved.push(r);
+            }
+        }
+        let mut listed: HashSet<Prefix> = HashSet::new();
+        for r in &n.routable_ips {
+            let r = r.masked();
+            if is_approved.contains(&r) && listed.insert(r) {
+                if is_exit_route(&r) { &mut f.exit } else { &mut f.subnet }.push(r);
             }
         }
         f.primary = n
             .primary_routes
             .iter()
             .map(Prefix::masked)
-            .filter(|p| f.subnet.contains(p) && claimed.insert(*p))
+            .filter(|p| !is_exit_route(p) && listed.contains(p) && claimed.insert(*p))
             .collect();
         f.approved = approved;
     }

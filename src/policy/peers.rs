@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::compile::{sources, Compiled};
+use super::compile::{Compiled, SourceCache};
 use super::filter::{Dst, Matcher, Rule, Target};
 use super::ipset::IpSet;
 use super::model::{Alias, Grant, IpRule, Policy};
@@ -122,7 +122,7 @@ pub(super) struct ViaGrant {
     internet: bool,
     ip: Vec<IpRule>,
     src: Arc<[String]>,
-    src_set: IpSet,
+    src_set: Arc<IpSet>,
 }
 
 /// A grant's destinations as prefixes (`autogroup:internet` as a flag).
@@ -139,14 +139,26 @@ fn dst_prefixes(r: &mut Resolver, g: &Grant) -> (Vec<Prefix>, bool) {
     (out, internet)
 }
 
-pub(super) fn via_grant(r: &mut Resolver, g: &Grant, routes: &[String], route_set: &IpSet) -> Option<ViaGrant> {
+pub(super) fn via_grant(
+    r: &mut Resolver,
+    cache: &mut SourceCache,
+    g: &Grant,
+    routes: &[String],
+    route_set: &IpSet,
+) -> Option<ViaGrant> {
     if g.src.is_empty() {
         return None;
     }
-    let sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
-    let (src, src_set) = sources(g, &sets, routes, route_set, false);
+    let s = cache.of(r, g, routes, route_set, false);
     let (dst, internet) = dst_prefixes(r, g);
-    Some(ViaGrant { tags: g.via.clone(), dst, internet, ip: g.ip.clone(), src: src?, src_set })
+    Some(ViaGrant {
+        tags: g.via.clone(),
+        dst,
+        internet,
+        ip: g.ip.clone(),
+        src: s.text.clone()?,
+        src_set: s.set.clone(),
+    })
 }
 
 impl ViaGrant {
@@ -181,9 +193,7 @@ impl ViaGrant {
                 proto: ip.proto.clone(),
                 dsts: targets
                     .iter()
-                    .flat_map(|&prefix| {
-                        ip.ports.iter().map(move |&ports| Dst { target: Target::Net { prefix, bare: false }, ports })
-                    })
+                    .map(|&prefix| Dst { target: Target::Net { prefix, bare: false }, ports: ip.ports.clone() })
                     .collect(),
                 caps: Vec::new(),
             })
@@ -199,17 +209,30 @@ impl ViaGrant {
 /// viewer's route to a prefix points.
 pub(super) struct Via {
     grants: Vec<Reach>,
+    /// Per node, a bit per grant whose sources hold it: worked out once
+    /// here, so a viewer's question visits its own grants, not every grant.
+    /// Bits, not lists: nodes × grants of them is a bounded ~1 MB at a
+    /// thousand nodes and the 10,000 rules a policy may hold.
+    for_node: Vec<u64>,
+    words: usize,
 }
 
 struct Reach {
-    src: IpSet,
+    /// Shared with the other grants of one ACL.
+    src: Arc<IpSet>,
     dst: Vec<Prefix>,
     internet: bool,
     via: Vec<usize>,
 }
 
 impl Via {
-    pub fn new(r: &mut Resolver, policy: &Policy, via_grants: Vec<ViaGrant>) -> Option<Via> {
+    pub fn new(
+        r: &mut Resolver,
+        cache: &mut SourceCache,
+        (routes, route_set): (&[String], &IpSet),
+        policy: &Policy,
+        via_grants: Vec<ViaGrant>,
+    ) -> Option<Via> {
         if via_grants.is_empty() {
             return None;
         }
@@ -217,12 +240,34 @@ impl Via {
             .grants
             .iter()
             .map(|g| {
-                let sets: Vec<IpSet> = g.src.iter().map(|a| r.resolve(a)).collect();
+                let s = cache.of(r, g, routes, route_set, false);
                 let (dst, internet) = dst_prefixes(r, g);
-                Reach { src: IpSet::union_all(&sets), dst, internet, via: g.via.clone() }
+                Reach { src: s.union.clone(), dst, internet, via: g.via.clone() }
             })
-            .collect();
-        Some(Via { grants })
+            .collect::<Vec<_>>();
+        let words = grants.len().div_ceil(64);
+        let mut for_node = vec![0u64; words * r.facts.len()];
+        for (n, f) in r.facts.iter().enumerate() {
+            for (i, g) in grants.iter().enumerate() {
+                if f.ips.iter().any(|ip| g.src.contains(*ip)) {
+                    for_node[n * words + i / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        Some(Via { grants, for_node, words })
+    }
+
+    /// The grants whose sources hold node `v`.
+    fn of_node(&self, v: usize) -> impl Iterator<Item = &Reach> {
+        let row = &self.for_node[v * self.words..(v + 1) * self.words];
+        row.iter().enumerate().flat_map(move |(w, &bits)| {
+            let mut rest = bits;
+            std::iter::from_fn(move || {
+                let b = (rest != 0).then(|| rest.trailing_zeros() as usize)?;
+                rest &= rest - 1;
+                Some(&self.grants[w * 64 + b])
+            })
+        })
     }
 }
 
@@ -256,10 +301,13 @@ impl Compiled {
     fn steer(&self, v: usize, p: usize) -> Steer {
         let mut s = Steer::default();
         let Some(via) = &self.via else { return s };
-        let (viewer, peer) = (&self.facts[v], &self.facts[p]);
-        let for_viewer: Vec<bool> =
-            via.grants.iter().map(|g| viewer.ips.iter().any(|ip| g.src.contains(*ip))).collect();
-        let steering = || via.grants.iter().zip(&for_viewer).filter(|(g, m)| **m && !g.via.is_empty()).map(|(g, _)| g);
+        let peer = &self.facts[p];
+        // Steering is about a peer's routes: most peers have none.
+        if peer.subnet.is_empty() && peer.exit.is_empty() {
+            return s;
+        }
+        let mine = || via.of_node(v);
+        let steering = || mine().filter(|g| !g.via.is_empty());
         for g in steering() {
             let mut matched: Vec<Prefix> = Vec::new();
             for d in &g.dst {
@@ -307,7 +355,7 @@ impl Compiled {
             }
         }
         // A plain grant covering the prefix too leaves it to the HA primary.
-        for (g, _) in via.grants.iter().zip(&for_viewer).filter(|(g, m)| **m && g.via.is_empty()) {
+        for g in mine().filter(|g| g.via.is_empty()) {
             for d in &g.dst {
                 for inc in &s.include {
                     if d.overlaps(inc) && !s.use_primary.contains(inc) {

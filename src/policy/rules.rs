@@ -1,12 +1,15 @@
 //! `acls` and `grants`: read, checked, and kept as grants (an ACL becomes
 //! one grant per destination, since each destination has its own ports).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use super::alias::{self, Token, ALL_PORTS};
-use super::hujson::{Node, Value};
-use super::model::{Alias, Grant, IpRule};
-use super::syntax::{Reader, Side};
+use super::hujson::{Node, Pos, Value};
+use super::model::{Alias, CapMap, Grant, IpRule};
+use super::resolve;
+use super::syntax::{Reader, Side, MAX_ENTRIES, MAX_RULES};
+use crate::tailcfg::PortRange;
 
 const ACL_KEYS: [&str; 6] = ["action", "src", "dst", "proto", "users", "ports"];
 const GRANT_KEYS: [&str; 5] = ["src", "dst", "ip", "app", "via"];
@@ -41,7 +44,16 @@ impl Reader {
                     }
                 }
             }
-            // `users` and `ports` are the old names of `src` and `dst`.
+            // `users` and `ports` are the old names of `src` and `dst`: with
+            // both, one would be silently ignored.
+            for (new, old, name) in [(src, users, "src\" and \"users"), (dst, ports, "dst\" and \"ports")] {
+                if let (Some(_), Some(o)) = (new, old) {
+                    self.problem(
+                        o.pos,
+                        format!("{what}: \"{name}\" are the same field (the second is its old name); give one"),
+                    );
+                }
+            }
             let (Some(src), Some(dst)) = (src.or(users), dst.or(ports)) else {
                 self.problem(item.pos, format!("{what}: both src and dst must be given"));
                 continue;
@@ -99,14 +111,21 @@ impl Reader {
                 self.problem(src.pos, SELF_SOURCES);
                 continue;
             }
+            let dsts: Vec<(Alias, Vec<PortRange>)> =
+                dsts.into_iter().map(|(a, ports, _)| (a, alias::normalize_ports(ports))).collect();
+            let entries = dsts.iter().map(|(a, ports)| weight(a) * ports.len()).sum();
+            if !self.within_limits(item.pos, dsts.len(), entries) {
+                continue;
+            }
             // The order of rules in a filter means nothing to the client
             // (they are a union), so the grants keep the policy's order.
-            for (a, ports, _) in dsts {
+            let srcs: Arc<[Alias]> = Arc::from(srcs);
+            for (a, ports) in dsts {
                 self.policy.grants.push(Grant {
                     src: srcs.clone(),
                     dst: vec![a],
-                    ip: vec![IpRule { proto: proto.clone(), ports }],
-                    app: BTreeMap::new(),
+                    ip: vec![IpRule { proto: proto.clone(), ports: Arc::from(ports) }],
+                    app: None,
                     via: Vec::new(),
                 });
             }
@@ -144,6 +163,9 @@ impl Reader {
             }
             let ips = ip.map(|n| self.ip_rules(n, &what)).unwrap_or(Some(Vec::new()));
             let caps = app.map(|n| self.caps(n, &what)).unwrap_or(Some(BTreeMap::new()));
+            // The same destination twice adds nothing but work.
+            let mut seen = HashSet::new();
+            let dsts = dsts.map(|d: Vec<Alias>| d.into_iter().filter(|a| seen.insert(a.clone())).collect::<Vec<_>>());
             let vias = via.map(|n| self.vias(n, &what)).unwrap_or(Some(Vec::new()));
             let (Some(srcs), Some(dsts), Some(ips), Some(caps), Some(vias)) = (srcs, dsts, ips, caps, vias) else {
                 continue;
@@ -162,7 +184,49 @@ impl Reader {
                 self.problem(src.pos, SELF_SOURCES);
                 continue;
             }
-            self.policy.grants.push(Grant { src: srcs, dst: dsts, ip: ips, app: caps, via: vias });
+            let ips = merge_by_proto(ips);
+            let ports: usize = ips.iter().map(|r| r.ports.len()).sum();
+            let entries = dsts.iter().map(weight).sum::<usize>() * ports.max(1);
+            if !self.within_limits(item.pos, 1, entries) {
+                continue;
+            }
+            let app = (!caps.is_empty()).then(|| CapMap::new(caps));
+            self.policy.grants.push(Grant { src: Arc::from(srcs), dst: dsts, ip: ips, app, via: vias });
+        }
+    }
+
+    /// Counts a rule's `rules` and destination `entries` against the
+    /// policy's limits before anything is built from it: `false` once a
+    /// limit is passed (the rule is not kept; the count goes on, for the
+    /// message, which names where the limit was passed).
+    fn within_limits(&mut self, pos: Pos, rules: usize, entries: usize) -> bool {
+        self.rules = self.rules.saturating_add(rules);
+        self.entries = self.entries.saturating_add(entries);
+        if self.rules > MAX_RULES && self.rules_passed_at.is_none() {
+            self.rules_passed_at = Some(pos);
+        }
+        if self.entries > MAX_ENTRIES && self.entries_passed_at.is_none() {
+            self.entries_passed_at = Some(pos);
+        }
+        self.rules_passed_at.is_none() && self.entries_passed_at.is_none()
+    }
+
+    /// The problems of the limits passed, once the rules are all counted.
+    pub(super) fn limit_problems(&mut self) {
+        if let Some(pos) = self.rules_passed_at {
+            let what = format!(
+                "the policy has {} rules (ACL destinations and grants), more than the {MAX_RULES} accepted (passed at this rule)",
+                self.rules
+            );
+            self.problem(pos, what);
+        }
+        if let Some(pos) = self.entries_passed_at {
+            let what = format!(
+                "the rules expand to {} destination entries (each destination once per port range; \
+                 autogroup:internet once per range it covers), more than the {MAX_ENTRIES} accepted (passed at this rule)",
+                self.entries
+            );
+            self.problem(pos, what);
         }
     }
 
@@ -173,20 +237,20 @@ impl Reader {
         for (s, pos) in self.strings(n, &format!("{what}.ip")) {
             let s = s.trim();
             if s == "*" {
-                out.push(IpRule { proto: Vec::new(), ports: vec![ALL_PORTS] });
+                out.push(IpRule { proto: Vec::new(), ports: Arc::from([ALL_PORTS]) });
                 continue;
             }
             let parts: Vec<&str> = s.split(':').collect();
             let rule = match parts.as_slice() {
                 [ports] => alias::ports(ports)
-                    .map(|ports| IpRule { proto: Vec::new(), ports })
+                    .map(|ports| IpRule { proto: Vec::new(), ports: Arc::from(ports) })
                     .map_err(|e| format!("port range {ports:?}: {e}")),
                 [proto, ports] => alias::protocol(proto).and_then(|proto| {
                     let ports = alias::ports(ports).map_err(|e| format!("port range {ports:?}: {e}"))?;
                     if !alias::has_ports(&proto) && ports != [ALL_PORTS] {
                         return Err(format!("protocol does not support specific ports: {s:?}, only \"*\" is allowed"));
                     }
-                    Ok(IpRule { proto, ports })
+                    Ok(IpRule { proto, ports: Arc::from(ports) })
                 }),
                 _ => Err(format!("expected only one colon in Internet protocol and port type, got: {s:?}")),
             };
@@ -201,7 +265,7 @@ impl Reader {
         ok.then_some(out)
     }
 
-    fn caps(&mut self, n: &Node, what: &str) -> Option<BTreeMap<String, Vec<serde_json::Value>>> {
+    fn caps(&mut self, n: &Node, what: &str) -> Option<BTreeMap<String, serde_json::Value>> {
         let members = self.object(n, &format!("{what}.app"))?;
         let mut ok = true;
         let mut out = BTreeMap::new();
@@ -221,7 +285,7 @@ impl Reader {
             }
             match &m.value.value {
                 Value::Array(values) => {
-                    out.insert(name.to_string(), values.iter().map(Node::to_json).collect());
+                    out.insert(name.to_string(), serde_json::Value::Array(values.iter().map(Node::to_json).collect()));
                 }
                 _ => {
                     self.problem(
@@ -255,6 +319,30 @@ impl Reader {
         }
         ok.then_some(out)
     }
+}
+
+/// What one destination counts toward [`MAX_ENTRIES`] per port range: its
+/// entries in the filter of a node it concerns. A name stands for a node's
+/// own addresses there; `autogroup:internet` for every range of it.
+fn weight(a: &Alias) -> usize {
+    static INTERNET: OnceLock<usize> = OnceLock::new();
+    match a {
+        Alias::Internet => *INTERNET.get_or_init(|| resolve::internet().prefixes().len()),
+        _ => 1,
+    }
+}
+
+/// One rule per protocol set, its ports joined: `ip` written
+/// `["tcp:22", "tcp:22", ...]` holds one entry, not thousands.
+fn merge_by_proto(rules: Vec<IpRule>) -> Vec<IpRule> {
+    let mut out: Vec<(Vec<u8>, Vec<PortRange>)> = Vec::new();
+    for r in rules {
+        match out.iter_mut().find(|(proto, _)| *proto == r.proto) {
+            Some((_, ports)) => ports.extend_from_slice(&r.ports),
+            None => out.push((r.proto, r.ports.to_vec())),
+        }
+    }
+    out.into_iter().map(|(proto, ports)| IpRule { proto, ports: Arc::from(alias::normalize_ports(ports)) }).collect()
 }
 
 /// `proto` as text: a string, or a number written bare.

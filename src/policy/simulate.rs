@@ -126,7 +126,9 @@ impl Topology {
 /// Every node's filter and peers, by node name.
 pub fn simulate(policy: &Policy, topology: &Topology) -> Result<BTreeMap<String, NodeView>, TopologyError> {
     let nodes = topology.nodes()?;
-    let compiled: Compiled = policy.compile(&nodes);
+    let users: Vec<UserRef> =
+        topology.users.iter().map(|u| UserRef { id: u.id, name: u.name.clone(), email: u.email.clone() }).collect();
+    let compiled: Compiled = policy.compile_with_users(&nodes, &users);
     let names: Vec<&String> = topology.nodes.keys().collect();
     let mut out = BTreeMap::new();
     for (n, name) in nodes.iter().zip(&names) {

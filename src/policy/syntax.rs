@@ -22,6 +22,20 @@ pub const MAX_PROBLEMS: usize = 20;
 /// bounds what one policy can make each node's map carry.
 pub const MAX_RULES: usize = 10_000;
 
+/// How many entries one list may hold (a rule's sources, destinations,
+/// `ip`, an owner list...). Counted before anything is built from the list.
+/// A household writes a handful; a thousand leaves room for generated
+/// policies, and bounds what one rule costs before the totals below apply.
+pub const MAX_LIST: usize = 1_000;
+
+/// How many destination entries the rules may expand to in all: each
+/// destination counts once per port range (after duplicates and overlaps
+/// are joined), `autogroup:internet` once per range of the internet it
+/// stands for. One node's filter cannot hold more entries than this per
+/// address or route it has, so the bound holds the largest map a policy
+/// can make (an exit node's) to a few megabytes.
+pub const MAX_ENTRIES: usize = 50_000;
+
 /// One thing wrong with a policy, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -55,6 +69,12 @@ pub(super) struct Reader {
     pub tags: HashMap<String, usize>,
     pub hosts: HashMap<String, Prefix>,
     pub policy: Policy,
+    /// Rules and destination entries counted so far (also past the limits,
+    /// for the message), and where each limit was first passed.
+    pub rules: usize,
+    pub entries: usize,
+    pub rules_passed_at: Option<Pos>,
+    pub entries_passed_at: Option<Pos>,
 }
 
 const TOP_KEYS: &[&str; 11] = &[
@@ -80,6 +100,10 @@ pub(super) fn read(root: &Node) -> Result<Policy, (Vec<Problem>, usize)> {
         tags: HashMap::new(),
         hosts: HashMap::new(),
         policy: Policy::empty(),
+        rules: 0,
+        entries: 0,
+        rules_passed_at: None,
+        entries_passed_at: None,
     };
     if let Some(members) = r.object(root, "the policy") {
         let f = r.fields(members, TOP_KEYS, "the policy");
@@ -93,19 +117,13 @@ pub(super) fn read(root: &Node) -> Result<Policy, (Vec<Problem>, usize)> {
         if let Some(n) = f[2] {
             r.tag_owners_section(n);
         }
-        for (key, n) in [(3, f[3]), (4, f[4])] {
-            let Some(n) = n else { continue };
-            if key == 3 {
-                r.acls_section(n);
-            } else {
-                r.grants_section(n);
-            }
-            let count = r.policy.grants.len();
-            if count > MAX_RULES {
-                r.problem(n.pos, format!("the policy has {count} rules (ACL destinations and grants), more than the {MAX_RULES} accepted"));
-                break;
-            }
+        if let Some(n) = f[3] {
+            r.acls_section(n);
         }
+        if let Some(n) = f[4] {
+            r.grants_section(n);
+        }
+        r.limit_problems();
         if let Some(n) = f[5] {
             r.ssh_section(n);
         }
@@ -176,10 +194,15 @@ impl Reader {
         }
     }
 
-    /// An array of strings, each with its place.
+    /// An array of strings, each with its place; at most [`MAX_LIST`].
     pub fn strings<'a>(&mut self, n: &'a Node, what: &str) -> Vec<(&'a str, Pos)> {
         let mut out = Vec::new();
-        for item in self.array(n, what).unwrap_or_default() {
+        let items = self.array(n, what).unwrap_or_default();
+        if items.len() > MAX_LIST {
+            self.problem(n.pos, format!("{what} has {} entries, more than the {MAX_LIST} accepted", items.len()));
+            return out;
+        }
+        for item in items {
             if let Some(s) = self.string(item, &format!("each entry of {what}")) {
                 out.push((s, item.pos));
             }
@@ -255,10 +278,11 @@ impl Reader {
                 continue;
             }
             let Some(v) = self.string(&m.value, &format!("hosts[{:?}]", m.key)) else { continue };
-            match alias::ip_or_prefix(v.trim()) {
-                Some(p) => {
+            match alias::ip_or_prefix(v.trim()).map(|p| alias::no_host_bits(v.trim(), p)) {
+                Some(Ok(p)) => {
                     self.hosts.insert(m.key.clone(), p);
                 }
+                Some(Err(e)) => self.problem(m.value.pos, format!("hosts[{:?}]: {e}", m.key)),
                 None => self.problem(
                     m.value.pos,
                     format!("hostname contains invalid IP address: hostname {:?} address {v:?}", m.key),
@@ -328,8 +352,12 @@ impl Reader {
                     self.problem(m.pos, format!("autoApprovers.routes: {:?} is not a valid CIDR", m.key));
                     continue;
                 };
+                if let Err(e) = alias::no_host_bits(m.key.trim(), p) {
+                    self.problem(m.pos, format!("autoApprovers.routes: {e}"));
+                    continue;
+                }
                 let owners = self.owners(&m.value, &format!("autoApprovers.routes[{:?}]", m.key));
-                aa.routes.push((p.masked(), owners));
+                aa.routes.push((p, owners));
             }
         }
         if let Some(exit) = exit {

@@ -8,19 +8,19 @@ use std::time::Instant;
 use super::*;
 use crate::tailcfg::Prefix;
 
-fn refused(text: &str) -> String {
+pub(super) fn refused(text: &str) -> String {
     match Policy::parse(text) {
         Ok(_) => panic!("accepted: {text}"),
         Err(e) => e.to_string(),
     }
 }
 
-fn user(id: u64, name: &str) -> UserRef {
+pub(super) fn user(id: u64, name: &str) -> UserRef {
     UserRef { id, name: name.into(), email: Some(format!("{name}@example.com")) }
 }
 
 /// Node `i` at 100.64.x.y / fd7a:115c:a1e0::i.
-fn node(i: u32, owner: Option<UserRef>, tags: &[&str]) -> NodeInfo {
+pub(super) fn node(i: u32, owner: Option<UserRef>, tags: &[&str]) -> NodeInfo {
     NodeInfo {
         id: i as u64,
         hostname: format!("n{i}"),
@@ -34,11 +34,11 @@ fn node(i: u32, owner: Option<UserRef>, tags: &[&str]) -> NodeInfo {
     }
 }
 
-fn p(s: &str) -> Prefix {
+pub(super) fn p(s: &str) -> Prefix {
     s.parse().unwrap()
 }
 
-const TAGS: &str = r#""tagOwners": {"tag:server": ["alice@"], "tag:router": ["alice@"]}"#;
+pub(super) const TAGS: &str = r#""tagOwners": {"tag:server": ["alice@"], "tag:router": ["alice@"]}"#;
 
 #[test]
 fn mistakes_are_refused_with_their_place() {
@@ -200,7 +200,8 @@ fn a_family_tailnet() {
     // The media server takes the kid on 80 and 443 only.
     let media = c.filter(4);
     let kid_rule = media.iter().find(|r| r.src_ips.contains(&"100.64.0.2".to_string())).unwrap();
-    let ports: Vec<(u16, u16)> = kid_rule.dst_ports.iter().map(|d| (d.ports.first, d.ports.last)).collect();
+    let mut ports: Vec<(u16, u16)> = kid_rule.dst_ports.iter().map(|d| (d.ports.first, d.ports.last)).collect();
+    ports.sort_unstable();
     assert_eq!(ports, [(80, 80), (80, 80), (443, 443), (443, 443)]);
     // The NAS sees only the parents; nobody is reached from it.
     assert_eq!(c.peers(3), [1]);
