@@ -292,7 +292,7 @@ impl Here<'_> {
             dsts.sort_unstable();
             dsts.dedup();
             if !dsts.is_empty() {
-                grants.push(CapGrant { dsts, cap_map: (*c.map).clone() });
+                grants.push(CapGrant { dsts, cap_map: c.map.clone() });
             }
         }
         (!grants.is_empty()).then(|| FilterRule {

@@ -27,6 +27,7 @@ pub struct Snapshot {
     pub policy_text: Option<Arc<str>>,
     /// The nodes `access` was compiled for, to tell whether it must be again.
     compiled_for: Arc<[NodeInfo]>,
+    compiled_users: Arc<[UserRef]>,
     by_node_key: HashMap<NodePublic, u64>,
     by_machine_key: HashMap<MachinePublic, u64>,
 }
@@ -89,18 +90,22 @@ impl Snapshot {
 
     /// Compiles the policy again for the nodes as they are now: always
     /// after a new policy, otherwise only if what it reads of them changed
-    /// (a new endpoint or Hostinfo leaves `access` as it was).
+    /// or of the users changed (a new endpoint or Hostinfo leaves `access`
+    /// as it was, so sessions have nothing to diff).
     pub(super) fn recompile(&mut self, policy_changed: bool) {
         let Some(policy) = &self.policy else {
             self.access = None;
             return;
         };
         let nodes = self.policy_nodes();
-        if !policy_changed && self.access.is_some() && *self.compiled_for == *nodes {
+        // Users without a node count too: a token that fits two users names neither.
+        let users: Vec<UserRef> = self.users.values().map(|u| Snapshot::user_ref(u)).collect();
+        if !policy_changed && self.access.is_some() && *self.compiled_for == *nodes && *self.compiled_users == *users {
             return;
         }
-        self.access = Some(Arc::new(policy.compile(&nodes)));
+        self.access = Some(Arc::new(policy.compile_with_users(&nodes, &users)));
         self.compiled_for = nodes.into();
+        self.compiled_users = users.into();
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&Arc<User>> {

@@ -26,13 +26,9 @@ impl Tx {
     /// The next snapshot, the id counters, what to commit, what to publish.
     /// The policy is compiled again when a node or the policy changed.
     pub(super) fn finish(mut self) -> (Snapshot, NextIds, Batch, Vec<Change>) {
-        let policy_changed = self.changes.contains(&Change::Policy);
-        let nodes_changed = self.changes.iter().any(|c| matches!(c, Change::NodeChanged(_) | Change::NodeRemoved(_)));
-        if policy_changed || nodes_changed {
-            // Recompiled only when what the policy reads of the nodes changed:
-            // an unchanged `access` is what tells sessions there is nothing to diff.
-            self.snap.recompile(policy_changed);
-        }
+        // Recompiled only when what the policy reads changed (checked there):
+        // an unchanged `access` is what tells sessions there is nothing to diff.
+        self.snap.recompile(self.changes.contains(&Change::Policy));
         (self.snap, self.ids, self.batch, self.changes)
     }
 

@@ -264,8 +264,9 @@ pub struct CapGrant {
     pub dsts: Vec<Prefix>,
     /// Capability name → its values as the policy wrote them (an array), or
     /// `null` for the companion capabilities the control plane adds.
+    /// Shared: one policy entry reaches many nodes' filters.
     #[serde(rename = "CapMap")]
-    pub cap_map: BTreeMap<String, serde_json::Value>,
+    pub cap_map: std::sync::Arc<BTreeMap<String, serde_json::Value>>,
 }
 
 impl FilterRule {
@@ -400,7 +401,9 @@ mod tests {
             ip_proto: Vec::new(),
             cap_grant: vec![CapGrant {
                 dsts: vec!["100.64.0.2/32".parse().unwrap()],
-                cap_map: [("example.com/cap/x".to_string(), serde_json::json!([{}]))].into_iter().collect(),
+                cap_map: std::sync::Arc::new(
+                    [("example.com/cap/x".to_string(), serde_json::json!([{}]))].into_iter().collect(),
+                ),
             }],
         };
         assert_eq!(
