@@ -10,28 +10,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use common::client::{self, Client, MapStream};
+use common::client::{join, Joined};
 use common::*;
-
-/// A registered node with an open map stream.
-struct Joined {
-    _client: Client,
-    id: u64,
-    stream: MapStream,
-    first: Value,
-}
-
-async fn join(addr: &str, auth: &str, hostname: &str) -> Joined {
-    let server = client::server_key(addr).await;
-    let mut c = Client::connect(addr, server, client::random32()).await.unwrap();
-    let node = client::random32();
-    let r = c.register_with_key(&node, auth, hostname).await;
-    assert_eq!(r["MachineAuthorized"], true, "{r}");
-    let mut stream = c.map_stream(&Client::map_request(&node, true)).await.unwrap();
-    let first = stream.next().await.unwrap();
-    let id = first["Node"]["ID"].as_u64().unwrap();
-    Joined { _client: c, id, stream, first }
-}
 
 fn key(dir: &Path, user: &str) -> String {
     json(dir, &["preauthkeys", "create", "--user", user, "--reusable", "-o", "json"])["key"]
@@ -63,7 +43,7 @@ fn dst_ports(filter: &Value) -> Vec<String> {
 /// The next update, which must be a delta (a full map carries `Node` and the
 /// DERP map and `Peers`).
 async fn delta(j: &mut Joined, what: &str) -> Value {
-    let up = j.stream.next_update(10).await.unwrap_or_else(|| panic!("node {} got no update after {what}", j.id));
+    let up = j.stream.next_update(10).await.unwrap_or_else(|| panic!("node {} got no update after {what}", j.id()));
     assert!(up.get("Peers").is_none() && up.get("DERPMap").is_none(), "{what} sent a full map, not a delta: {up}");
     up
 }
@@ -124,24 +104,24 @@ async fn policy_set_and_nodes_tag_reach_open_streams_as_deltas() {
     assert!(srcs.iter().any(|s| s.as_str() == Some(&ip_a)), "{up}");
     assert!(dst_ports(&up["PacketFilters"]["base"]).iter().all(|p| p.ends_with(":80-80")), "{up}");
     assert!(dst_ports(&up["PacketFilters"]["base"]).iter().any(|p| p.starts_with(&ip_b)), "{up}");
-    assert_eq!(ids(&up, "PeersRemoved"), [c.id], "{up}");
+    assert_eq!(ids(&up, "PeersRemoved"), [c.id()], "{up}");
     let up = delta(&mut a, "policy set").await;
     assert_eq!(up["PacketFilters"]["base"], serde_json::json!([]), "nothing may reach alice: {up}");
-    assert_eq!(ids(&up, "PeersRemoved"), [c.id], "{up}");
+    assert_eq!(ids(&up, "PeersRemoved"), [c.id()], "{up}");
     let up = delta(&mut c, "policy set").await;
     assert_eq!(up["PacketFilters"]["base"], serde_json::json!([]), "{up}");
-    assert_eq!(ids(&up, "PeersRemoved"), [a.id, b.id], "{up}");
+    assert_eq!(ids(&up, "PeersRemoved"), [a.id(), b.id()], "{up}");
     assert_eq!(ok(&d, &["policy", "get"]).trim_end(), ALICE_TO_BOB_WEB.trim_end());
 
     // carol's tablet becomes the printer: alice sees it, and it lets alice
     // in on 631. bob still does not see it.
-    ok(&d, &["nodes", "tag", "-i", &c.id.to_string(), "-t", "tag:printer"]);
+    ok(&d, &["nodes", "tag", "-i", &c.id().to_string(), "-t", "tag:printer"]);
     let up = delta(&mut c, "nodes tag").await;
     assert_eq!(up["Node"]["Tags"], serde_json::json!(["tag:printer"]), "{up}");
-    assert_eq!(ids(&up, "PeersChanged"), [a.id], "{up}");
+    assert_eq!(ids(&up, "PeersChanged"), [a.id()], "{up}");
     assert!(dst_ports(&up["PacketFilters"]["base"]).iter().all(|p| p.ends_with(":631-631")), "{up}");
     let up = delta(&mut a, "nodes tag").await;
-    assert_eq!(ids(&up, "PeersChanged"), [c.id], "{up}");
+    assert_eq!(ids(&up, "PeersChanged"), [c.id()], "{up}");
     assert!(up.get("PacketFilters").is_none(), "alice's own filter did not change: {up}");
     assert!(b.stream.next_update(2).await.is_none(), "bob heard of a node it does not see");
 
@@ -149,7 +129,7 @@ async fn policy_set_and_nodes_tag_reach_open_streams_as_deltas() {
     let all = write(&d, "all.hujson", r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#);
     ok(&d, &["policy", "set", "-f", &all]);
     let up = delta(&mut b, "allow-all").await;
-    assert_eq!(ids(&up, "PeersChanged"), [c.id], "{up}");
+    assert_eq!(ids(&up, "PeersChanged"), [c.id()], "{up}");
     assert_eq!(
         up["PacketFilters"]["base"][0]["SrcIPs"][0], "100.64.0.0-100.115.91.255",
         "`*` as Tailscale expands it: {up}"

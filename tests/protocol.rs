@@ -5,7 +5,7 @@ mod common;
 
 use serde_json::{json, Value};
 
-use common::client::{self, Client, ConnectError, MapStream};
+use common::client::{self, join, Client, ConnectError};
 use common::*;
 use tinyscale::noise::NoiseError;
 
@@ -13,25 +13,6 @@ fn key(dir: &std::path::Path, args: &[&str]) -> String {
     let mut a = vec!["preauthkeys", "create", "-o", "json"];
     a.extend_from_slice(args);
     json(dir, &a)["key"].as_str().unwrap().to_string()
-}
-
-/// A registered node with an open map stream.
-struct Joined {
-    client: Client,
-    node: [u8; 32],
-    stream: MapStream,
-    first: Value,
-}
-
-async fn join(addr: &str, auth: &str, hostname: &str) -> Joined {
-    let server = client::server_key(addr).await;
-    let mut c = Client::connect(addr, server, client::random32()).await.unwrap();
-    let node = client::random32();
-    let r = c.register_with_key(&node, auth, hostname).await;
-    assert_eq!(r["MachineAuthorized"], true, "{r}");
-    let mut stream = c.map_stream(&Client::map_request(&node, true)).await.unwrap();
-    let first = stream.next().await.unwrap();
-    Joined { client: c, node, stream, first }
 }
 
 fn ids(v: &Value, field: &str) -> Vec<u64> {

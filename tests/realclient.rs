@@ -27,6 +27,13 @@ fn config(dir: &Path) {
     .unwrap();
 }
 
+/// `policy.mode: database`, so `policy set` works.
+fn policy_in_database(dir: &Path) {
+    let mut cfg = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+    cfg.push_str("policy:\n  mode: database\n");
+    std::fs::write(dir.join("config.yaml"), cfg).unwrap();
+}
+
 fn key(dir: &Path, user: &str, reusable: bool) -> String {
     let mut args = vec!["preauthkeys", "create", "--user", user, "-o", "json"];
     if reusable {
@@ -254,9 +261,7 @@ fn a_policy_lets_alice_reach_bob_but_not_bob_alice_until_a_new_one_allows_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     config(d);
-    let mut cfg = std::fs::read_to_string(d.join("config.yaml")).unwrap();
-    cfg.push_str("policy:\n  mode: database\n");
-    std::fs::write(d.join("config.yaml"), cfg).unwrap();
+    policy_in_database(d);
     std::fs::write(
         d.join("alice-to-bob.hujson"),
         r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}"#,
@@ -302,9 +307,7 @@ fn a_device_that_asks_for_a_tag_its_owner_may_give_is_tagged_at_login() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     config(d);
-    let mut cfg = std::fs::read_to_string(d.join("config.yaml")).unwrap();
-    cfg.push_str("policy:\n  mode: database\n");
-    std::fs::write(d.join("config.yaml"), cfg).unwrap();
+    policy_in_database(d);
     std::fs::write(d.join("p.hujson"), r#"{"tagOwners": {"tag:web": ["alice@"]}, "acls": []}"#).unwrap();
     let ns = Netns::new();
     let _s = ns.serve(d);

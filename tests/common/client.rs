@@ -372,3 +372,29 @@ impl MapStream {
         }
     }
 }
+
+/// A registered node with an open map stream and its first map.
+pub struct Joined {
+    pub client: Client,
+    pub node: [u8; 32],
+    pub stream: MapStream,
+    pub first: Value,
+}
+
+impl Joined {
+    pub fn id(&self) -> u64 {
+        self.first["Node"]["ID"].as_u64().expect("the first map has the node's ID")
+    }
+}
+
+/// Registers a new machine with `auth` and opens its map stream.
+pub async fn join(addr: &str, auth: &str, hostname: &str) -> Joined {
+    let server = server_key(addr).await;
+    let mut c = Client::connect(addr, server, random32()).await.unwrap();
+    let node = random32();
+    let r = c.register_with_key(&node, auth, hostname).await;
+    assert_eq!(r["MachineAuthorized"], true, "{r}");
+    let mut stream = c.map_stream(&Client::map_request(&node, true)).await.unwrap();
+    let first = stream.next().await.unwrap();
+    Joined { client: c, node, stream, first }
+}
