@@ -19,8 +19,9 @@ use crate::url::{percent_decode, query_param};
 
 pub use json::{node_json, preauth_key_json, user_json};
 
-/// Largest request body accepted (a policy file will be the biggest thing sent).
-pub const MAX_BODY: usize = 256 * 1024;
+/// Largest request body accepted: a policy as large as one may be, as a
+/// JSON string (escapes take room: twice its length).
+pub const MAX_BODY: usize = 2 * crate::policy::hujson::MAX_LEN;
 
 pub struct Request<'a> {
     pub method: &'a str,
