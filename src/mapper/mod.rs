@@ -100,7 +100,10 @@ pub fn full(
 ) -> Option<MapResponse> {
     let me = snap.nodes.get(&self_id)?;
     if self_expired(snap, self_id, now) {
-        return Some(expired_map(ctx, snap, presence, me, &[], now));
+        // Only the peers this policy shows it: it may hold them from an
+        // earlier stream; the others it was never told of.
+        let access = snap.access.as_deref();
+        return Some(expired_map(ctx, snap, presence, me, &[], now, &|id| sees(access, self_id, id)));
     }
     let access = snap.access.as_deref();
     let peers: Vec<tailcfg::Node> = snap
@@ -128,7 +131,8 @@ pub fn full(
 /// past, which makes the client ask for a login), no peers, a packet filter
 /// that lets nothing in, and the parts that come from the configuration. `gone` lists the peers the client may still
 /// hold from before (every current one, plus `removed` ones of this batch),
-/// so a stream that was live empties its peer list.
+/// so a stream that was live empties its peer list; only those `shown` it,
+/// so a peer the policy hid is never named.
 fn expired_map(
     ctx: &MapContext,
     snap: &Snapshot,
@@ -136,9 +140,16 @@ fn expired_map(
     me: &Node,
     removed: &[u64],
     now: i64,
+    shown: &dyn Fn(u64) -> bool,
 ) -> MapResponse {
-    let gone: BTreeSet<u64> =
-        snap.nodes.keys().copied().filter(|id| *id != me.id).chain(removed.iter().copied()).collect();
+    let gone: BTreeSet<u64> = snap
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != me.id)
+        .chain(removed.iter().copied())
+        .filter(|id| shown(*id))
+        .collect();
     MapResponse {
         node: Some(node(ctx, me, presence.get(&me.id), now, true)),
         derp_map: Some(ctx.derp_map.clone()),
@@ -222,7 +233,10 @@ pub fn delta(
             sent.expired = true;
             let removed: Vec<u64> =
                 changes.iter().filter_map(|c| if let Change::NodeRemoved(id) = c { Some(*id) } else { None }).collect();
-            return Delta::Send(Box::new(expired_map(ctx, snap, presence, me, &removed, now)));
+            // What it was last told it may see (the policy may have changed since).
+            let told = sent.access.as_deref();
+            let shown = |id: u64| sees(told, self_id, id);
+            return Delta::Send(Box::new(expired_map(ctx, snap, presence, me, &removed, now, &shown)));
         }
         (true, true) => {
             // Nothing about peers reaches an expired node; only its own node

@@ -238,3 +238,48 @@ fn a_policy_shapes_the_map_and_a_new_one_arrives_as_a_delta() {
     // Nothing new: nothing sent.
     assert!(matches!(delta(&ctx(), &snap, &presence, 3, &[Change::Policy], now, &mut sent), Delta::Nothing));
 }
+
+/// Review 11: an expired node's map named every node of the tailnet as
+/// removed, the ones the policy had always hidden from it too.
+#[test]
+fn an_expired_node_is_never_told_of_peers_the_policy_hid_from_it() {
+    let mut w = World::new(3);
+    w.users.push(User::named(2, "bob"));
+    w.users.push(User::named(3, "carol"));
+    w.node_mut(2).user_id = 2;
+    w.node_mut(3).user_id = 3;
+    let policy = Some(Arc::new(
+        crate::policy::Policy::parse(r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}"#)
+            .unwrap(),
+    ));
+    let now = crate::clock::build_epoch() + 1000;
+    let presence = HashMap::new();
+    let carol = 3;
+    // Carol sees nobody; her session is live when her key runs out.
+    let snap = w.snap().with_policy(policy.clone());
+    let m = full(&ctx(), &snap, &presence, carol, now).unwrap();
+    assert!(m.peers.is_none());
+    let mut sent = Sent::after_full(&snap, carol, now);
+    w.node_mut(carol).expiry = Some(now - 1);
+    let snap = w.snap().with_policy(policy.clone());
+    let Delta::Send(r) = delta(&ctx(), &snap, &presence, carol, &[Change::NodeChanged(carol)], now, &mut sent) else {
+        panic!()
+    };
+    assert!(r.node.as_ref().is_some_and(|n| n.expired));
+    assert_eq!(r.peers_removed, Vec::<u64>::new(), "alice and bob were never shown to carol");
+    // A new stream of the expired node: nothing about hidden peers either.
+    let m = full(&ctx(), &snap, &presence, carol, now).unwrap();
+    assert_eq!(m.peers_removed, Vec::<u64>::new());
+    // Bob sees alice only; a peer removed in the same batch is named if it was shown.
+    let bob = 2;
+    w.node_mut(carol).expiry = None;
+    let snap = w.snap().with_policy(policy.clone());
+    let mut sent = Sent::after_full(&snap, bob, now);
+    w.node_mut(bob).expiry = Some(now - 1);
+    w.nodes.retain(|n| n.id != 1);
+    let snap = w.snap().with_policy(policy);
+    let Delta::Send(r) = delta(&ctx(), &snap, &presence, bob, &[Change::NodeRemoved(1)], now, &mut sent) else {
+        panic!()
+    };
+    assert_eq!(r.peers_removed, [1], "alice was shown to bob: she is taken back");
+}

@@ -180,8 +180,7 @@ pub(super) fn login_tags(
     let users: Vec<UserRef> = snap.users.values().map(|u| Snapshot::user_ref(u)).collect();
     let user = snap.users.get(&user_id).map(|u| Snapshot::user_ref(u));
     let held = snap.node_by_machine(&machine).map(|n| n.tags.clone()).unwrap_or_default();
-    let rejected: Vec<String> =
-        requested.iter().filter(|t| !policy.may_request_tag(t, user.as_ref(), &held, &users)).cloned().collect();
+    let rejected = policy.refused_tags(&requested, user.as_ref(), &held, &users);
     if !rejected.is_empty() {
         return Err(refused_tags(&rejected));
     }

@@ -409,3 +409,30 @@ fn tags_a_device_asks_for_are_given_only_to_their_owners_and_never_with_a_key() 
     assert!(format!("{e:?}").contains("pre-auth key"), "{e:?}");
     assert_eq!(s.snapshot().nodes.len(), 1, "nothing joined");
 }
+
+/// Review 11: a device asking for one tag thousands of times (its Hostinfo
+/// may hold some 2,000) had the tailnet's users indexed once per copy,
+/// inside the write lock, and its refusal listed every copy.
+#[test]
+fn a_tag_asked_for_many_times_is_judged_and_named_once() {
+    use crate::tailcfg::MachinePublic;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), PolicySource::Database).unwrap();
+    let (alice, bob) = (user(&s, "alice"), user(&s, "bob"));
+    s.set_policy(r#"{"tagOwners": {"tag:web": ["alice@"]}}"#).unwrap();
+    let now = clock::build_epoch() + 1000;
+    let many = vec!["tag:web"; 1500];
+    let login = |m: u8, who: u64| {
+        let req = register_request(m, serde_json::json!({"Hostname": "web", "RequestTags": many}));
+        let id = s.start_login(MachinePublic([m; 32]), &req, [192, 0, 2, 1].into(), Instant::now()).unwrap();
+        s.approve_login(&id, who, "cli", None, now, Instant::now())
+    };
+    let e = login(1, bob.id).unwrap_err().to_string();
+    assert_eq!(e.matches("tag:web").count(), 1, "the refusal names the tag once: {} bytes", e.len());
+    assert_eq!(login(2, alice.id).unwrap().tags, ["tag:web"]);
+    let policy = s.snapshot().policy.clone().unwrap();
+    let users = [Snapshot::user_ref(&alice), Snapshot::user_ref(&bob)];
+    let asked: Vec<String> = ["tag:web", "tag:db", "tag:web", "tag:db"].map(String::from).into();
+    assert_eq!(policy.refused_tags(&asked, Some(&users[0]), &[], &users), ["tag:db"]);
+}
