@@ -169,7 +169,18 @@ fn sees(access: Option<&Compiled>, viewer: u64, peer: u64) -> bool {
 }
 
 fn filter(access: Option<&Compiled>, node: u64) -> Vec<FilterRule> {
-    access.map_or_else(FilterRule::allow_all, |a| a.filter(node).to_vec())
+    access.map_or_else(FilterRule::allow_all, |a| a.filter(node))
+}
+
+/// A digest of a filter as it goes on the wire: what a session keeps of
+/// the filter it sent, to tell whether a new policy changes it (a filter
+/// may be large, and a router holds a session per node).
+fn filter_digest(rules: &[FilterRule]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Invariant: filter rules are plain data, which always serializes.
+    serde_json::to_vec(rules).expect("a filter serializes").hash(&mut h);
+    h.finish()
 }
 
 /// What a session has told its client that later answers depend on.
@@ -180,6 +191,8 @@ pub struct Sent {
     /// The compiled policy its filter and peers came from: a new one is
     /// diffed against it for this node alone.
     pub access: Option<Arc<Compiled>>,
+    /// [`filter_digest`] of the filter it was sent last.
+    pub filter_digest: u64,
 }
 
 impl std::fmt::Debug for Sent {
@@ -194,14 +207,18 @@ impl PartialEq for Sent {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (a, b) => a.is_none() && b.is_none(),
         };
-        self.expired == other.expired && same
+        self.expired == other.expired && same && self.filter_digest == other.filter_digest
     }
 }
 
 impl Sent {
     /// After a full map built at `now`.
     pub fn after_full(snap: &Snapshot, self_id: u64, now: i64) -> Sent {
-        Sent { expired: self_expired(snap, self_id, now), access: snap.access.clone() }
+        Sent {
+            expired: self_expired(snap, self_id, now),
+            access: snap.access.clone(),
+            filter_digest: filter_digest(&filter(snap.access.as_deref(), self_id)),
+        }
     }
 }
 
@@ -307,7 +324,9 @@ pub fn delta(
     if !same {
         let before = sent.access.as_deref();
         let now_filter = filter(access, self_id);
-        if now_filter != filter(before, self_id) {
+        let digest = filter_digest(&now_filter);
+        if digest != sent.filter_digest {
+            sent.filter_digest = digest;
             resp.packet_filter = Some(now_filter);
         }
         for id in snap.nodes.keys().copied().filter(|id| *id != self_id) {

@@ -144,7 +144,7 @@ pub fn simulate(policy: &Policy, topology: &Topology) -> Result<BTreeMap<String,
                 );
             }
         }
-        out.insert((*name).clone(), NodeView { filter: compiled.filter(n.id).to_vec(), peers });
+        out.insert((*name).clone(), NodeView { filter: compiled.filter(n.id), peers });
     }
     Ok(out)
 }

@@ -258,7 +258,7 @@ fn grants_carry_capabilities() {
     let c = policy.compile(&nodes);
     let f = c.filter(2);
     assert_eq!(f.len(), 2);
-    let json = serde_json::to_string(f).unwrap();
+    let json = serde_json::to_string(&f).unwrap();
     assert!(json.contains(r#""IPProto":[6]"#), "{json}");
     assert!(json.contains(r#""CapGrant":[{"Dsts":["100.64.0.2/32","fd7a:115c:a1e0::2/128"],"CapMap":{"example.com/cap/web":[{"role":"admin"}]}}]"#), "{json}");
     assert!(c.filter(1).is_empty());
