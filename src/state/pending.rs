@@ -42,6 +42,9 @@ pub(super) struct PendingReg {
     pub node_key: NodePublic,
     pub hostname: String,
     pub hostinfo: Option<Box<RawValue>>,
+    /// Read from the whole Hostinfo, which is not kept when it is large:
+    /// tags asked for are never dropped unseen.
+    pub request_tags: Vec<String>,
     pub ephemeral: bool,
     /// Answers the waiting client; dropped unanswered, it tells the client
     /// its login is gone.
@@ -133,6 +136,7 @@ impl State {
             node_key: req.node_key,
             hostname: hostname_of(req),
             hostinfo: req.hostinfo.as_ref().filter(|h| h.get().len() <= MAX_HOSTINFO).cloned(),
+            request_tags: super::policy::requested_tags(req.hostinfo.as_deref()),
             ephemeral: req.ephemeral,
             done,
             waiter: None,

@@ -150,9 +150,18 @@ impl State {
     }
 }
 
-/// The tags a device asks for in its Hostinfo (`--advertise-tags`).
+/// Distinct tags one device may ask for.
+pub const MAX_REQUESTED_TAGS: usize = 16;
+
+/// The distinct tags a device asks for in its Hostinfo (`--advertise-tags`),
+/// sorted; more than [`MAX_REQUESTED_TAGS`] are cut to one more than that,
+/// which `login_tags` refuses.
 pub(super) fn requested_tags(hostinfo: Option<&RawValue>) -> Vec<String> {
-    hostinfo.and_then(|h| HostinfoView::of(h).request_tags).unwrap_or_default()
+    let mut tags = hostinfo.and_then(|h| HostinfoView::of(h).request_tags).unwrap_or_default();
+    tags.sort();
+    tags.dedup();
+    tags.truncate(MAX_REQUESTED_TAGS + 1);
+    tags
 }
 
 fn refused_tags(tags: &[String]) -> StateError {
@@ -174,6 +183,9 @@ pub(super) fn login_tags(
 ) -> Result<Vec<String>, StateError> {
     if requested.is_empty() {
         return Ok(requested);
+    }
+    if requested.len() > MAX_REQUESTED_TAGS {
+        return Err(StateError::Invalid(format!("a device may ask for at most {MAX_REQUESTED_TAGS} tags")));
     }
     keys::check_tags(&requested).map_err(|_| refused_tags(&requested))?;
     let Some(policy) = &snap.policy else { return Err(refused_tags(&requested)) };

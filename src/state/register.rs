@@ -261,8 +261,7 @@ impl State {
                     return Err(StateError::Exists("that node key belongs to another machine".into()));
                 }
             }
-            let requested = super::policy::requested_tags(reg.hostinfo.as_deref());
-            let tags = super::policy::login_tags(tx.snap(), user_id, reg.machine, requested)?;
+            let tags = super::policy::login_tags(tx.snap(), user_id, reg.machine, reg.request_tags.clone())?;
             let spec = NodeSpec {
                 machine_key: Some(reg.machine),
                 node_key: reg.node_key,

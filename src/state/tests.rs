@@ -436,3 +436,29 @@ fn a_tag_asked_for_many_times_is_judged_and_named_once() {
     let asked: Vec<String> = ["tag:web", "tag:db", "tag:web", "tag:db"].map(String::from).into();
     assert_eq!(policy.refused_tags(&asked, Some(&users[0]), &[], &users), ["tag:db"]);
 }
+
+/// Review 11: a Hostinfo too large to keep lost the tags it asked for, and
+/// the device joined untagged as the approver's; now the tags are read
+/// before the Hostinfo is dropped. More than 16 distinct tags are refused.
+#[test]
+fn tags_asked_for_in_a_large_hostinfo_are_not_dropped_and_their_number_is_bounded() {
+    use crate::tailcfg::MachinePublic;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with(dir.path(), PolicySource::Database).unwrap();
+    let bob = user(&s, "bob");
+    s.set_policy(r#"{"tagOwners": {"tag:web": ["alice@"]}}"#).unwrap();
+    let now = clock::build_epoch() + 1000;
+    let login = |m: u8, hostinfo: serde_json::Value| {
+        let req = register_request(m, hostinfo);
+        let id = s.start_login(MachinePublic([m; 32]), &req, [192, 0, 2, 1].into(), Instant::now()).unwrap();
+        s.approve_login(&id, bob.id, "cli", None, now, Instant::now())
+    };
+    let pad = "x".repeat(super::presence::MAX_HOSTINFO);
+    let e = login(1, serde_json::json!({"Hostname": "web", "RequestTags": ["tag:web"], "Pad": pad})).unwrap_err();
+    assert!(e.to_string().contains("tag:web"), "{e}");
+    let many: Vec<String> = (0..20).map(|i| format!("tag:t{i}")).collect();
+    let e = login(2, serde_json::json!({"Hostname": "web", "RequestTags": many})).unwrap_err();
+    assert!(e.to_string().contains("at most 16"), "{e}");
+    assert!(s.snapshot().nodes.is_empty());
+}
