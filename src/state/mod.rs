@@ -13,7 +13,8 @@
 //! mutation), `users.rs`, `keys.rs` (pre-auth keys), `nodes.rs`,
 //! `register.rs` (who may join), `presence.rs` (what is true only while a
 //! node is connected), `expiry.rs` (expiries on a clock that may read
-//! early), `events.rs` (change fan-out), `ipalloc.rs`, `names.rs`.
+//! early), `events.rs` (change fan-out), `ipalloc.rs`, `names.rs`,
+//! `routes.rs` (announced and approved routes, primary routers).
 
 pub mod events;
 pub mod expiry;
@@ -25,6 +26,7 @@ pub mod pending;
 mod policy;
 pub mod presence;
 pub mod register;
+pub mod routes;
 mod snapshot;
 mod tx;
 mod users;

@@ -44,12 +44,16 @@ impl Presence {
 }
 
 /// What a map request changed, so peers hear of exactly that.
-#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+#[derive(Debug, Default, PartialEq, Eq, Clone)]
 pub struct Update {
     /// Endpoints, disco key, home region or capability version: a patch suffices.
     pub endpoints: bool,
     /// The Hostinfo: peers need the whole node.
     pub hostinfo: bool,
+    /// The routes the Hostinfo announces, when they differ from the stored
+    /// ones: the caller stores them with [`State::set_announced_routes`]
+    /// (a write, which `report` never does: it runs on the async runtime).
+    pub routes: Option<Vec<crate::tailcfg::Prefix>>,
 }
 
 /// Applies one map request's reports to `p`.
@@ -115,6 +119,8 @@ impl State {
     }
 
     /// Records what a map request reported and tells peers what changed.
+    /// Routes the Hostinfo announces anew come back in `Update::routes`,
+    /// for the caller to store.
     pub fn report(
         &self,
         id: u64,
@@ -123,16 +129,35 @@ impl State {
         hostinfo: Option<Box<serde_json::value::RawValue>>,
         cap: u32,
     ) -> Update {
-        let u = {
+        let given = hostinfo.is_some();
+        let (mut u, kept) = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
-            apply(map.entry(id).or_default(), disco, endpoints, hostinfo, cap)
+            let p = map.entry(id).or_default();
+            let u = apply(p, disco, endpoints, hostinfo, cap);
+            (u, p.hostinfo.clone())
         };
+        // Compared with the store at every Hostinfo, not only a changed one:
+        // a write that failed (a full flash) is tried again.
+        if let Some(h) = kept.filter(|_| given) {
+            u.routes = self.routes_to_store(id, &h);
+        }
         if u.hostinfo {
             self.hub.publish(Change::NodeChanged(id));
         } else if u.endpoints {
             self.hub.publish(Change::Endpoints(id));
         }
         u
+    }
+
+    /// [`State::report`], then stores the routes it announces anew: for
+    /// callers already off the async runtime (registration). A failed
+    /// write is logged; the next Hostinfo tries again.
+    pub fn report_blocking(&self, id: u64, hostinfo: Option<Box<RawValue>>, cap: u32) {
+        if let Some(routes) = self.report(id, DiscoPublic::default(), None, hostinfo, cap).routes {
+            if let Err(e) = self.set_announced_routes(id, routes) {
+                log::warn!("node {id}: its announced routes could not be stored: {e}");
+            }
+        }
     }
 
     /// A map stream opened; the first one makes the node online.
@@ -261,15 +286,15 @@ mod tests {
     fn updates_say_what_changed() {
         let mut p = Presence::default();
         let u = apply(&mut p, DiscoPublic([1; 32]), None, raw(r#"{"Hostname":"a"}"#), 130);
-        assert_eq!(u, Update { endpoints: true, hostinfo: true });
+        assert_eq!(u, Update { endpoints: true, hostinfo: true, routes: None });
         assert_eq!(p.cap, 130);
         let u = apply(&mut p, DiscoPublic([1; 32]), Some(vec!["1.2.3.4:5".into()]), None, 130);
-        assert_eq!(u, Update { endpoints: true, hostinfo: false });
+        assert_eq!(u, Update { endpoints: true, hostinfo: false, routes: None });
         let u = apply(&mut p, DiscoPublic([1; 32]), Some(vec!["1.2.3.4:5".into()]), raw(r#"{"Hostname":"a"}"#), 130);
         assert_eq!(u, Update::default());
         let u =
             apply(&mut p, DiscoPublic::default(), None, raw(r#"{"Hostname":"a","NetInfo":{"PreferredDERP":900}}"#), 0);
-        assert_eq!(u, Update { endpoints: true, hostinfo: true });
+        assert_eq!(u, Update { endpoints: true, hostinfo: true, routes: None });
         assert_eq!(p.home_derp, 900);
         // A later Hostinfo without NetInfo keeps the home region.
         let u = apply(&mut p, DiscoPublic::default(), None, raw(r#"{"Hostname":"b"}"#), 0);

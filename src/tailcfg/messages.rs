@@ -114,6 +114,11 @@ pub struct HostinfoView {
     pub net_info: Option<NetInfoView>,
     #[serde(rename = "RequestTags", default)]
     pub request_tags: Option<Vec<String>>,
+    /// The routes the node offers (`--advertise-routes`, and `0.0.0.0/0` +
+    /// `::/0` for `--advertise-exit-node`); text, checked by `state::routes`
+    /// so one bad entry does not cost the rest of the Hostinfo.
+    #[serde(rename = "RoutableIPs", default)]
+    pub routable_ips: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
