@@ -1,0 +1,139 @@
+//! Tests of `state::routes`: announcements, approvals, the election, and
+//! what no policy at all makes of routes.
+
+use super::*;
+use crate::config::Allocation;
+use crate::state::{NewUser, Settings};
+use crate::store::Store;
+use serde_json::value::RawValue;
+
+pub(crate) fn open(dir: &std::path::Path) -> State {
+    State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), Settings::new(tailnet())).unwrap()
+}
+
+/// A user and `n` nodes made by `debug create-node`, ids 1..=n.
+pub(crate) fn with_nodes(s: &State, n: u8) {
+    let u = s.create_user(NewUser { name: "alice".into(), ..Default::default() }, 1).unwrap();
+    for i in 1..=n {
+        s.create_node(u.id, &format!("n{i}"), &format!("nodekey:{}", format!("{i:02x}").repeat(32)), 1).unwrap();
+    }
+}
+
+pub(crate) fn hostinfo(routes: &[&str]) -> Option<Box<RawValue>> {
+    let v = serde_json::json!({"Hostname": "r", "RoutableIPs": routes});
+    Some(RawValue::from_string(v.to_string()).unwrap())
+}
+
+fn routes_of(s: &State, id: u64) -> Vec<String> {
+    s.snapshot().nodes[&id].announced_routes.iter().map(Prefix::to_string).collect()
+}
+
+#[test]
+fn a_hostinfo_announces_routes_stored_only_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        with_nodes(&s, 1);
+        let events = s.subscribe(0);
+        s.report_blocking(1, hostinfo(&["192.168.77.0/24", "0.0.0.0/0", "::/0"]), 130);
+        assert_eq!(routes_of(&s, 1), ["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
+        assert!(events.take().changes.contains(&crate::state::events::Change::NodeChanged(1)));
+        // The same announcement again (a client repeats its Hostinfo): no write.
+        let u = s.report(1, Default::default(), None, hostinfo(&["::/0", "192.168.77.0/24", "0.0.0.0/0"]), 130);
+        assert_eq!(u.routes, None);
+        assert!(!s.set_announced_routes(1, s.snapshot().nodes[&1].announced_routes.clone()).unwrap());
+        // A Hostinfo without routes withdraws them; none at all changes nothing.
+        s.report_blocking(1, None, 130);
+        assert_eq!(routes_of(&s, 1).len(), 3);
+        s.report_blocking(1, hostinfo(&["192.168.77.0/24"]), 130);
+        assert_eq!(routes_of(&s, 1), ["192.168.77.0/24"]);
+    }
+    // On flash.
+    let s = open(dir.path());
+    assert_eq!(routes_of(&s, 1), ["192.168.77.0/24"]);
+    assert!(matches!(s.set_announced_routes(9, vec![]), Err(StateError::NotFound(_))));
+}
+
+fn tailnet() -> Prefixes {
+    Prefixes {
+        v4: Some("100.64.0.0/10".parse().unwrap()),
+        v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
+        allocation: Allocation::Sequential,
+    }
+}
+
+fn texts(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn announcements_are_checked_sorted_and_bounded() {
+    let (kept, dropped) = announced(
+        &texts(&[
+            "192.168.1.0/24",
+            "::/0",
+            "10.0.0.0/8",
+            "192.168.1.0/24",
+            "0.0.0.0/0",
+            "192.168.1.7/24",
+            "banana",
+            "100.64.0.0/10",
+            "100.100.0.0/16",
+            "100.0.0.0/8",
+            "fd7a:115c:a1e0:ab::/64",
+            "2001:db8::/32",
+        ]),
+        &tailnet(),
+    );
+    let kept: Vec<String> = kept.iter().map(Prefix::to_string).collect();
+    assert_eq!(kept, ["0.0.0.0/0", "10.0.0.0/8", "192.168.1.0/24", "::/0", "2001:db8::/32"]);
+    assert_eq!(
+        dropped,
+        ["192.168.1.7/24", "banana", "100.64.0.0/10", "100.100.0.0/16", "100.0.0.0/8", "fd7a:115c:a1e0:ab::/64"]
+    );
+
+    let many: Vec<String> = (0..300).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256)).collect();
+    let (kept, dropped) = announced(&many, &tailnet());
+    assert_eq!(kept.len(), MAX_ROUTES);
+    assert_eq!(kept[0].to_string(), "10.0.0.0/24");
+    assert!(dropped[0].contains("44 route(s) beyond"), "{dropped:?}");
+}
+
+fn pfx(list: &[&str]) -> Vec<Prefix> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn strings(list: &[Prefix]) -> Vec<String> {
+    list.iter().map(Prefix::to_string).collect()
+}
+
+/// Without a policy, served routes reach peers through the allow-all
+/// policy: a subnet in `AllowedIPs` and `PrimaryRoutes`, exit routes in
+/// `AllowedIPs` only; nothing is compiled while no route serves.
+#[test]
+fn no_policy_still_serves_approved_routes() {
+    use crate::state::{Node, Snapshot, User};
+    let mut router = Node::example(1, 1, "100.64.0.1".parse().unwrap());
+    router.announced_routes = pfx(&["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
+    let peer = Node::example(2, 1, "100.64.0.2".parse().unwrap());
+    let snap = Snapshot::from_records([User::named(1, "alice")], [router.clone(), peer.clone()], []);
+    assert!(snap.with_policy(None).access.is_none(), "announced is not served");
+
+    router.approved_routes = router.announced_routes.clone();
+    let mut snap = Snapshot::from_records([User::named(1, "alice")], [router, peer], []);
+    snap.primaries = Arc::new([(pfx(&["192.168.77.0/24"])[0], 1)].into_iter().collect());
+    let snap = snap.with_policy(None);
+    let access = snap.access.as_deref().expect("compiled once a route serves");
+    let mut allowed = strings(&access.allowed_ips(2, 1));
+    allowed.sort();
+    assert_eq!(allowed, ["0.0.0.0/0", "100.64.0.1/32", "192.168.77.0/24", "::/0"]);
+    assert_eq!(strings(&access.primary_routes(2, 1)), ["192.168.77.0/24"]);
+    assert_eq!(strings(&access.allowed_ips(1, 2)), ["100.64.0.2/32"]);
+    assert!(access.sees(1, 2) && access.sees(2, 1));
+    // Tailscale's own filter for its default policy: `*` as sources becomes
+    // the tailnet's ranges and the served routes (what Tailscale would send).
+    let filter = access.filter(2);
+    assert_eq!(filter.len(), 1);
+    assert!(filter[0].src_ips.contains(&"192.168.77.0/24".to_string()), "{filter:?}");
+    assert_eq!(filter[0].dst_ports, crate::tailcfg::FilterRule::allow_all()[0].dst_ports);
+}
