@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{not_found, Node, State, StateError};
+use super::{not_found, Node, Snapshot, State, StateError, Tx};
 use crate::config::Prefixes;
 use crate::tailcfg::Prefix;
 
@@ -54,7 +54,87 @@ pub fn announced(texts: &[String], tailnet: &Prefixes) -> (Vec<Prefix>, Vec<Stri
     (kept.into_iter().take(MAX_ROUTES).collect(), dropped)
 }
 
+/// The approvals an admin asks for, checked against what `node` announces:
+/// each route must be one it announces (a router approved for a route it
+/// does not offer would serve nothing, and silently start serving when it
+/// does); an exit route brings its pair. Empty: nothing approved.
+pub fn checked_approval(node: &Node, routes: &[Prefix]) -> Result<Vec<Prefix>, StateError> {
+    let mut out = BTreeSet::new();
+    for r in routes {
+        if *r != r.masked() {
+            return Err(StateError::Invalid(format!("{r} has host bits set (did you mean {}?)", r.masked())));
+        }
+        if !node.announced_routes.contains(r) {
+            let offered = node.announced_routes.iter().map(Prefix::to_string).collect::<Vec<_>>();
+            return Err(StateError::Invalid(format!(
+                "node {} does not announce {r}, so it cannot be approved (it announces: {}; a device announces routes with tailscale up --advertise-routes or --advertise-exit-node)",
+                node.id,
+                if offered.is_empty() { "nothing".to_string() } else { offered.join(", ") }
+            )));
+        }
+        if is_exit(r) {
+            out.extend(exit_pair());
+        } else {
+            out.insert(*r);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+impl Tx {
+    /// Stores what the policy's `autoApprovers` approve of what nodes
+    /// announce, in the mutation that made it so (a new announcement, a new
+    /// policy, a new owner or tag). It only ever adds: an approval stays
+    /// when the policy changes, as in Headscale.
+    pub(super) fn auto_approve(&mut self) {
+        let snap: &Snapshot = self.snap();
+        let Some(policy) = snap.policy.clone() else { return };
+        // Most mutations touch no route: nothing announced waits for approval.
+        let waiting = |n: &Node| n.announced_routes.iter().any(|r| !n.approved_routes.contains(r));
+        if !snap.nodes.values().any(|n| waiting(n)) {
+            return;
+        }
+        let nodes = snap.policy_nodes();
+        let users: Vec<_> = snap.users.values().map(|u| Snapshot::user_ref(u)).collect();
+        let approved = policy.approved_routes(&nodes, &users);
+        let mut updates = Vec::new();
+        for (info, auto) in nodes.iter().zip(approved) {
+            let Some(n) = snap.nodes.get(&info.id) else { continue };
+            let mut all: BTreeSet<Prefix> = n.approved_routes.iter().copied().collect();
+            all.extend(auto);
+            if all.len() != n.approved_routes.len() {
+                updates.push(Arc::new(Node { approved_routes: all.into_iter().collect(), ..(**n).clone() }));
+            }
+        }
+        for n in updates {
+            log::info!("node {}: routes approved by the policy: {}", n.id, list(&n.approved_routes));
+            self.put_node(n);
+        }
+    }
+}
+
+/// Routes as one comma-separated line.
+pub fn list(routes: &[Prefix]) -> String {
+    routes.iter().map(Prefix::to_string).collect::<Vec<_>>().join(", ")
+}
+
 impl State {
+    /// `tinyscale nodes approve-routes`: the node's approved routes become
+    /// `routes` (checked by [`checked_approval`]; empty un-approves all).
+    /// autoApprovers may approve again what the policy lets them.
+    pub fn approve_routes(&self, id: u64, routes: &[Prefix]) -> Result<Arc<Node>, StateError> {
+        self.mutate(|tx| {
+            let old = tx.snap().nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))?;
+            let approved = checked_approval(&old, routes)?;
+            if approved != old.approved_routes {
+                tx.put_node(Arc::new(Node { approved_routes: approved, ..(*old).clone() }));
+            }
+            Ok::<_, StateError>(())
+        })?;
+        // What the commit left (autoApprovers may have added to it).
+        self.snapshot().nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))
+    }
+
     /// Stores what node `id` announces now (from [`announced`]); returns
     /// whether it changed. Peers hear of it: it may make routes serve.
     /// A write, so callers on the async runtime use `spawn_blocking`.

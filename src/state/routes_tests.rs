@@ -137,3 +137,55 @@ fn no_policy_still_serves_approved_routes() {
     assert!(filter[0].src_ips.contains(&"192.168.77.0/24".to_string()), "{filter:?}");
     assert_eq!(filter[0].dst_ports, crate::tailcfg::FilterRule::allow_all()[0].dst_ports);
 }
+
+fn approved_of(s: &State, id: u64) -> Vec<String> {
+    strings(&s.snapshot().nodes[&id].approved_routes)
+}
+
+#[test]
+fn only_announced_routes_are_approved_and_exit_routes_in_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    with_nodes(&s, 1);
+    s.report_blocking(1, hostinfo(&["192.168.77.0/24", "0.0.0.0/0", "::/0"]), 130);
+    let err = s.approve_routes(1, &pfx(&["10.0.0.0/8"])).unwrap_err();
+    assert!(matches!(err, StateError::Invalid(_)));
+    assert!(err.to_string().contains("does not announce 10.0.0.0/8"), "{err}");
+    let err = s.approve_routes(1, &pfx(&["192.168.77.5/24"])).unwrap_err();
+    assert!(err.to_string().contains("host bits"), "{err}");
+    assert!(matches!(s.approve_routes(7, &[]), Err(StateError::NotFound(_))));
+    assert!(approved_of(&s, 1).is_empty(), "a refusal changes nothing");
+
+    let n = s.approve_routes(1, &pfx(&["0.0.0.0/0"])).unwrap();
+    assert_eq!(strings(&n.approved_routes), ["0.0.0.0/0", "::/0"]);
+    s.approve_routes(1, &pfx(&["192.168.77.0/24", "::/0"])).unwrap();
+    assert_eq!(approved_of(&s, 1), ["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
+    s.approve_routes(1, &[]).unwrap();
+    assert!(approved_of(&s, 1).is_empty());
+}
+
+#[test]
+fn auto_approvers_approve_on_announce_and_policy_change_and_never_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(tailnet());
+    settings.policy = crate::state::PolicySource::Database;
+    let s = State::load(Store::open(&dir.path().join("db"), 1 << 20).unwrap(), settings).unwrap();
+    with_nodes(&s, 3);
+    s.report_blocking(1, hostinfo(&["192.168.77.0/24", "0.0.0.0/0", "::/0"]), 130);
+    s.report_blocking(3, hostinfo(&["10.9.0.0/16"]), 130);
+    let allow = r#""acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]"#;
+    s.set_policy(&format!(r#"{{{allow}, "autoApprovers": {{"routes": {{"192.168.0.0/16": ["alice@"]}}}}}}"#)).unwrap();
+    // A new policy approves what it covers of what is announced.
+    assert_eq!(approved_of(&s, 1), ["192.168.77.0/24"]);
+    assert!(approved_of(&s, 3).is_empty());
+    // So does a new announcement.
+    s.report_blocking(2, hostinfo(&["192.168.77.0/24"]), 130);
+    assert_eq!(approved_of(&s, 2), ["192.168.77.0/24"]);
+    // A policy without them removes nothing.
+    s.set_policy(&format!("{{{allow}}}")).unwrap();
+    assert_eq!(approved_of(&s, 1), ["192.168.77.0/24"]);
+    assert_eq!(approved_of(&s, 2), ["192.168.77.0/24"]);
+    // exitNode approves both exit routes.
+    s.set_policy(&format!(r#"{{{allow}, "autoApprovers": {{"exitNode": ["alice@"]}}}}"#)).unwrap();
+    assert_eq!(approved_of(&s, 1), ["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
+}

@@ -26,6 +26,9 @@ impl Tx {
     /// The next snapshot, the id counters, what to commit, what to publish.
     /// The policy is compiled again when a node or the policy changed.
     pub(super) fn finish(mut self) -> (Snapshot, NextIds, Batch, Vec<Change>) {
+        // autoApprovers first: what they approve is stored in this same
+        // commit and compiled below, once.
+        self.auto_approve();
         // Recompiled only when what the policy reads changed (checked there):
         // an unchanged `access` is what tells sessions there is nothing to diff.
         self.snap.recompile(self.changes.contains(&Change::Policy));
