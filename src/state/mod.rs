@@ -203,6 +203,7 @@ impl State {
         let old = self.snapshot();
         snap.policy = old.policy.clone();
         snap.policy_text = old.policy_text.clone();
+        snap.primaries = old.primaries.clone();
         snap.recompile(true);
         if snap.nodes.values().any(|n| n.expiry_deferred.is_some()) {
             self.expiry.note_deferred();
@@ -266,7 +267,7 @@ impl State {
         }
         let mut tx = Tx::new((*self.snapshot()).clone(), w.next);
         let out = f(&mut tx)?;
-        let (next_snap, next_ids, mut batch, changes) = tx.finish();
+        let (next_snap, next_ids, mut batch, changes) = tx.finish(&|id| self.shown_online(id));
         if next_ids != w.next {
             batch.set_next_ids(&next_ids);
         }

@@ -160,8 +160,9 @@ impl State {
         }
     }
 
-    /// A map stream opened; the first one makes the node online.
-    pub fn stream_opened(&self, id: u64) {
+    /// A map stream opened; the first one makes the node online (returns
+    /// whether it did: then [`State::elect_primaries`] is due).
+    pub fn stream_opened(&self, id: u64) -> bool {
         let news = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
             let p = map.entry(id).or_default();
@@ -172,6 +173,7 @@ impl State {
         if news {
             self.hub.publish(Change::Online(id, true));
         }
+        news
     }
 
     /// A map stream closed at `now` (wall) / `mono` (monotonic seconds);
@@ -231,7 +233,15 @@ impl State {
         Ok(gone)
     }
 
-    /// After the grace period: announce the node offline if it did not come back.
+    /// Whether peers were told the node is online: what the primary
+    /// routers are elected from, so a router is replaced when peers hear
+    /// it went offline, not at every short reconnect.
+    pub fn shown_online(&self, id: u64) -> bool {
+        self.with_presence(|m| m.get(&id).is_some_and(|p| p.shown_online))
+    }
+
+    /// After the grace period: announce the node offline if it did not come
+    /// back (returns whether it was: then [`State::elect_primaries`] is due).
     pub fn announce_if_offline(&self, id: u64) -> bool {
         let news = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,7 @@
 //! `autoApprovers`), and which router is primary for each subnet (in RAM:
 //! it follows who is online).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{not_found, Node, Snapshot, State, StateError, Tx};
@@ -81,7 +81,62 @@ pub fn checked_approval(node: &Node, routes: &[Prefix]) -> Result<Vec<Prefix>, S
     Ok(out.into_iter().collect())
 }
 
+/// One primary router per served subnet, from `routers` (each subnet's
+/// online routers): the current primary keeps it while it is online (a
+/// router coming back does not take it back, so peers do not flap);
+/// otherwise the lowest node id among the online ones. A subnet with no
+/// online router has none. Exit routes have no primary (not given here).
+pub fn elect(current: &BTreeMap<Prefix, u64>, routers: &BTreeMap<Prefix, BTreeSet<u64>>) -> BTreeMap<Prefix, u64> {
+    routers
+        .iter()
+        .filter_map(|(p, ids)| {
+            let keep = current.get(p).filter(|id| ids.contains(id));
+            keep.or_else(|| ids.first()).map(|id| (*p, *id))
+        })
+        .collect()
+}
+
+/// The subnets each online node serves (announced, approved, not exit routes).
+fn online_routers(snap: &Snapshot, online: &dyn Fn(u64) -> bool) -> BTreeMap<Prefix, BTreeSet<u64>> {
+    let mut out: BTreeMap<Prefix, BTreeSet<u64>> = BTreeMap::new();
+    for n in snap.nodes.values().filter(|n| !n.announced_routes.is_empty() && online(n.id)) {
+        for r in n.announced_routes.iter().filter(|r| !is_exit(r) && n.approved_routes.contains(r)) {
+            out.entry(*r).or_default().insert(n.id);
+        }
+    }
+    out
+}
+
+/// The primaries `snap` should have with these nodes online.
+pub(super) fn elected(snap: &Snapshot, online: &dyn Fn(u64) -> bool) -> BTreeMap<Prefix, u64> {
+    elect(&snap.primaries, &online_routers(snap, online))
+}
+
 impl Tx {
+    /// Elects the primary routers again (after the routes, the nodes or
+    /// who is online changed). The routers whose role changed are news to
+    /// every peer (and to themselves: their own `PrimaryRoutes`).
+    pub(super) fn elect(&mut self, online: &dyn Fn(u64) -> bool) {
+        let next = elected(self.snap(), online);
+        if next == *self.snap().primaries {
+            return;
+        }
+        let old = self.snap().primaries.clone();
+        let mut touched: BTreeSet<u64> = BTreeSet::new();
+        for (p, id) in old.iter() {
+            if next.get(p) != Some(id) {
+                touched.insert(*id);
+            }
+        }
+        for (p, id) in &next {
+            if old.get(p) != Some(id) {
+                touched.insert(*id);
+                log::info!("route {p}: node {id} is its primary router now");
+            }
+        }
+        self.set_primaries(next, touched);
+    }
+
     /// Stores what the policy's `autoApprovers` approve of what nodes
     /// announce, in the mutation that made it so (a new announcement, a new
     /// policy, a new owner or tag). It only ever adds: an approval stays
@@ -119,6 +174,21 @@ pub fn list(routes: &[Prefix]) -> String {
 }
 
 impl State {
+    /// Elects the primary routers again after who is online changed
+    /// (a stream opened, or a node was announced offline); returns whether
+    /// a primary changed. Takes the writer lock, so async callers use
+    /// `spawn_blocking`; writes nothing to the store.
+    pub fn elect_primaries(&self) -> Result<bool, StateError> {
+        let online = |id| self.shown_online(id);
+        // Most online changes are of nodes that route nothing.
+        if elected(&self.snapshot(), &online) == *self.snapshot().primaries {
+            return Ok(false);
+        }
+        let before = self.snapshot().primaries.clone();
+        self.mutate(|_| Ok::<_, StateError>(()))?;
+        Ok(self.snapshot().primaries != before)
+    }
+
     /// `tinyscale nodes approve-routes`: the node's approved routes become
     /// `routes` (checked by [`checked_approval`]; empty un-approves all).
     /// autoApprovers may approve again what the policy lets them.

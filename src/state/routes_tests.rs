@@ -6,6 +6,7 @@ use crate::config::Allocation;
 use crate::state::{NewUser, Settings};
 use crate::store::Store;
 use serde_json::value::RawValue;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) fn open(dir: &std::path::Path) -> State {
     State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), Settings::new(tailnet())).unwrap()
@@ -188,4 +189,66 @@ fn auto_approvers_approve_on_announce_and_policy_change_and_never_remove() {
     // exitNode approves both exit routes.
     s.set_policy(&format!(r#"{{{allow}, "autoApprovers": {{"exitNode": ["alice@"]}}}}"#)).unwrap();
     assert_eq!(approved_of(&s, 1), ["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
+}
+
+#[test]
+fn the_election_keeps_an_online_primary_else_takes_the_lowest_id() {
+    let p = pfx(&["192.168.77.0/24"])[0];
+    let q = pfx(&["10.0.0.0/8"])[0];
+    let routers = |list: &[(Prefix, &[u64])]| -> BTreeMap<Prefix, BTreeSet<u64>> {
+        list.iter().map(|(p, ids)| (*p, ids.iter().copied().collect())).collect()
+    };
+    let none = BTreeMap::new();
+    // Nobody primary yet: the lowest id.
+    let first = elect(&none, &routers(&[(p, &[3, 2, 5]), (q, &[4])]));
+    assert_eq!(first, [(p, 2), (q, 4)].into_iter().collect());
+    // The primary stays while online, even when a lower id comes (back).
+    let current: BTreeMap<Prefix, u64> = [(p, 3)].into_iter().collect();
+    assert_eq!(elect(&current, &routers(&[(p, &[1, 2, 3])]))[&p], 3);
+    // Offline: the lowest online one takes over; none online, none primary.
+    assert_eq!(elect(&current, &routers(&[(p, &[5, 4])]))[&p], 4);
+    assert!(elect(&current, &routers(&[])).is_empty());
+}
+
+#[test]
+fn a_primary_that_goes_offline_is_replaced_and_not_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    with_nodes(&s, 3);
+    for id in [1, 2] {
+        s.report_blocking(id, hostinfo(&["192.168.77.0/24", "0.0.0.0/0", "::/0"]), 130);
+        s.approve_routes(id, &pfx(&["192.168.77.0/24", "0.0.0.0/0"])).unwrap();
+    }
+    let p = pfx(&["192.168.77.0/24"])[0];
+    let primary = |s: &State| s.snapshot().primaries.get(&p).copied();
+    assert_eq!(primary(&s), None, "no router online");
+    let events = s.subscribe(3);
+    assert!(s.stream_opened(2));
+    assert!(s.elect_primaries().unwrap());
+    assert_eq!(primary(&s), Some(2));
+    assert!(events.take().changes.contains(&crate::state::events::Change::NodeChanged(2)));
+    s.stream_opened(1);
+    assert!(!s.elect_primaries().unwrap(), "a lower id coming online takes nothing");
+    assert_eq!(primary(&s), Some(2));
+    // Peers see the primary's subnet; exit routes have no primary.
+    let snap = s.snapshot();
+    let access = snap.access.as_deref().unwrap();
+    assert_eq!(strings(&access.primary_routes(3, 2)), ["192.168.77.0/24"]);
+    assert!(access.primary_routes(3, 1).is_empty());
+    assert!(strings(&access.allowed_ips(3, 1)).contains(&"0.0.0.0/0".to_string()));
+    assert_eq!(snap.primaries.len(), 1);
+
+    s.stream_closed(2, 10, 10);
+    assert!(s.announce_if_offline(2));
+    assert!(s.elect_primaries().unwrap());
+    assert_eq!(primary(&s), Some(1));
+    let changes = events.take().changes;
+    assert!(changes.contains(&crate::state::events::Change::NodeChanged(1)), "{changes:?}");
+    assert!(changes.contains(&crate::state::events::Change::NodeChanged(2)), "{changes:?}");
+    s.stream_opened(2);
+    s.elect_primaries().unwrap();
+    assert_eq!(primary(&s), Some(1), "a recovered router does not take it back");
+    // Un-approving the primary's route hands it over at once.
+    s.approve_routes(1, &[]).unwrap();
+    assert_eq!(primary(&s), Some(2));
 }
