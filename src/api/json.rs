@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::secrets::{masked, AUTH_KEY_PREFIX};
 use crate::state::register::TAGGED_DEVICES;
+use crate::state::routes::is_exit;
 use crate::state::{has_passed, Node, PreAuthKey, Snapshot, User};
 
 fn time(t: Option<i64>) -> Value {
@@ -51,6 +52,14 @@ fn register_method(m: &str) -> &'static str {
     }
 }
 
+/// What the node serves now, as Headscale's `subnet_routes` says it: the
+/// subnets it is primary for and its approved exit routes.
+fn serving(snap: &Snapshot, n: &Node) -> Vec<String> {
+    let primary = snap.primaries.iter().filter(|(_, id)| **id == n.id).map(|(p, _)| *p);
+    let exit = n.announced_routes.iter().filter(|r| is_exit(r) && n.approved_routes.contains(r)).copied();
+    primary.chain(exit).map(|p| p.to_string()).collect()
+}
+
 /// A node; `online` and `last_seen` come from the live presence when known.
 pub fn node_json(snap: &Snapshot, n: &Node, online: bool, last_seen: Option<i64>, now: i64) -> Value {
     let user = match snap.users.get(&n.user_id) {
@@ -76,5 +85,8 @@ pub fn node_json(snap: &Snapshot, n: &Node, online: bool, last_seen: Option<i64>
         "online": online,
         "tags": n.tags,
         "ephemeral": n.ephemeral,
+        "approved_routes": n.approved_routes,
+        "available_routes": n.announced_routes,
+        "subnet_routes": serving(snap, n),
     })
 }

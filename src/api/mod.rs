@@ -266,6 +266,17 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
             let n = state.set_tags(id_of(id, "node")?, b.tags)?;
             ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
         }
+        ("POST", ["node", id, "approve_routes"]) => {
+            let b: types::ApproveRoutes = parse_body(req.body)?;
+            let routes = b
+                .routes
+                .iter()
+                .map(|r| r.trim().parse::<crate::tailcfg::Prefix>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(400, format!("bad route: {e}")))?;
+            let n = state.approve_routes(id_of(id, "node")?, &routes)?;
+            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+        }
         ("GET", ["policy"]) => {
             let text =
                 state.policy_text().ok_or_else(|| error(404, "no policy is set: every node reaches every other"))?;

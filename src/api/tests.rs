@@ -75,3 +75,29 @@ fn keys_and_nodes() {
     assert_eq!(call(&s, "DELETE", "/api/v1/node/1", "").status, 200);
     assert!(call(&s, "GET", "/api/v1/node", "").body["nodes"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn approve_routes_and_node_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    call(&s, "POST", "/api/v1/user", r#"{"name":"alice"}"#);
+    let key = format!("nodekey:{}", "ab".repeat(32));
+    call(&s, "POST", "/api/v1/debug/node", &format!(r#"{{"user":"alice","name":"r","key":"{key}"}}"#));
+    let hi =
+        serde_json::value::RawValue::from_string(r#"{"RoutableIPs":["192.168.77.0/24","0.0.0.0/0","::/0"]}"#.into());
+    s.report_blocking(1, Some(hi.unwrap()), 130);
+    let r = call(&s, "GET", "/api/v1/node/1", "");
+    assert_eq!(r.body["node"]["available_routes"], json!(["0.0.0.0/0", "192.168.77.0/24", "::/0"]));
+    assert_eq!(r.body["node"]["approved_routes"], json!([]));
+    assert_eq!(r.body["node"]["subnet_routes"], json!([]));
+    let r = call(&s, "POST", "/api/v1/node/1/approve_routes", r#"{"routes":["10.0.0.0/8"]}"#);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("does not announce 10.0.0.0/8"));
+    assert_eq!(call(&s, "POST", "/api/v1/node/1/approve_routes", r#"{"routes":["banana"]}"#).status, 400);
+    assert_eq!(call(&s, "POST", "/api/v1/node/9/approve_routes", r#"{"routes":[]}"#).status, 404);
+    let r = call(&s, "POST", "/api/v1/node/1/approve_routes", r#"{"routes":["::/0"]}"#);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["node"]["approved_routes"], json!(["0.0.0.0/0", "::/0"]));
+    // Served: the exit routes (no primary is elected for them).
+    assert_eq!(r.body["node"]["subnet_routes"], json!(["0.0.0.0/0", "::/0"]));
+}

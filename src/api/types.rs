@@ -23,3 +23,10 @@ pub struct PolicySet {
 pub struct SetTags {
     pub tags: Vec<String>,
 }
+
+/// `POST /api/v1/node/{id}/approve_routes`: the routes approved from now on
+/// (empty: none). An exit route approves its pair.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApproveRoutes {
+    pub routes: Vec<String>,
+}

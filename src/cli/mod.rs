@@ -10,6 +10,7 @@ mod client;
 pub use client::{parse_reply, Reply};
 mod output;
 mod policy;
+mod routes;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ Commands:
   nodes list                     list nodes            [-u USER]
   nodes rename -i ID NEW         rename a node (its MagicDNS name)
   nodes tag -i ID -t tag:a,tag:b the node is owned by these tags from now on
+  nodes approve-routes -i ID -r 192.168.1.0/24,0.0.0.0/0
+                                 the routes the node serves (announced ones only; -r '' approves none)
+  nodes list-routes [-i ID]      announced, approved and served routes
   nodes expire -i ID             expire a node's key now
   nodes delete -i ID [--force]   delete a node
   nodes register --key ID -u USER  approve a waiting device (older form of auth register)
@@ -496,8 +500,11 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
     const TAG_FLAGS: &[Flag] = &[value("identifier", Some('i')), value("tags", Some('t'))];
     let verb_word = args.iter().find(|a| !a.starts_with('-') && !is_global_value(args, a));
     let tagging = verb_word.is_some_and(|v| matches!(v.as_str(), "tag" | "tags"));
+    if verb_word.is_some_and(|v| routes::is_routes_verb(v)) {
+        return routes::nodes_routes(args);
+    }
     let (p, c) = parse(args, if tagging { TAG_FLAGS } else { FLAGS }, "nodes")?;
-    let verb = sub(&p, "nodes", "list, rename, tag, expire, delete, register")?;
+    let verb = sub(&p, "nodes", "list, rename, tag, approve-routes, list-routes, expire, delete, register")?;
     match verb.as_str() {
         "tag" | "tags" => {
             no_extra_words(&p, 1, "nodes tag")?;
@@ -571,7 +578,11 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
             c.call("DELETE", &format!("/api/v1/node/{id}"), None)?;
             emit(c.format, &json!({"id": id, "deleted": true}), || format!("Node {id} deleted"));
         }
-        other => return Err(usage_err(format!("unknown verb `nodes {other}` (list, rename, tag, expire, delete)"))),
+        other => {
+            return Err(usage_err(format!(
+                "unknown verb `nodes {other}` (list, rename, tag, approve-routes, list-routes, expire, delete)"
+            )))
+        }
     }
     Ok(())
 }

@@ -234,7 +234,18 @@ impl Control {
                 }
             }
         };
-        self.state.report(id, req.disco_key, req.endpoints, req.hostinfo, req.version);
+        let update = self.state.report(id, req.disco_key, req.endpoints, req.hostinfo, req.version);
+        if let Some(routes) = update.routes {
+            // A store write: off the runtime, and done before the map is
+            // built so it already shows what the node announces.
+            let state = self.state.clone();
+            let stored = tokio::task::spawn_blocking(move || state.set_announced_routes(id, routes)).await;
+            match stored {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::warn!("node {id}: its announced routes could not be stored: {e}"),
+                Err(e) => log::error!("node {id}: storing its announced routes failed: {e}"),
+            }
+        }
         let zstd = req.compress == "zstd";
         if req.stream {
             let body = session::start(self.clone(), id, zstd, answer);

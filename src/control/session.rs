@@ -188,7 +188,9 @@ async fn run(
         return gone;
     }
     let state = &control.state;
-    state.stream_opened(node_id);
+    if state.stream_opened(node_id) {
+        elect_primaries(state.clone());
+    }
     log::debug!("node {node_id}: map stream open");
     let mut keepalive = keepalive_deadline();
     let mut shutdown = control.shutdown.clone();
@@ -253,5 +255,17 @@ async fn run(
 /// removed by `server::housekeeping`.)
 async fn went_away(control: Arc<Control>, node_id: u64) {
     tokio::time::sleep(OFFLINE_GRACE).await;
-    control.state.announce_if_offline(node_id);
+    if control.state.announce_if_offline(node_id) {
+        elect_primaries(control.state.clone());
+    }
+}
+
+/// Who is online changed: the primary routers are elected again, off the
+/// runtime (it takes the state's writer lock, which a store write may hold).
+fn elect_primaries(state: Arc<crate::state::State>) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = state.elect_primaries() {
+            log::warn!("electing the primary routers failed: {e}");
+        }
+    });
 }

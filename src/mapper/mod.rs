@@ -13,8 +13,9 @@ use crate::policy::Compiled;
 use crate::state::events::Change;
 use crate::state::presence::Presence;
 use crate::state::register::TAGGED_DEVICES;
+use crate::state::routes::is_exit;
 use crate::state::{has_passed, MapContext, Node, Snapshot};
-use crate::tailcfg::{self, FilterRule, MapResponse, PeerChange, UserProfile};
+use crate::tailcfg::{self, FilterRule, MapResponse, PeerChange, Prefix, UserProfile};
 
 const CAP_FILE_SHARING: &str = "https://tailscale.com/cap/file-sharing";
 
@@ -68,6 +69,7 @@ pub fn node(ctx: &MapContext, n: &Node, p: Option<&Presence>, now: i64, is_self:
         machine: n.machine_key.unwrap_or_default(),
         disco_key: p.map(|p| p.disco_key).unwrap_or_default(),
         allowed_ips: addrs.clone(),
+        primary_routes: Vec::new(),
         addresses: addrs,
         endpoints: p.map(|p| p.endpoints.clone()).unwrap_or_default(),
         home_derp: home,
@@ -82,6 +84,49 @@ pub fn node(ctx: &MapContext, n: &Node, p: Option<&Presence>, now: i64, is_self:
         cap_map,
         expired: n.expiry.is_some_and(|e| has_passed(e, now)),
     }
+}
+
+/// A peer as `viewer` sees it: its routes in `AllowedIPs` and
+/// `PrimaryRoutes` as the compiled policy lets this viewer use them.
+fn peer_node(
+    ctx: &MapContext,
+    snap: &Snapshot,
+    n: &Node,
+    p: Option<&Presence>,
+    viewer: u64,
+    now: i64,
+) -> tailcfg::Node {
+    let mut out = node(ctx, n, p, now, false);
+    let (routes, primary) = peer_routes(snap.access.as_deref(), n, viewer);
+    out.allowed_ips.extend(routes.iter().map(|r| r.to_string()));
+    out.primary_routes = primary.iter().map(|r| r.to_string()).collect();
+    out
+}
+
+/// A node's own node: the subnets it is primary for in `PrimaryRoutes`
+/// and, with its approved exit routes, in `AllowedIPs`, as Headscale sends it.
+fn self_node(ctx: &MapContext, snap: &Snapshot, me: &Node, p: Option<&Presence>, now: i64) -> tailcfg::Node {
+    let mut out = node(ctx, me, p, now, true);
+    let primary: Vec<String> =
+        snap.primaries.iter().filter(|(_, id)| **id == me.id).map(|(r, _)| r.to_string()).collect();
+    let exit = me.announced_routes.iter().filter(|r| is_exit(r) && me.approved_routes.contains(r));
+    out.allowed_ips.extend(primary.iter().cloned().chain(exit.map(|r| r.to_string())));
+    out.primary_routes = primary;
+    out
+}
+
+/// The routes of `peer` that `viewer` gets beyond its addresses (subnets
+/// and exit routes), and those of them it is primary for.
+fn peer_routes(access: Option<&Compiled>, peer: &Node, viewer: u64) -> (Vec<Prefix>, Vec<Prefix>) {
+    let Some(a) = access else { return (Vec::new(), Vec::new()) };
+    let own: Vec<Prefix> = peer
+        .ipv4
+        .map(|ip| Prefix::host(ip.into()))
+        .into_iter()
+        .chain(peer.ipv6.map(|ip| Prefix::host(ip.into())))
+        .collect();
+    let routes = a.allowed_ips(viewer, peer.id).into_iter().filter(|r| !own.contains(r)).collect();
+    (routes, a.primary_routes(viewer, peer.id))
 }
 
 /// Whether `self_id`'s key has expired: such a node is shown only itself
@@ -110,11 +155,11 @@ pub fn full(
         .nodes
         .values()
         .filter(|n| n.id != self_id && sees(access, self_id, n.id))
-        .map(|n| node(ctx, n, presence.get(&n.id), now, false))
+        .map(|n| peer_node(ctx, snap, n, presence.get(&n.id), self_id, now))
         .collect();
     let users: BTreeSet<u64> = std::iter::once(me.user_id).chain(peers.iter().map(|p| p.user)).collect();
     Some(MapResponse {
-        node: Some(node(ctx, me, presence.get(&self_id), now, true)),
+        node: Some(self_node(ctx, snap, me, presence.get(&self_id), now)),
         derp_map: Some(ctx.derp_map.clone()),
         peers: (!peers.is_empty()).then_some(peers),
         dns_config: Some(ctx.dns.clone()),
@@ -329,7 +374,7 @@ pub fn delta(
             sent.filter_digest = digest;
             resp.packet_filter = Some(now_filter);
         }
-        for id in snap.nodes.keys().copied().filter(|id| *id != self_id) {
+        for (&id, n) in snap.nodes.iter().filter(|(id, _)| **id != self_id) {
             match (sees(before, self_id, id), sees(access, self_id, id)) {
                 (false, true) => {
                     removed.remove(&id);
@@ -339,6 +384,11 @@ pub fn delta(
                     changed.remove(&id);
                     removed.insert(id);
                 }
+                // Still seen: its routes may be new to this viewer (an
+                // approval, a new primary, a rule that lets it use them).
+                (true, true) if peer_routes(before, n, self_id) != peer_routes(access, n, self_id) => {
+                    changed.insert(id);
+                }
                 _ => {}
             }
         }
@@ -347,13 +397,13 @@ pub fn delta(
     let mut users = BTreeSet::new();
     if self_changed {
         users.insert(me.user_id);
-        resp.node = Some(node(ctx, me, presence.get(&self_id), now, true));
+        resp.node = Some(self_node(ctx, snap, me, presence.get(&self_id), now));
     }
     for id in &changed {
         match snap.nodes.get(id).filter(|_| sees(access, self_id, *id)) {
             Some(n) => {
                 users.insert(n.user_id);
-                resp.peers_changed.push(node(ctx, n, presence.get(id), now, false));
+                resp.peers_changed.push(peer_node(ctx, snap, n, presence.get(id), self_id, now));
             }
             None if was_seen(*id) => {
                 removed.insert(*id);

@@ -134,9 +134,17 @@ const POLICIES: &[&str] = &[
                  {"action": "accept", "src": ["alice@"], "dst": ["*:*"]}]}"#,
     r#"{"tagOwners": {"tag:web": ["alice@"]},
         "grants": [{"src": ["tag:web"], "dst": ["carol@"], "ip": ["tcp:8080"]}]}"#,
+    r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+        "autoApprovers": {"routes": {"192.168.0.0/16": ["alice@"]}, "exitNode": ["bob@"]}}"#,
+    r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["192.168.77.0/24:*", "autogroup:internet:*"]},
+                 {"action": "accept", "src": ["bob@"], "dst": ["alice@:*"]}]}"#,
 ];
 
-fn run(seed: u64, steps: u64) -> (u64, u64) {
+/// Routes nodes announce during a run (two routers may share one).
+const ROUTES: &[&str] = &["192.168.77.0/24", "10.1.0.0/16", "0.0.0.0/0", "::/0"];
+
+/// Comparisons, resyncs, and comparisons where a peer had `PrimaryRoutes`.
+fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let p = Prefixes { v4: Some("100.64.0.0/10".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
     let settings = Settings { policy: PolicySource::Database, ..Settings::new(p) };
@@ -159,12 +167,12 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
         s.create_node(users[i % 3], "peer", &node_key(), 1).unwrap();
     }
     let mut session = Session::start(&s, me, now);
-    let (mut checks, mut resyncs) = (0, 0);
+    let (mut checks, mut resyncs, mut routed) = (0, 0, 0);
     let mut quiet = 0;
     for step in 0..steps {
         let ids: Vec<u64> = s.snapshot().nodes.keys().copied().collect();
         let peers: Vec<u64> = ids.iter().copied().filter(|id| *id != me).collect();
-        match rng.below(16) {
+        match rng.below(18) {
             0 | 1 if ids.len() < 40 => {
                 let u = users[rng.below(3) as usize];
                 s.create_node(u, &format!("host-{step}"), &node_key(), 1).unwrap();
@@ -202,13 +210,39 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
             }
             9 => {
                 let id = rng.pick(&ids).unwrap();
-                s.stream_opened(id);
+                // As the session does: who is online elects the primaries.
+                if s.stream_opened(id) {
+                    s.elect_primaries().unwrap();
+                }
             }
             10 => {
                 let id = rng.pick(&ids).unwrap();
-                if s.is_online(id) && s.stream_closed(id, now - rng.below(1000) as i64, step) {
-                    s.announce_if_offline(id);
+                if s.is_online(id)
+                    && s.stream_closed(id, now - rng.below(1000) as i64, step)
+                    && s.announce_if_offline(id)
+                {
+                    s.elect_primaries().unwrap();
                 }
+            }
+            16 => {
+                let id = rng.pick(&ids).unwrap();
+                let routes: Vec<&str> = ROUTES.iter().copied().filter(|_| rng.below(2) == 0).collect();
+                let hi = serde_json::json!({"Hostname": format!("r{step}"), "RoutableIPs": routes});
+                s.report_blocking(id, Some(serde_json::value::RawValue::from_string(hi.to_string()).unwrap()), 0);
+                // Often approved at once, and online, so primaries come and go.
+                if rng.below(2) == 0 {
+                    let all = s.snapshot().nodes[&id].announced_routes.clone();
+                    s.approve_routes(id, &all).unwrap();
+                    if s.stream_opened(id) {
+                        s.elect_primaries().unwrap();
+                    }
+                }
+            }
+            17 => {
+                let id = rng.pick(&ids).unwrap();
+                let announced = s.snapshot().nodes[&id].announced_routes.clone();
+                let pick: Vec<_> = announced.into_iter().filter(|_| rng.below(3) != 0).collect();
+                s.approve_routes(id, &pick).unwrap();
             }
             11 => {
                 let u = users[rng.below(3) as usize];
@@ -250,19 +284,22 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
             let got = session.view.comparable();
             assert!(got == want, "seed {seed}, step {step}: the deltas and a full map differ:\n{}", diff(&got, &want));
             checks += 1;
+            routed += u64::from(session.view.peers.values().any(|p| p.get("PrimaryRoutes").is_some()));
         }
     }
-    (checks, resyncs)
+    (checks, resyncs, routed)
 }
 
 #[test]
 fn a_full_map_plus_its_deltas_equals_a_later_full_map() {
-    let (mut checks, mut resyncs) = (0, 0);
+    let (mut checks, mut resyncs, mut routed) = (0, 0, 0);
     for seed in 1..=12 {
-        let (c, r) = run(seed, 250);
+        let (c, r, p) = run(seed, 250);
         checks += c;
         resyncs += r;
+        routed += p;
     }
-    println!("map property: {checks} comparisons over 12 seeds (policies and tags included), {resyncs} of them after a queue overflow");
+    assert!(routed > 0, "no comparison saw a primary route: routes went untested");
+    println!("map property: {checks} comparisons over 12 seeds (policies, tags, routes and primaries included), {resyncs} of them after a queue overflow, {routed} with primary routes");
     assert!(resyncs > 0, "no run overflowed its queue: the full-map path went untested");
 }

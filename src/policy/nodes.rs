@@ -198,3 +198,14 @@ pub(super) fn facts(policy: &Policy, nodes: &[NodeInfo], users: &Users) -> Vec<F
     }
     out
 }
+
+impl Policy {
+    /// Each node's approved routes (in the order given) with `autoApprovers`
+    /// applied to what it announces: what the server persists, so an
+    /// automatic approval stays when the policy changes, as in Headscale.
+    /// Only the nodes' facts: nothing is compiled.
+    pub fn approved_routes(&self, nodes: &[NodeInfo], users: &[UserRef]) -> Vec<Vec<Prefix>> {
+        let users = Users::of(nodes, users);
+        facts(self, nodes, &users).into_iter().map(|f| f.approved).collect()
+    }
+}

@@ -13,7 +13,8 @@
 //! mutation), `users.rs`, `keys.rs` (pre-auth keys), `nodes.rs`,
 //! `register.rs` (who may join), `presence.rs` (what is true only while a
 //! node is connected), `expiry.rs` (expiries on a clock that may read
-//! early), `events.rs` (change fan-out), `ipalloc.rs`, `names.rs`.
+//! early), `events.rs` (change fan-out), `ipalloc.rs`, `names.rs`,
+//! `routes.rs` (announced and approved routes, primary routers).
 
 pub mod events;
 pub mod expiry;
@@ -25,6 +26,7 @@ pub mod pending;
 mod policy;
 pub mod presence;
 pub mod register;
+pub mod routes;
 mod snapshot;
 mod tx;
 mod users;
@@ -201,6 +203,7 @@ impl State {
         let old = self.snapshot();
         snap.policy = old.policy.clone();
         snap.policy_text = old.policy_text.clone();
+        snap.primaries = old.primaries.clone();
         snap.recompile(true);
         if snap.nodes.values().any(|n| n.expiry_deferred.is_some()) {
             self.expiry.note_deferred();
@@ -264,7 +267,7 @@ impl State {
         }
         let mut tx = Tx::new((*self.snapshot()).clone(), w.next);
         let out = f(&mut tx)?;
-        let (next_snap, next_ids, mut batch, changes) = tx.finish();
+        let (next_snap, next_ids, mut batch, changes) = tx.finish(&|id| self.shown_online(id));
         if next_ids != w.next {
             batch.set_next_ids(&next_ids);
         }

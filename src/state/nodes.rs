@@ -117,6 +117,8 @@ impl State {
             auth_key_id: spec.auth_key_id,
             tags: spec.tags,
             ephemeral: spec.ephemeral,
+            announced_routes: Vec::new(),
+            approved_routes: Vec::new(),
         });
         if node.expiry_deferred.is_some() {
             self.expiry.note_deferred();

@@ -44,12 +44,16 @@ impl Presence {
 }
 
 /// What a map request changed, so peers hear of exactly that.
-#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+#[derive(Debug, Default, PartialEq, Eq, Clone)]
 pub struct Update {
     /// Endpoints, disco key, home region or capability version: a patch suffices.
     pub endpoints: bool,
     /// The Hostinfo: peers need the whole node.
     pub hostinfo: bool,
+    /// The routes the Hostinfo announces, when they differ from the stored
+    /// ones: the caller stores them with [`State::set_announced_routes`]
+    /// (a write, which `report` never does: it runs on the async runtime).
+    pub routes: Option<Vec<crate::tailcfg::Prefix>>,
 }
 
 /// Applies one map request's reports to `p`.
@@ -115,6 +119,8 @@ impl State {
     }
 
     /// Records what a map request reported and tells peers what changed.
+    /// Routes the Hostinfo announces anew come back in `Update::routes`,
+    /// for the caller to store.
     pub fn report(
         &self,
         id: u64,
@@ -123,10 +129,18 @@ impl State {
         hostinfo: Option<Box<serde_json::value::RawValue>>,
         cap: u32,
     ) -> Update {
-        let u = {
+        let given = hostinfo.is_some();
+        let (mut u, kept) = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
-            apply(map.entry(id).or_default(), disco, endpoints, hostinfo, cap)
+            let p = map.entry(id).or_default();
+            let u = apply(p, disco, endpoints, hostinfo, cap);
+            (u, p.hostinfo.clone())
         };
+        // Compared with the store at every Hostinfo, not only a changed one:
+        // a write that failed (a full flash) is tried again.
+        if let Some(h) = kept.filter(|_| given) {
+            u.routes = self.routes_to_store(id, &h);
+        }
         if u.hostinfo {
             self.hub.publish(Change::NodeChanged(id));
         } else if u.endpoints {
@@ -135,8 +149,20 @@ impl State {
         u
     }
 
-    /// A map stream opened; the first one makes the node online.
-    pub fn stream_opened(&self, id: u64) {
+    /// [`State::report`], then stores the routes it announces anew: for
+    /// callers already off the async runtime (registration). A failed
+    /// write is logged; the next Hostinfo tries again.
+    pub fn report_blocking(&self, id: u64, hostinfo: Option<Box<RawValue>>, cap: u32) {
+        if let Some(routes) = self.report(id, DiscoPublic::default(), None, hostinfo, cap).routes {
+            if let Err(e) = self.set_announced_routes(id, routes) {
+                log::warn!("node {id}: its announced routes could not be stored: {e}");
+            }
+        }
+    }
+
+    /// A map stream opened; the first one makes the node online (returns
+    /// whether it did: then [`State::elect_primaries`] is due).
+    pub fn stream_opened(&self, id: u64) -> bool {
         let news = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
             let p = map.entry(id).or_default();
@@ -147,6 +173,7 @@ impl State {
         if news {
             self.hub.publish(Change::Online(id, true));
         }
+        news
     }
 
     /// A map stream closed at `now` (wall) / `mono` (monotonic seconds);
@@ -206,7 +233,15 @@ impl State {
         Ok(gone)
     }
 
-    /// After the grace period: announce the node offline if it did not come back.
+    /// Whether peers were told the node is online: what the primary
+    /// routers are elected from, so a router is replaced when peers hear
+    /// it went offline, not at every short reconnect.
+    pub fn shown_online(&self, id: u64) -> bool {
+        self.with_presence(|m| m.get(&id).is_some_and(|p| p.shown_online))
+    }
+
+    /// After the grace period: announce the node offline if it did not come
+    /// back (returns whether it was: then [`State::elect_primaries`] is due).
     pub fn announce_if_offline(&self, id: u64) -> bool {
         let news = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
@@ -261,15 +296,15 @@ mod tests {
     fn updates_say_what_changed() {
         let mut p = Presence::default();
         let u = apply(&mut p, DiscoPublic([1; 32]), None, raw(r#"{"Hostname":"a"}"#), 130);
-        assert_eq!(u, Update { endpoints: true, hostinfo: true });
+        assert_eq!(u, Update { endpoints: true, hostinfo: true, routes: None });
         assert_eq!(p.cap, 130);
         let u = apply(&mut p, DiscoPublic([1; 32]), Some(vec!["1.2.3.4:5".into()]), None, 130);
-        assert_eq!(u, Update { endpoints: true, hostinfo: false });
+        assert_eq!(u, Update { endpoints: true, hostinfo: false, routes: None });
         let u = apply(&mut p, DiscoPublic([1; 32]), Some(vec!["1.2.3.4:5".into()]), raw(r#"{"Hostname":"a"}"#), 130);
         assert_eq!(u, Update::default());
         let u =
             apply(&mut p, DiscoPublic::default(), None, raw(r#"{"Hostname":"a","NetInfo":{"PreferredDERP":900}}"#), 0);
-        assert_eq!(u, Update { endpoints: true, hostinfo: true });
+        assert_eq!(u, Update { endpoints: true, hostinfo: true, routes: None });
         assert_eq!(p.home_derp, 900);
         // A later Hostinfo without NetInfo keeps the home region.
         let u = apply(&mut p, DiscoPublic::default(), None, raw(r#"{"Hostname":"b"}"#), 0);

@@ -205,7 +205,7 @@ impl State {
 
     fn remember_hostinfo(&self, id: u64, req: &RegisterRequest) {
         if let Some(h) = &req.hostinfo {
-            self.report(id, Default::default(), None, Some(h.clone()), req.version);
+            self.report_blocking(id, Some(h.clone()), req.version);
         }
     }
 
@@ -282,7 +282,7 @@ impl State {
         match &result {
             Ok(node) => {
                 if reg.hostinfo.is_some() {
-                    self.report(node.id, Default::default(), None, reg.hostinfo.clone(), 0);
+                    self.report_blocking(node.id, reg.hostinfo.clone(), 0);
                 }
                 let _ = reg.done.send(Some(Approval::Approved(node.id)));
             }

@@ -5,12 +5,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::register::TAGGED_DEVICES;
 use super::{Node, PreAuthKey, User};
 use crate::policy::{Compiled, NodeInfo, Policy, UserRef};
-use crate::tailcfg::{MachinePublic, NodePublic};
+use crate::tailcfg::{MachinePublic, NodePublic, Prefix};
+
+/// What "no policy" means once routes serve: every node reaches every other
+/// and every route (Tailscale's default policy), compiled like any policy
+/// so routes reach `AllowedIPs` and `PrimaryRoutes` by the same rules.
+const ALLOW_ALL: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+
+fn allow_all() -> Arc<Policy> {
+    static POLICY: OnceLock<Arc<Policy>> = OnceLock::new();
+    // Invariant: ALLOW_ALL is a constant valid policy (tested in state::routes).
+    POLICY.get_or_init(|| Arc::new(Policy::parse(ALLOW_ALL).expect("the allow-all policy parses"))).clone()
+}
 
 /// Everything durable, as one immutable value.
 #[derive(Default, Clone)]
@@ -21,8 +32,14 @@ pub struct Snapshot {
     /// The tailnet policy; `None`: every node reaches every other.
     pub policy: Option<Arc<Policy>>,
     /// The policy compiled for these nodes, kept in step by `Tx::finish`.
-    /// Map sessions diff the one they last sent against it.
+    /// Map sessions diff the one they last sent against it. Without a
+    /// policy it is `None` (everyone reaches everyone, nothing to compile)
+    /// until a route serves; then the allow-all policy is compiled, since
+    /// routes reach peers only through a compiled policy.
     pub access: Option<Arc<Compiled>>,
+    /// The primary router of each served subnet route, elected by
+    /// `state::routes` from who is online: RAM only, never on flash.
+    pub primaries: Arc<BTreeMap<Prefix, u64>>,
     /// The text the policy was read from (`policy get`).
     pub policy_text: Option<Arc<str>>,
     /// The nodes `access` was compiled for, to tell whether it must be again.
@@ -53,9 +70,13 @@ impl Snapshot {
         snap
     }
 
-    /// The nodes as the policy sees them: owners, tags and addresses.
-    /// (Routes come with issue 12.)
+    /// The nodes as the policy sees them: owners, tags, addresses, the
+    /// routes they announce, the approved ones and those they are primary for.
     pub fn policy_nodes(&self) -> Vec<NodeInfo> {
+        let mut primary: BTreeMap<u64, Vec<Prefix>> = BTreeMap::new();
+        for (p, id) in self.primaries.iter() {
+            primary.entry(*id).or_default().push(*p);
+        }
         self.nodes
             .values()
             .map(|n| NodeInfo {
@@ -68,11 +89,16 @@ impl Snapshot {
                 tags: n.tags.clone(),
                 ipv4: n.ipv4,
                 ipv6: n.ipv6,
-                routable_ips: Vec::new(),
-                approved_routes: Vec::new(),
-                primary_routes: Vec::new(),
+                routable_ips: n.announced_routes.clone(),
+                approved_routes: n.approved_routes.clone(),
+                primary_routes: primary.remove(&n.id).unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Whether any node serves a route (announced and approved).
+    pub fn serves_routes(&self) -> bool {
+        self.nodes.values().any(|n| n.announced_routes.iter().any(|r| n.approved_routes.contains(r)))
     }
 
     /// A user as the policy names users.
@@ -93,9 +119,13 @@ impl Snapshot {
     /// or of the users changed (a new endpoint or Hostinfo leaves `access`
     /// as it was, so sessions have nothing to diff).
     pub(super) fn recompile(&mut self, policy_changed: bool) {
-        let Some(policy) = &self.policy else {
-            self.access = None;
-            return;
+        let policy = match &self.policy {
+            Some(p) => p.clone(),
+            None if self.serves_routes() => allow_all(),
+            None => {
+                self.access = None;
+                return;
+            }
         };
         let nodes = self.policy_nodes();
         // Users without a node count too: a token that fits two users names neither.

@@ -25,7 +25,12 @@ impl Tx {
 
     /// The next snapshot, the id counters, what to commit, what to publish.
     /// The policy is compiled again when a node or the policy changed.
-    pub(super) fn finish(mut self) -> (Snapshot, NextIds, Batch, Vec<Change>) {
+    pub(super) fn finish(mut self, online: &dyn Fn(u64) -> bool) -> (Snapshot, NextIds, Batch, Vec<Change>) {
+        // autoApprovers first: what they approve is stored in this same
+        // commit; then the primaries for the routes as they are now; then
+        // the policy is compiled with both, once.
+        self.auto_approve();
+        self.elect(online);
         // Recompiled only when what the policy reads changed (checked there):
         // an unchanged `access` is what tells sessions there is nothing to diff.
         self.snap.recompile(self.changes.contains(&Change::Policy));
@@ -41,6 +46,21 @@ impl Tx {
         self.snap.policy = policy;
         self.snap.policy_text = Some(text);
         self.changes.push(Change::Policy);
+    }
+
+    /// New primary routers (RAM only: nothing to store); `touched`: the
+    /// routers whose role changed, news to their peers.
+    pub(super) fn set_primaries(
+        &mut self,
+        primaries: std::collections::BTreeMap<crate::tailcfg::Prefix, u64>,
+        touched: impl IntoIterator<Item = u64>,
+    ) {
+        self.snap.primaries = Arc::new(primaries);
+        for id in touched {
+            if self.snap.nodes.contains_key(&id) && !self.changes.contains(&Change::NodeChanged(id)) {
+                self.changes.push(Change::NodeChanged(id));
+            }
+        }
     }
 
     /// The snapshot as this transaction has it so far: what every rule that

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tailcfg::{MachinePublic, NodePublic};
+use crate::tailcfg::{MachinePublic, NodePublic, Prefix};
 
 /// A node's machine key, `None` for a node made with `debug create-node`.
 /// On flash that is the all-zero key, as it always was.
@@ -86,6 +86,8 @@ impl Node {
             auth_key_id: None,
             tags: vec![],
             ephemeral: false,
+            announced_routes: vec![],
+            approved_routes: vec![],
         }
     }
 }
@@ -129,6 +131,16 @@ pub struct Node {
     pub tags: Vec<String>,
     #[serde(default)]
     pub ephemeral: bool,
+    /// The routes the node announces (Hostinfo.RoutableIPs), checked, sorted
+    /// and deduplicated (`state::routes`). Written only when they change:
+    /// a client repeats its Hostinfo at every map request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub announced_routes: Vec<Prefix>,
+    /// The routes approved for it, by the admin or by `autoApprovers`
+    /// (sorted; an exit route always with its pair). Kept when the node
+    /// stops announcing them, as Headscale does: announcing again serves again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_routes: Vec<Prefix>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -114,6 +114,11 @@ pub struct HostinfoView {
     pub net_info: Option<NetInfoView>,
     #[serde(rename = "RequestTags", default)]
     pub request_tags: Option<Vec<String>>,
+    /// The routes the node offers (`--advertise-routes`, and `0.0.0.0/0` +
+    /// `::/0` for `--advertise-exit-node`); text, checked by `state::routes`
+    /// so one bad entry does not cost the rest of the Hostinfo.
+    #[serde(rename = "RoutableIPs", default)]
+    pub routable_ips: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -153,6 +158,10 @@ pub struct Node {
     pub addresses: Vec<String>,
     #[serde(rename = "AllowedIPs")]
     pub allowed_ips: Vec<String>,
+    /// The subnet routes this node is the primary router for, as this
+    /// viewer may use them (Tailscale sends it on peers and the self node).
+    #[serde(rename = "PrimaryRoutes", skip_serializing_if = "Vec::is_empty")]
+    pub primary_routes: Vec<String>,
     #[serde(rename = "Endpoints", skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
     #[serde(rename = "HomeDERP", skip_serializing_if = "is_zero_i64")]
