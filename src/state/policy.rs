@@ -145,6 +145,7 @@ impl State {
             let old = tx.snap().nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))?;
             let node = Arc::new(Node { tags: tags.clone(), user_id: TAGGED_DEVICES, ..(*old).clone() });
             tx.put_node(node.clone());
+            tx.review_routes();
             Ok(node)
         })
     }

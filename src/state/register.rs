@@ -212,6 +212,8 @@ impl State {
     /// The node of `spec.machine_key` takes the new key, owner and expiry;
     /// a machine seen for the first time becomes a new node.
     fn upsert_machine(&self, tx: &mut Tx, spec: NodeSpec, now: i64) -> Result<Arc<Node>, StateError> {
+        // A new node or a new owner: autoApprovers may approve what it announces.
+        tx.review_routes();
         match spec.machine_key.and_then(|m| tx.snap().node_by_machine(&m).cloned()) {
             Some(old) => {
                 if spec.expiry.deferred().is_some() {

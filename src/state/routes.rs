@@ -139,7 +139,7 @@ impl Tx {
 
     /// Stores what the policy's `autoApprovers` approve of what nodes
     /// announce, in the mutation that made it so (a new announcement, a new
-    /// policy, a new owner or tag). It only ever adds: an approval stays
+    /// policy, a new owner or tag: [`Tx::review_routes`]). It only ever adds: an approval stays
     /// when the policy changes, as in Headscale.
     pub(super) fn auto_approve(&mut self) {
         let snap: &Snapshot = self.snap();
@@ -191,7 +191,8 @@ impl State {
 
     /// `tinyscale nodes approve-routes`: the node's approved routes become
     /// `routes` (checked by [`checked_approval`]; empty un-approves all).
-    /// autoApprovers may approve again what the policy lets them.
+    /// autoApprovers approve again only at the next announcement, policy,
+    /// owner or tag change.
     pub fn approve_routes(&self, id: u64, routes: &[Prefix]) -> Result<Arc<Node>, StateError> {
         self.mutate(|tx| {
             let old = tx.snap().nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))?;
@@ -201,7 +202,6 @@ impl State {
             }
             Ok::<_, StateError>(())
         })?;
-        // What the commit left (autoApprovers may have added to it).
         self.snapshot().nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))
     }
 
@@ -217,6 +217,7 @@ impl State {
                 return Ok(false);
             }
             tx.put_node(Arc::new(Node { announced_routes: routes, ..(*old).clone() }));
+            tx.review_routes();
             Ok(true)
         })
     }

@@ -189,6 +189,14 @@ fn auto_approvers_approve_on_announce_and_policy_change_and_never_remove() {
     // exitNode approves both exit routes.
     s.set_policy(&format!(r#"{{{allow}, "autoApprovers": {{"exitNode": ["alice@"]}}}}"#)).unwrap();
     assert_eq!(approved_of(&s, 1), ["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
+    // The admin un-approves: it stays so through other writes, until the
+    // next announcement or policy.
+    s.approve_routes(1, &[]).unwrap();
+    s.rename_node(1, "renamed").unwrap();
+    s.approve_routes(2, &[]).unwrap();
+    assert!(approved_of(&s, 1).is_empty() && approved_of(&s, 2).is_empty());
+    s.set_policy(&format!(r#"{{{allow}, "autoApprovers": {{"routes": {{"192.168.0.0/16": ["alice@"]}}}}}}"#)).unwrap();
+    assert_eq!(approved_of(&s, 1), ["192.168.77.0/24"]);
 }
 
 #[test]

@@ -16,11 +16,15 @@ pub struct Tx {
     ids: NextIds,
     batch: Batch,
     changes: Vec<Change>,
+    /// `autoApprovers` look again at this commit: a new policy, a new
+    /// announcement, a new owner or tags. Not at every write, so routes the
+    /// admin un-approved stay so until one of those happens.
+    review_routes: bool,
 }
 
 impl Tx {
     pub(super) fn new(snap: Snapshot, ids: NextIds) -> Tx {
-        Tx { snap, ids, batch: Batch::new(), changes: Vec::new() }
+        Tx { snap, ids, batch: Batch::new(), changes: Vec::new(), review_routes: false }
     }
 
     /// The next snapshot, the id counters, what to commit, what to publish.
@@ -29,7 +33,9 @@ impl Tx {
         // autoApprovers first: what they approve is stored in this same
         // commit; then the primaries for the routes as they are now; then
         // the policy is compiled with both, once.
-        self.auto_approve();
+        if self.review_routes {
+            self.auto_approve();
+        }
         self.elect(online);
         // Recompiled only when what the policy reads changed (checked there):
         // an unchanged `access` is what tells sessions there is nothing to diff.
@@ -46,6 +52,7 @@ impl Tx {
         self.snap.policy = policy;
         self.snap.policy_text = Some(text);
         self.changes.push(Change::Policy);
+        self.review_routes = true;
     }
 
     /// New primary routers (RAM only: nothing to store); `touched`: the
@@ -61,6 +68,11 @@ impl Tx {
                 self.changes.push(Change::NodeChanged(id));
             }
         }
+    }
+
+    /// Has `autoApprovers` look at this commit's nodes (see `review_routes`).
+    pub fn review_routes(&mut self) {
+        self.review_routes = true;
     }
 
     /// The snapshot as this transaction has it so far: what every rule that
