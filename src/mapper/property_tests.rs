@@ -229,6 +229,11 @@ fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
                 let routes: Vec<&str> = ROUTES.iter().copied().filter(|_| rng.below(2) == 0).collect();
                 let hi = serde_json::json!({"Hostname": format!("r{step}"), "RoutableIPs": routes});
                 s.report_blocking(id, Some(serde_json::value::RawValue::from_string(hi.to_string()).unwrap()), 0);
+                // A change within `ANNOUNCE_EVERY` of the last waits: stored
+                // as housekeeping would once it has passed (a later time at
+                // every step).
+                let later = crate::clock::mono_secs() + crate::state::routes::ANNOUNCE_EVERY * (step + 1);
+                s.store_deferred_routes(later).unwrap();
                 // Often approved at once, and online, so primaries come and go.
                 if rng.below(2) == 0 {
                     let all = s.snapshot().nodes[&id].announced_routes.clone();

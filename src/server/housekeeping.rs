@@ -1,5 +1,6 @@
 //! Periodic upkeep of the state on the monotonic clock: default expiries
-//! deferred while the wall clock was wrong (`state::expiry`), and ephemeral
+//! deferred while the wall clock was wrong (`state::expiry`), route
+//! announcements held back by `state::routes::ANNOUNCE_EVERY`, and ephemeral
 //! nodes that stayed away (`node.ephemeral.inactivity_timeout`), whether
 //! they never opened a map stream, closed it, or did not come back after a
 //! restart.
@@ -38,6 +39,11 @@ pub fn once(state: &State, now: i64, mono: u64, ephemeral_timeout: Duration) {
         Ok(0) => {}
         Ok(n) => log::info!("{n} node expiry(ies) set now that the clock can be read"),
         Err(e) => log::warn!("could not settle deferred expiries: {e}"),
+    }
+    match state.store_deferred_routes(mono) {
+        Ok(0) => {}
+        Ok(n) => log::debug!("{n} node(s)' announced routes stored after the minimum interval"),
+        Err(e) => log::warn!("could not store announced routes: {e}"),
     }
     match state.reap_ephemeral(mono, ephemeral_timeout.as_secs()) {
         Ok(gone) => {

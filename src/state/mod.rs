@@ -146,6 +146,8 @@ pub struct State {
     /// Private: every change is published here, by state, after its commit.
     hub: Arc<Hub>,
     presence: RwLock<HashMap<u64, Presence>>,
+    /// When each node's announced routes were last stored (`routes::ANNOUNCE_EVERY`).
+    announces: Mutex<routes::Announces>,
     pending: Mutex<pending::PendingRegs>,
     expiry: expiry::Deferred,
     /// Swapped whole when the DERP map changes; readers clone the `Arc`.
@@ -172,6 +174,7 @@ impl State {
             writer: Mutex::new(Writer { next }),
             hub: Arc::new(Hub::default()),
             presence: RwLock::new(HashMap::new()),
+            announces: Mutex::new(routes::Announces::default()),
             pending: Mutex::new(pending::PendingRegs::default()),
             expiry,
         };

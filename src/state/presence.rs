@@ -112,6 +112,7 @@ fn keep_net_info(new: &RawValue, old: &RawValue) -> Option<Box<RawValue>> {
 impl State {
     pub(super) fn forget_presence(&self, id: u64) {
         self.presence.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.announces.lock().unwrap_or_else(|e| e.into_inner()).forget(id);
     }
 
     pub fn with_presence<R>(&self, f: impl FnOnce(&HashMap<u64, Presence>) -> R) -> R {
@@ -137,9 +138,11 @@ impl State {
             (u, p.hostinfo.clone())
         };
         // Compared with the store at every Hostinfo, not only a changed one:
-        // a write that failed (a full flash) is tried again.
+        // a write that failed (a full flash) is tried again. At most one
+        // stored change per node per `routes::ANNOUNCE_EVERY`; a later one
+        // waits for `store_deferred_routes`.
         if let Some(h) = kept.filter(|_| given) {
-            u.routes = self.routes_to_store(id, &h);
+            u.routes = self.routes_to_store(id, &h, crate::clock::mono_secs());
         }
         if u.hostinfo {
             self.hub.publish(Change::NodeChanged(id));

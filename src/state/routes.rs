@@ -4,7 +4,7 @@
 //! `autoApprovers`), and which router is primary for each subnet (in RAM:
 //! it follows who is online).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{not_found, Node, Snapshot, State, StateError, Tx};
@@ -14,6 +14,42 @@ use crate::tailcfg::Prefix;
 /// Routes one node may announce; more are cut (sorted first, so the same
 /// announcement always keeps the same ones). Real routers announce a few.
 pub const MAX_ROUTES: usize = 256;
+
+/// A node's announcement is stored at most once per this many seconds: a
+/// client changing it at every map request would otherwise have each one
+/// write flash, compile the policy and run autoApprovers. A change within
+/// the interval waits in RAM (the node's Hostinfo) and is stored once it
+/// has passed (by housekeeping, or at the node's next Hostinfo).
+pub const ANNOUNCE_EVERY: u64 = 60;
+
+/// When each node's announcement was last stored, and who has a newer one
+/// waiting for [`ANNOUNCE_EVERY`] to pass (RAM only; one entry per node).
+#[derive(Debug, Default)]
+pub(super) struct Announces {
+    /// Monotonic seconds of the last stored change (or the one under way).
+    last: HashMap<u64, u64>,
+    waiting: BTreeSet<u64>,
+}
+
+impl Announces {
+    /// Whether node `id` may store a changed announcement at `mono`; if so
+    /// the slot is taken now (so concurrent requests get one write), if not
+    /// the node waits for [`State::store_deferred_routes`].
+    fn take_slot(&mut self, id: u64, mono: u64) -> bool {
+        if self.last.get(&id).is_some_and(|t| mono < t.saturating_add(ANNOUNCE_EVERY)) {
+            self.waiting.insert(id);
+            return false;
+        }
+        self.last.insert(id, mono);
+        self.waiting.remove(&id);
+        true
+    }
+
+    pub(super) fn forget(&mut self, id: u64) {
+        self.last.remove(&id);
+        self.waiting.remove(&id);
+    }
+}
 
 /// An exit route: `0.0.0.0/0` or `::/0`.
 pub fn is_exit(p: &Prefix) -> bool {
@@ -174,6 +210,45 @@ pub fn list(routes: &[Prefix]) -> String {
 }
 
 impl State {
+    /// Stores the announcements that changed within [`ANNOUNCE_EVERY`] of
+    /// the previous stored one, once it has passed (`mono`: monotonic
+    /// seconds now), from the node's latest Hostinfo; returns how many were
+    /// written. Blocking (store writes): housekeeping calls it. A failed
+    /// write leaves the node waiting, to be tried again.
+    pub fn store_deferred_routes(&self, mono: u64) -> Result<usize, StateError> {
+        let due: Vec<u64> = {
+            let a = self.announces.lock().unwrap_or_else(|e| e.into_inner());
+            a.waiting
+                .iter()
+                .copied()
+                .filter(|id| a.last.get(id).is_none_or(|t| mono >= t.saturating_add(ANNOUNCE_EVERY)))
+                .collect()
+        };
+        let mut written = 0;
+        for id in due {
+            let hostinfo = self.with_presence(|m| m.get(&id).and_then(|p| p.hostinfo.clone()));
+            let routes = match hostinfo {
+                Some(h) => self.routes_to_store(id, &h, mono),
+                None => None,
+            };
+            // Nothing to store (it went back to what is stored, or is gone): no longer waiting.
+            let Some(routes) = routes else {
+                self.announces.lock().unwrap_or_else(|e| e.into_inner()).waiting.remove(&id);
+                continue;
+            };
+            match self.set_announced_routes(id, routes) {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(StateError::NotFound(_)) => {}
+                Err(e) => {
+                    self.announces.lock().unwrap_or_else(|e| e.into_inner()).waiting.insert(id);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(written)
+    }
+
     /// Elects the primary routers again after who is online changed
     /// (a stream opened, or a node was announced offline); returns whether
     /// a primary changed. Takes the writer lock, so async callers use
@@ -223,8 +298,14 @@ impl State {
     }
 
     /// The routes the node's Hostinfo announces, when they differ from
-    /// what is stored (`None`: nothing to write).
-    pub(super) fn routes_to_store(&self, id: u64, hostinfo: &serde_json::value::RawValue) -> Option<Vec<Prefix>> {
+    /// what is stored and the node may store a change at `mono` (monotonic
+    /// seconds; see [`ANNOUNCE_EVERY`]). `None`: nothing to write now.
+    pub(super) fn routes_to_store(
+        &self,
+        id: u64,
+        hostinfo: &serde_json::value::RawValue,
+        mono: u64,
+    ) -> Option<Vec<Prefix>> {
         let texts = crate::tailcfg::HostinfoView::of(hostinfo).routable_ips.unwrap_or_default();
         let (routes, dropped) = announced(&texts, &self.settings.prefixes);
         if !dropped.is_empty() {
@@ -232,7 +313,13 @@ impl State {
         }
         let snap = self.snapshot();
         let stored = snap.nodes.get(&id)?;
-        (stored.announced_routes != routes).then_some(routes)
+        let mut a = self.announces.lock().unwrap_or_else(|e| e.into_inner());
+        if stored.announced_routes == routes {
+            // Back to what is stored: nothing waits any more.
+            a.waiting.remove(&id);
+            return None;
+        }
+        a.take_slot(id, mono).then_some(routes)
     }
 }
 

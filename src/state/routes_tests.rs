@@ -47,6 +47,9 @@ fn a_hostinfo_announces_routes_stored_only_when_they_change() {
         s.report_blocking(1, None, 130);
         assert_eq!(routes_of(&s, 1).len(), 3);
         s.report_blocking(1, hostinfo(&["192.168.77.0/24"]), 130);
+        // A second change within `ANNOUNCE_EVERY` is stored once it has passed.
+        assert_eq!(routes_of(&s, 1).len(), 3);
+        s.store_deferred_routes(crate::clock::mono_secs() + ANNOUNCE_EVERY).unwrap();
         assert_eq!(routes_of(&s, 1), ["192.168.77.0/24"]);
     }
     // On flash.
@@ -259,4 +262,38 @@ fn a_primary_that_goes_offline_is_replaced_and_not_given_back() {
     // Un-approving the primary's route hands it over at once.
     s.approve_routes(1, &[]).unwrap();
     assert_eq!(primary(&s), Some(2));
+}
+
+/// Review 12: a client holding a node key alternates its `RoutableIPs` at
+/// every map request (lite requests or stream opens). Each change was a
+/// flash write (a sled commit and flush) plus a recompile of the policy and
+/// an autoApprovers run; now at most one stored change per node per
+/// [`ANNOUNCE_EVERY`] seconds, and the latest announcement is stored when
+/// the interval has passed.
+#[test]
+fn alternating_announcements_write_flash_at_most_once_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    with_nodes(&s, 2);
+    let before = s.store.commits();
+    for i in 0..50 {
+        let routes: &[&str] = if i % 2 == 0 { &["192.168.1.0/24"] } else { &["192.168.2.0/24", "0.0.0.0/0"] };
+        s.report_blocking(1, hostinfo(routes), 130);
+    }
+    let writes = s.store.commits() - before;
+    assert_eq!(writes, 1, "{writes} flash writes for 50 map requests");
+    assert_eq!(routes_of(&s, 1), ["192.168.1.0/24"]);
+    // Another node has its own interval.
+    s.report_blocking(2, hostinfo(&["10.2.0.0/16"]), 130);
+    assert_eq!(routes_of(&s, 2), ["10.2.0.0/16"]);
+    assert_eq!(s.store.commits() - before, 2);
+    // The last announcement (the 50th: the second set) is stored once the
+    // interval has passed, without the client asking again.
+    let now = crate::clock::mono_secs();
+    assert_eq!(s.store_deferred_routes(now).unwrap(), 0, "not before the interval");
+    assert_eq!(s.store_deferred_routes(now + ANNOUNCE_EVERY).unwrap(), 1);
+    assert_eq!(routes_of(&s, 1), ["0.0.0.0/0", "192.168.2.0/24"]);
+    assert_eq!(s.store.commits() - before, 3);
+    assert_eq!(s.store_deferred_routes(now + 10 * ANNOUNCE_EVERY).unwrap(), 0, "nothing left");
+    assert_eq!(s.store.commits() - before, 3);
 }

@@ -13,7 +13,7 @@ pub mod records;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::RwLock;
 
 use serde::de::DeserializeOwned;
@@ -191,6 +191,8 @@ pub struct Store {
     /// A write or flush failed. sled then keeps failing every later write,
     /// even once there is room again, until the store is reopened.
     broken: AtomicBool,
+    /// Non-empty commits since it was opened (wrapping): what tests count flash writes by.
+    commits: AtomicU32,
 }
 
 /// How long `Store::open` waits for the file lock of a store this process just closed.
@@ -246,6 +248,7 @@ impl Store {
             path: path.to_path_buf(),
             cache_capacity,
             broken: AtomicBool::new(false),
+            commits: AtomicU32::new(0),
         })
     }
 
@@ -328,6 +331,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        self.commits.fetch_add(1, Ordering::Relaxed);
         let db = self.db()?;
         let result = db.transaction(|tx| {
             for op in &batch.ops {
@@ -375,6 +379,11 @@ impl Store {
     fn failed(&self, e: sled::Error) -> StoreError {
         self.broken.store(true, Ordering::SeqCst);
         io_err(e)
+    }
+
+    /// How many non-empty commits (flash writes) were asked of this store.
+    pub fn commits(&self) -> u32 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Flushes anything outstanding (at shutdown; commits flush already).
