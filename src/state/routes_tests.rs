@@ -297,3 +297,33 @@ fn alternating_announcements_write_flash_at_most_once_per_interval() {
     assert_eq!(s.store_deferred_routes(now + 10 * ANNOUNCE_EVERY).unwrap(), 0, "nothing left");
     assert_eq!(s.store.commits() - before, 3);
 }
+
+/// Review 12: an exit route the admin un-approved while the policy's
+/// `autoApprovers.exitNode` covers the node was still served to peers: the
+/// compile applied autoApprovers again to what is announced, though the
+/// server stores their approvals (and `list-routes` showed none).
+#[test]
+fn an_exit_route_the_admin_unapproved_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(tailnet());
+    settings.policy = crate::state::PolicySource::Database;
+    let s = State::load(Store::open(&dir.path().join("db"), 1 << 20).unwrap(), settings).unwrap();
+    with_nodes(&s, 2);
+    let allow = r#""acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]"#;
+    s.set_policy(&format!(
+        r#"{{{allow}, "autoApprovers": {{"exitNode": ["alice@"], "routes": {{"192.168.0.0/16": ["alice@"]}}}}}}"#
+    ))
+    .unwrap();
+    s.report_blocking(1, hostinfo(&["192.168.77.0/24", "0.0.0.0/0", "::/0"]), 130);
+    assert_eq!(approved_of(&s, 1), ["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
+    let served = |s: &State| {
+        let snap = s.snapshot();
+        let mut v = strings(&snap.access.as_deref().unwrap().allowed_ips(2, 1));
+        v.sort();
+        v
+    };
+    assert!(served(&s).contains(&"0.0.0.0/0".to_string()));
+    s.approve_routes(1, &[]).unwrap();
+    assert!(approved_of(&s, 1).is_empty());
+    assert_eq!(served(&s), ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"], "un-approved routes are not served");
+}

@@ -71,7 +71,9 @@ impl Snapshot {
     }
 
     /// The nodes as the policy sees them: owners, tags, addresses, the
-    /// routes they announce, the approved ones and those they are primary for.
+    /// routes they announce, the approved ones and those they are primary
+    /// for. What `autoApprovers` look at (`Tx::auto_approve`), which store
+    /// what they approve; the compiled policy is given [`Snapshot::served_nodes`].
     pub fn policy_nodes(&self) -> Vec<NodeInfo> {
         let mut primary: BTreeMap<u64, Vec<Prefix>> = BTreeMap::new();
         for (p, id) in self.primaries.iter() {
@@ -94,6 +96,21 @@ impl Snapshot {
                 primary_routes: primary.remove(&n.id).unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// [`Snapshot::policy_nodes`] announcing only their approved routes:
+    /// what the policy is compiled for. Approvals, autoApprovers' included,
+    /// are stored when they are made, so the compile must not approve again
+    /// what an admin un-approved (review 12: an exit route un-approved while
+    /// `autoApprovers.exitNode` covered its node stayed in peers'
+    /// `AllowedIPs`). A change to routes nobody approved compiles nothing.
+    pub fn served_nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes = self.policy_nodes();
+        for n in &mut nodes {
+            let approved = &n.approved_routes;
+            n.routable_ips.retain(|r| approved.contains(r));
+        }
+        nodes
     }
 
     /// Whether any node serves a route (announced and approved).
@@ -127,7 +144,7 @@ impl Snapshot {
                 return;
             }
         };
-        let nodes = self.policy_nodes();
+        let nodes = self.served_nodes();
         // Users without a node count too: a token that fits two users names neither.
         let users: Vec<UserRef> = self.users.values().map(|u| Snapshot::user_ref(u)).collect();
         if !policy_changed && self.access.is_some() && *self.compiled_for == *nodes && *self.compiled_users == *users {
