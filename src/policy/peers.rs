@@ -406,6 +406,14 @@ impl Compiled {
         out
     }
 
+    /// Whether any viewer may get routes through `peer` (it has approved
+    /// subnets or exit routes). When not, [`Compiled::allowed_ips`] is only
+    /// its addresses and [`Compiled::primary_routes`] is empty for every
+    /// viewer: a session needs to compare nothing else of it.
+    pub fn routes_through(&self, peer: u64) -> bool {
+        self.at(peer).is_some_and(|p| !self.facts[p].subnet.is_empty() || !self.facts[p].exit.is_empty())
+    }
+
     /// The subnet routes among them (`PrimaryRoutes`; exit routes are not).
     pub fn primary_routes(&self, viewer: u64, peer: u64) -> Vec<Prefix> {
         let (Some(v), Some(p)) = (self.at(viewer), self.at(peer)) else { return Vec::new() };
