@@ -328,60 +328,6 @@ fn an_exit_route_the_admin_unapproved_is_not_served() {
     assert_eq!(served(&s), ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"], "un-approved routes are not served");
 }
 
-/// Review 12 probe (not a check): what one primary change costs with 1000
-/// nodes: the compile, and what every session's delta does (each peer's
-/// routes under the old and the new policy).
-#[test]
-#[ignore]
-fn probe_cost_of_a_primary_change_for_1000_nodes() {
-    use crate::state::{Node, Snapshot, User};
-    let mut nodes = Vec::new();
-    for i in 1..=1000u64 {
-        let mut n = Node::example(i, 1, format!("100.64.{}.{}", i / 256, i % 256).parse().unwrap());
-        if i <= 2 {
-            n.announced_routes = pfx(&["192.168.77.0/24", "0.0.0.0/0", "::/0"]);
-            n.approved_routes = n.announced_routes.clone();
-        }
-        nodes.push(n);
-    }
-    let mut snap = Snapshot::from_records([User::named(1, "alice")], nodes, []);
-    snap.primaries = Arc::new([(pfx(&["192.168.77.0/24"])[0], 1)].into_iter().collect());
-    let t = std::time::Instant::now();
-    let a = snap.with_policy(None);
-    let compile = t.elapsed();
-    let mut b = a.clone();
-    b.primaries = Arc::new([(pfx(&["192.168.77.0/24"])[0], 2)].into_iter().collect());
-    let t = std::time::Instant::now();
-    b.recompile(false);
-    let recompile = t.elapsed();
-    let (x, y) = (a.access.clone().unwrap(), b.access.clone().unwrap());
-    let t = std::time::Instant::now();
-    let mut changed = 0;
-    for v in 1..=1000u64 {
-        for p in 1..=1000u64 {
-            let before = (x.allowed_ips(v, p), x.primary_routes(v, p));
-            let after = (y.allowed_ips(v, p), y.primary_routes(v, p));
-            changed += usize::from(before != after);
-        }
-    }
-    let every_pair = t.elapsed();
-    // As the mapper compares now: only peers with routes under either.
-    let t = std::time::Instant::now();
-    let mut guarded = 0;
-    for v in 1..=1000u64 {
-        for p in (1..=1000u64).filter(|p| x.routes_through(*p) || y.routes_through(*p)) {
-            let before = (x.allowed_ips(v, p), x.primary_routes(v, p));
-            let after = (y.allowed_ips(v, p), y.primary_routes(v, p));
-            guarded += usize::from(before != after);
-        }
-    }
-    assert_eq!(guarded, changed);
-    eprintln!(
-        "compile {compile:?}, recompile {recompile:?}, all sessions' route diffs {every_pair:?}, only routers {:?} ({changed} pairs changed)",
-        t.elapsed()
-    );
-}
-
 /// What lets the mapper compare only routers' routes at a policy change:
 /// through a peer without approved routes a viewer gets only its addresses.
 #[test]
