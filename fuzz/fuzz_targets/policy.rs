@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let nodes = nodes();
     let c = policy.compile(&nodes);
     for v in &nodes {
-        let _ = serde_json::to_vec(c.filter(v.id));
+        let _ = serde_json::to_vec(&c.filter(v.id));
         let _ = c.approved_routes(v.id);
         for p in &nodes {
             if c.sees(v.id, p.id) {
