@@ -153,12 +153,20 @@ impl State {
 
 /// Distinct tags one device may ask for.
 pub const MAX_REQUESTED_TAGS: usize = 16;
+/// The longest tag a device may ask for, in bytes.
+pub const MAX_TAG_LEN: usize = 128;
 
 /// The distinct tags a device asks for in its Hostinfo (`--advertise-tags`),
 /// sorted; more than [`MAX_REQUESTED_TAGS`] are cut to one more than that,
 /// which `login_tags` refuses.
 pub(super) fn requested_tags(hostinfo: Option<&RawValue>) -> Vec<String> {
     let mut tags = hostinfo.and_then(|h| HostinfoView::of(h).request_tags).unwrap_or_default();
+    // A keyless device's login is held in RAM until approved: each tag is
+    // kept to one byte past the longest allowed, which `login_tags` refuses.
+    for t in &mut tags {
+        let cut = crate::text::head_bytes(t, MAX_TAG_LEN + 1).len();
+        t.truncate(cut);
+    }
     tags.sort();
     tags.dedup();
     tags.truncate(MAX_REQUESTED_TAGS + 1);
@@ -187,6 +195,9 @@ pub(super) fn login_tags(
     }
     if requested.len() > MAX_REQUESTED_TAGS {
         return Err(StateError::Invalid(format!("a device may ask for at most {MAX_REQUESTED_TAGS} tags")));
+    }
+    if requested.iter().any(|t| t.len() > MAX_TAG_LEN) {
+        return Err(StateError::Invalid(format!("a tag a device asks for has at most {MAX_TAG_LEN} bytes")));
     }
     keys::check_tags(&requested).map_err(|_| refused_tags(&requested))?;
     let Some(policy) = &snap.policy else { return Err(refused_tags(&requested)) };

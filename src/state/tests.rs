@@ -460,5 +460,13 @@ fn tags_asked_for_in_a_large_hostinfo_are_not_dropped_and_their_number_is_bounde
     let many: Vec<String> = (0..20).map(|i| format!("tag:t{i}")).collect();
     let e = login(2, serde_json::json!({"Hostname": "web", "RequestTags": many})).unwrap_err();
     assert!(e.to_string().contains("at most 16"), "{e}");
+    // A keyless device's waiting login holds no more than 129 bytes a tag.
+    let long = format!("tag:{}", "a".repeat(60_000));
+    let req = register_request(3, serde_json::json!({"Hostname": "web", "RequestTags": [long]}));
+    let tags = super::policy::requested_tags(req.hostinfo.as_deref());
+    assert_eq!(tags[0].len(), super::policy::MAX_TAG_LEN + 1);
+    let e = login(3, serde_json::json!({"Hostname": "web", "RequestTags": [format!("tag:{}", "a".repeat(60_000))]}))
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 128 bytes") && e.to_string().len() < 200, "{e}");
     assert!(s.snapshot().nodes.is_empty());
 }
