@@ -39,6 +39,18 @@ impl Parsed {
     pub fn all(&self, long: &str) -> Vec<&str> {
         self.values.get(long).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default()
     }
+
+    /// Every value of a list flag: each use counts, each a comma-separated
+    /// list; empty items (and so an empty value) add nothing.
+    pub fn list(&self, long: &str) -> Vec<String> {
+        self.all(long)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// Parses `args` against `flags` (plus [`GLOBAL`]); `cmd` names the command in errors.

@@ -429,8 +429,7 @@ fn preauthkeys(args: &[String]) -> Result<(), Failure> {
             no_extra_words(&p, 1, "preauthkeys create")?;
             let span = clock::parse_span(p.get("expiration").unwrap_or("1h"))
                 .map_err(|e| usage_err(format!("--expiration: {e}")))?;
-            let tags: Vec<&str> =
-                p.all("tags").iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()).collect();
+            let tags = p.list("tags");
             let mut body = json!({
                 "reusable": p.has("reusable"),
                 "ephemeral": p.has("ephemeral"),
@@ -512,14 +511,7 @@ fn nodes(args: &[String]) -> Result<(), Failure> {
             if p.get("tags").is_none() {
                 return Err(usage_err("usage: tinyscale nodes tag -i ID -t tag:a,tag:b"));
             }
-            let tags: Vec<String> = p
-                .all("tags")
-                .iter()
-                .flat_map(|t| t.split(','))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect();
+            let tags = p.list("tags");
             let body = serde_json::to_value(crate::api::types::SetTags { tags }).map_err(|e| fail(e.to_string()))?;
             let r = c.call("POST", &format!("/api/v1/node/{id}/tags"), Some(body))?;
             emit(c.format, &r["node"], || {

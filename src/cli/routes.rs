@@ -26,15 +26,8 @@ pub(super) fn nodes_routes(args: &[String]) -> Result<(), Failure> {
                     "usage: tinyscale nodes approve-routes -i ID -r 192.168.1.0/24,0.0.0.0/0 (-r '' approves none)",
                 ));
             }
-            // Every -r counts, each a comma-separated list; an empty one approves none.
-            let routes: Vec<String> = p
-                .all("routes")
-                .iter()
-                .flat_map(|r| r.split(','))
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(str::to_string)
-                .collect();
+            // An empty -r approves none.
+            let routes = p.list("routes");
             let body = serde_json::to_value(ApproveRoutes { routes }).map_err(|e| fail(e.to_string()))?;
             let r = c.call("POST", &format!("/api/v1/node/{id}/approve_routes"), Some(body))?;
             emit(c.format, &r["node"], || {
