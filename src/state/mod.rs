@@ -161,7 +161,7 @@ fn not_found(what: &str, id: u64) -> StateError {
 impl State {
     /// Loads everything from `store`.
     pub fn load(store: Store, settings: Settings) -> Result<State, StateError> {
-        let (snap, next) = Self::read_store(&store)?;
+        let (snap, next, stored_policy) = Self::read_store(&store)?;
         let expiry = expiry::Deferred::default();
         if snap.nodes.values().any(|n| n.expiry_deferred.is_some()) {
             expiry.note_deferred();
@@ -178,12 +178,13 @@ impl State {
             pending: Mutex::new(pending::PendingRegs::default()),
             expiry,
         };
-        state.load_policy()?;
+        state.load_policy(stored_policy)?;
         Ok(state)
     }
 
-    /// Everything the store holds, as a snapshot and the next free ids.
-    fn read_store(store: &Store) -> Result<(Snapshot, NextIds), StateError> {
+    /// Everything the store holds, as a snapshot, the next free ids and the
+    /// stored policy text (put in force by `load_policy`, not here).
+    fn read_store(store: &Store) -> Result<(Snapshot, NextIds, Option<String>), StateError> {
         let c = store.load()?;
         let snap = Snapshot::from_records(c.users, c.nodes, c.preauth_keys);
         // Counters never fall behind what exists, even if a record outlived a counter write.
@@ -192,7 +193,7 @@ impl State {
         next.node = next.node.max(snap.nodes.keys().max().map_or(1, |m| m + 1));
         next.preauth_key = next.preauth_key.max(snap.preauth_keys.keys().max().map_or(1, |m| m + 1));
         next.api_key = next.api_key.max(c.api_keys.iter().map(|k| k.id + 1).max().unwrap_or(1));
-        Ok((snap, next))
+        Ok((snap, next, c.policy))
     }
 
     /// After a failed write (a full flash): reopens the store and takes what
@@ -201,7 +202,7 @@ impl State {
     /// refused with the store's error; reads keep the last snapshot.
     fn recover_store(&self, w: &mut Writer) -> Result<(), StateError> {
         self.store.reopen()?;
-        let (mut snap, next) = Self::read_store(&self.store)?;
+        let (mut snap, next, _) = Self::read_store(&self.store)?;
         // The policy in force stays (a file's is not in the store at all).
         let old = self.snapshot();
         snap.policy = old.policy.clone();

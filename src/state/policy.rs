@@ -54,12 +54,12 @@ impl State {
     /// The policy in force at start: the store's (database mode) or the
     /// file's. A policy that does not check stops the start rather than
     /// letting every node reach every other.
-    pub(super) fn load_policy(&self) -> Result<Option<Applied>, StateError> {
+    pub(super) fn load_policy(&self, stored: Option<String>) -> Result<Option<Applied>, StateError> {
         match &self.settings.policy {
             PolicySource::NoFile => Ok(None),
             PolicySource::File(_) => self.reload_policy_file().map(Some),
             PolicySource::Database => {
-                let Some(text) = self.store.load()?.policy.filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+                let Some(text) = stored.filter(|t| !t.trim().is_empty()) else { return Ok(None) };
                 let policy = checked(&text, "in the database")?;
                 self.put_policy(policy, text, false).map(Some)
             }
