@@ -117,3 +117,48 @@ async fn routes_are_served_once_approved_and_the_primary_fails_over_without_comi
     assert_eq!(strings(&n[0]["subnet_routes"]), ["0.0.0.0/0", "::/0"], "{n}");
     drop(r2);
 }
+
+/// Bad route input through the CLI: invalid and host-bit prefixes, routes
+/// the node does not announce and unknown nodes are refused with a clear
+/// message, exit non-zero, and change nothing; overlapping announcements
+/// are kept and served side by side, as Tailscale does.
+#[tokio::test]
+async fn bad_route_input_is_refused_and_overlaps_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let s = Server::start(&d, &[], &[("TINYSCALE_LISTEN_ADDR", "127.0.0.1:0")]);
+    let addr = s.host_port();
+    ok(&d, &["users", "create", "alice"]);
+    let k = key(&d, "alice");
+    let mut peer = join(&addr, &k, "phone").await;
+    let mut r = join(&addr, &k, "router").await;
+    let id = r.id().to_string();
+    let wide = "192.168.0.0/16";
+    // Overlapping, an invalid one and one inside the tailnet's own range.
+    let announce = [wide, SUBNET, "banana", "192.168.1.7/24", "100.64.0.0/10"];
+    assert_eq!(r.client.lite(&announcing(&r.node, &announce, false)).await, 200);
+    let routes = json(&d, &["nodes", "list-routes", "-i", &id, "-o", "json"]);
+    assert_eq!(strings(&routes[0]["available_routes"]), [wide, SUBNET], "{routes}");
+
+    for (bad, want) in [
+        ("banana", "banana"),
+        ("192.168.77.5/24", "host bits"),
+        ("10.0.0.0/8", "does not announce 10.0.0.0/8"),
+        (&format!("{SUBNET},10.0.0.0/8"), "does not announce 10.0.0.0/8"),
+    ] {
+        let o = run(&d, &["nodes", "approve-routes", "-i", &id, "-r", bad]);
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(want), "{bad}: {err}");
+        assert!(!crashed(o.status, &err), "{bad}: {err}");
+    }
+    let o = run(&d, &["nodes", "approve-routes", "-i", "999", "-r", SUBNET]);
+    assert!(!o.status.success() && stderr(&o).contains("999"), "{}", stderr(&o));
+    let routes = json(&d, &["nodes", "list-routes", "-i", &id, "-o", "json"]);
+    assert!(strings(&routes[0]["approved_routes"]).is_empty(), "a refusal changed approvals: {routes}");
+
+    ok(&d, &["nodes", "approve-routes", "-i", &id, "-r", &format!("{wide},{SUBNET}")]);
+    let n = peer_update(&mut peer.stream, r.id(), 10, |n| strings(&n["PrimaryRoutes"]).len() == 2).await;
+    assert_eq!(strings(&n["PrimaryRoutes"]), [wide, SUBNET], "{n}");
+    let mut s = s;
+    s.assert_alive();
+}

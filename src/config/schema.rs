@@ -97,10 +97,11 @@ pub struct Tls {
     pub key_path: PathBuf,
 }
 
+/// One of `dns.extra_records` as written in the YAML.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ExtraRecord {
     pub name: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
     pub value: String,
 }
@@ -113,7 +114,8 @@ pub struct Dns {
     pub nameservers_global: Vec<String>,
     pub nameservers_split: BTreeMap<String, Vec<String>>,
     pub search_domains: Vec<String>,
-    pub extra_records: Vec<ExtraRecord>,
+    /// Checked by `dns::records`, as the file's are.
+    pub extra_records: Vec<crate::tailcfg::DnsRecord>,
     pub extra_records_path: Option<PathBuf>,
 }
 

@@ -9,6 +9,7 @@ use super::{
     Oidc, PkceMethod, Prefixes, Reader, Secret, DEFAULT_BASE_DOMAIN, DEFAULT_SLED_CACHE,
 };
 use crate::clock::Span;
+use crate::dns::{self, valid_domain};
 use crate::tailcfg::Prefix;
 
 pub fn read_prefixes(r: &mut Reader) -> Prefixes {
@@ -225,23 +226,46 @@ pub fn read_dns(r: &mut Reader, base: &Path, server_host: &str) -> Dns {
     }
     let nameservers_global = r.string_list("dns.nameservers.global");
     for (i, ns) in nameservers_global.iter().enumerate() {
-        if ns.parse::<IpAddr>().is_err() && !ns.starts_with("https://") {
-            r.error(
-                &format!("dns.nameservers.global[{i}]"),
-                format!("{ns:?} is not an IP address or a DNS-over-HTTPS URL"),
-            );
+        if let Err(e) = dns::check_nameserver(ns) {
+            r.error(&format!("dns.nameservers.global[{i}]"), e);
         }
     }
     let nameservers_split = r.list_map("dns.nameservers.split");
+    for (domain, servers) in &nameservers_split {
+        let key = format!("dns.nameservers.split.{domain}");
+        if !valid_domain(domain.strip_suffix('.').unwrap_or(domain)) {
+            r.error(&key, format!("{domain:?} is not a domain name"));
+        }
+        if servers.is_empty() {
+            r.error(&key, "lists no nameserver for the domain");
+        }
+        for (i, ns) in servers.iter().enumerate() {
+            if let Err(e) = dns::check_nameserver(ns) {
+                r.error(&format!("{key}[{i}]"), e);
+            }
+        }
+    }
     let override_local_dns = r.boolean("dns.override_local_dns", !nameservers_global.is_empty());
     if override_local_dns && nameservers_global.is_empty() {
         r.error("dns.override_local_dns", "is true, so dns.nameservers.global must list at least one nameserver");
     }
     let search_domains = r.string_list("dns.search_domains");
+    for (i, d) in search_domains.iter().enumerate() {
+        if !valid_domain(d.strip_suffix('.').unwrap_or(d)) {
+            r.error(&format!("dns.search_domains[{i}]"), format!("{d:?} is not a domain name"));
+        }
+    }
     let extra_records = match r.value("dns.extra_records") {
         None => Vec::new(),
         Some(v) => match serde_yaml::from_value::<Vec<ExtraRecord>>(v) {
-            Ok(list) => list,
+            Ok(list) => match dns::records::checked(list.into_iter().map(|x| (x.name, x.kind, x.value))) {
+                Ok(records) => records,
+                Err(e) => {
+                    let key = e.index.map_or("dns.extra_records".to_string(), |i| format!("dns.extra_records[{i}]"));
+                    r.error(&key, e.message);
+                    Vec::new()
+                }
+            },
             Err(e) => {
                 r.error("dns.extra_records", format!("expected a list of {{name, type, value}}: {e}"));
                 Vec::new()
@@ -354,16 +378,4 @@ pub fn read_oidc(r: &mut Reader, base: &Path) -> Option<Oidc> {
         email_verified_required,
         use_expiry_from_token,
     })
-}
-
-fn valid_domain(d: &str) -> bool {
-    !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }

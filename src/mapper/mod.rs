@@ -307,15 +307,17 @@ pub fn delta(
         }
         (true, true) => {
             // Nothing about peers reaches an expired node; only its own node
-            // and the DERP map.
+            // and what comes from the configuration.
             let me_changed = changes.contains(&Change::NodeChanged(self_id));
             let derp = changes.contains(&Change::DerpMap);
-            if !me_changed && !derp {
+            let dns = changes.contains(&Change::Dns);
+            if !me_changed && !derp && !dns {
                 return Delta::Nothing;
             }
             let resp = MapResponse {
                 node: me_changed.then(|| node(ctx, me, presence.get(&self_id), now, true)),
                 derp_map: derp.then(|| ctx.derp_map.clone()),
+                dns_config: dns.then(|| ctx.dns.clone()),
                 // Its owner may be what changed (a user rename).
                 user_profiles: if me_changed { vec![user_profile(snap, me.user_id)] } else { Vec::new() },
                 control_time: Some(time(now)),
@@ -332,11 +334,12 @@ pub fn delta(
     }
     let (mut self_changed, mut changed, mut removed) = (false, BTreeSet::new(), BTreeSet::new());
     let (mut patched, mut online) = (BTreeSet::new(), BTreeSet::new());
-    let mut derp = false;
+    let (mut derp, mut dns) = (false, false);
     for c in changes {
         match *c {
             Change::Everything => return Delta::Full,
             Change::DerpMap => derp = true,
+            Change::Dns => dns = true,
             // Diffed below, whatever the change.
             Change::Policy => {}
             Change::NodeChanged(id) if id == self_id => self_changed = true,
@@ -359,7 +362,11 @@ pub fn delta(
             }
         }
     }
-    let mut resp = MapResponse { derp_map: derp.then(|| ctx.derp_map.clone()), ..Default::default() };
+    let mut resp = MapResponse {
+        derp_map: derp.then(|| ctx.derp_map.clone()),
+        dns_config: dns.then(|| ctx.dns.clone()),
+        ..Default::default()
+    };
     // A new compiled policy: this node's filter, and the peers it now sees
     // or no longer sees, whatever changed it.
     let access = snap.access.as_deref();
@@ -455,6 +462,7 @@ pub fn delta(
     if resp.node.is_none()
         && resp.packet_filter.is_none()
         && resp.derp_map.is_none()
+        && resp.dns_config.is_none()
         && resp.peers_changed.is_empty()
         && resp.peers_removed.is_empty()
         && resp.peers_changed_patch.is_empty()

@@ -18,7 +18,7 @@ use crate::config::{Allocation, Prefixes};
 use crate::state::events::Subscription;
 use crate::state::{NewUser, PolicySource, Settings, State};
 use crate::store::Store;
-use crate::tailcfg::{DerpMap, DiscoPublic, NodePublic};
+use crate::tailcfg::{DerpMap, DiscoPublic, DnsRecord, NodePublic};
 
 /// xorshift64*: enough to shuffle operations, and the same on every run.
 struct Rng(u64);
@@ -253,8 +253,20 @@ fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
                 let u = users[rng.below(3) as usize];
                 s.rename_user(u, &format!("user-{step}")).unwrap();
             }
-            12 => {
+            12 if rng.below(2) == 0 => {
                 s.set_derp_map(derp_map(900 + rng.below(3) as i64));
+            }
+            12 => {
+                let n = rng.below(3);
+                s.set_extra_records(
+                    (0..n)
+                        .map(|i| DnsRecord {
+                            name: format!("h{i}.lan"),
+                            kind: "A".into(),
+                            value: format!("10.0.0.{i}"),
+                        })
+                        .collect(),
+                );
             }
             13 => {
                 s.set_policy(POLICIES[rng.below(POLICIES.len() as u64) as usize]).unwrap();

@@ -136,6 +136,7 @@ fn deltas_are_the_smallest_update() {
     assert!(matches!(d(&w, &[Change::NodeRemoved(me)]), Delta::SelfGone));
     assert!(matches!(d(&w, &[Change::Everything]), Delta::Full));
     assert!(matches!(d(&w, &[Change::DerpMap]), Delta::Send(r) if r.derp_map.is_some() && r.peers_changed.is_empty()));
+    assert!(matches!(d(&w, &[Change::Dns]), Delta::Send(r) if r.dns_config.is_some() && r.derp_map.is_none()));
     assert!(matches!(d(&w, &[]), Delta::Nothing));
 }
 
@@ -171,6 +172,7 @@ fn an_expired_node_sees_only_itself_until_it_logs_in_again() {
     assert!(r.node.is_some() && r.peers_changed.is_empty() && r.peers_changed_patch.is_empty());
     assert!(r.peers_removed.is_empty());
     assert!(matches!(w.delta(me, &[Change::DerpMap], now, &mut sent), Delta::Send(r) if r.derp_map.is_some()));
+    assert!(matches!(w.delta(me, &[Change::Dns], now, &mut sent), Delta::Send(r) if r.dns_config.is_some()));
     // A new map request gets its own node only.
     let m = w.full(me, now).unwrap();
     let j = serde_json::to_value(&m).unwrap();

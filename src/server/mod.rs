@@ -6,6 +6,7 @@ mod admission;
 mod derp;
 #[cfg(feature = "fetch")]
 mod derp_urls;
+mod extra_records;
 pub mod housekeeping;
 mod http;
 pub use http::SHORT_LIFETIME;
@@ -36,6 +37,8 @@ pub enum ServeError {
     State(StateError),
     Key(keyfile::KeyFileError),
     Tls(String),
+    /// `dns.extra_records_path` is missing or does not check.
+    ExtraRecords(String),
     Bind(String),
     Runtime(std::io::Error),
 }
@@ -43,7 +46,7 @@ pub enum ServeError {
 impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServeError::Oidc(e) | ServeError::Unsupported(e) => f.write_str(e),
+            ServeError::Oidc(e) | ServeError::Unsupported(e) | ServeError::ExtraRecords(e) => f.write_str(e),
             ServeError::Store(e) => e.fmt(f),
             ServeError::State(e) => e.fmt(f),
             ServeError::Key(e) => e.fmt(f),
@@ -56,14 +59,15 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// What every map carries, from the config (the DERP map comes later).
-fn map_context(cfg: &Config) -> MapContext {
+/// What every map carries, from the config and the extra records read at
+/// start (the DERP map comes later).
+fn map_context(cfg: &Config, extra_records: Vec<crate::tailcfg::DnsRecord>) -> MapContext {
     let base_domain = if cfg.dns.magic_dns { cfg.dns.base_domain.clone() } else { String::new() };
     let domain = if cfg.dns.base_domain.is_empty() { cfg.server.host.clone() } else { cfg.dns.base_domain.clone() };
     MapContext {
         base_domain,
         derp_map: Default::default(),
-        dns: Arc::new(crate::dns::client_config(&cfg.dns)),
+        dns: Arc::new(crate::dns::client_config(&cfg.dns, extra_records)),
         domain,
         taildrop: cfg.taildrop_enabled,
     }
@@ -73,10 +77,15 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.database.path, cfg.database.cache_capacity).map_err(ServeError::Store)?;
     let noise_key = keyfile::load_or_create(&cfg.noise_private_key_path).map_err(ServeError::Key)?;
+    let records_file = match &cfg.dns.extra_records_path {
+        Some(p) => Some((p.clone(), extra_records::load(p).map_err(ServeError::ExtraRecords)?)),
+        None => None,
+    };
+    let records = records_file.as_ref().map_or_else(|| cfg.dns.extra_records.clone(), |(_, l)| l.records.clone());
     let settings = Settings {
         node_expiry: cfg.node_expiry,
         max_nodes: cfg.max_nodes,
-        map: map_context(&cfg),
+        map: map_context(&cfg, records),
         policy: match (cfg.policy_mode, &cfg.policy_path) {
             (PolicyMode::Database, _) => PolicySource::Database,
             (PolicyMode::File, Some(path)) => PolicySource::File(path.clone()),
@@ -159,6 +168,9 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
         let ephemeral_timeout = Duration::from_secs(cfg.ephemeral_inactivity_timeout.secs());
         tokio::spawn(housekeeping::run(state.clone(), ephemeral_timeout, stop_rx.clone()));
+        if let Some((path, loaded)) = records_file {
+            tokio::spawn(extra_records::watch(state.clone(), path, loaded, stop_rx.clone()));
+        }
         if !cfg.derp.urls.is_empty() {
             #[cfg(feature = "fetch")]
             tokio::spawn(derp_urls::refresh(cfg.clone(), embedded, state.clone(), stop_rx.clone()));

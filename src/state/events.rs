@@ -26,9 +26,11 @@ pub enum Change {
     Online(u64, bool),
     /// The DERP map changed (a `derp.urls` refresh).
     DerpMap,
+    /// The DNS config changed (the extra records file).
+    Dns,
     /// The policy changed: each session diffs what it compiles to.
     Policy,
-    /// Something every map carries changed (DNS, policy).
+    /// Anything may have changed (the store was read again): a full map.
     Everything,
 }
 

@@ -39,7 +39,7 @@ use crate::clock::Span;
 use crate::config::Prefixes;
 use crate::secrets;
 use crate::store::{NextIds, Store, StoreError};
-use crate::tailcfg::{DerpMap, DnsConfig};
+use crate::tailcfg::{DerpMap, DnsConfig, DnsRecord};
 use events::Hub;
 use presence::Presence;
 
@@ -102,8 +102,9 @@ pub struct Settings {
     pub max_nodes: usize,
     /// Where keys and random addresses come from (the OS; tests may fix it).
     pub random: secrets::Fill,
-    /// What every map carries, as configured (its DERP map can change later:
-    /// [`State::set_derp_map`]).
+    /// What every map carries, as configured (its DERP map and extra DNS
+    /// records can change later: [`State::set_derp_map`],
+    /// [`State::set_extra_records`]).
     pub map: MapContext,
     pub policy: PolicySource,
 }
@@ -249,6 +250,21 @@ impl State {
             *ctx = Arc::new(MapContext { derp_map: Arc::new(derp_map), ..(**ctx).clone() });
         }
         self.hub.publish(events::Change::DerpMap);
+        true
+    }
+
+    /// Swaps in new extra DNS records (a changed `dns.extra_records_path`)
+    /// and tells every map session; returns whether they changed.
+    pub fn set_extra_records(&self, records: Vec<DnsRecord>) -> bool {
+        {
+            let mut ctx = self.map.write().unwrap_or_else(|e| e.into_inner());
+            if ctx.dns.extra_records == records {
+                return false;
+            }
+            let dns = DnsConfig { extra_records: records, ..(*ctx.dns).clone() };
+            *ctx = Arc::new(MapContext { dns: Arc::new(dns), ..(**ctx).clone() });
+        }
+        self.hub.publish(events::Change::Dns);
         true
     }
 
