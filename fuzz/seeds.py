@@ -97,3 +97,19 @@ seed("web_forms", "url", "https://[fd00::1]:8443/application/o/tinyscale/")
 
 seed("cli_reply", "plain", b"HTTP/1.1 404 Not Found\r\ncontent-length: 13\r\n\r\n{\"code\":404}\n")
 seed("cli_reply", "chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n")
+
+# The admin API: a request of each kind a script sends (length of the first
+# line picks the method: 0 GET, 1 POST, 2 PUT, 3 DELETE).
+for name, method, target, body in [
+    ("user_create", "P", "user", '{"name":"alice","displayName":"A"}'),
+    ("key_create", "P", "preauthkey", '{"user":"1","reusable":true,"expiration":"2099-01-01T00:00:00Z"}'),
+    ("node_create", "P", "debug/node", '{"user":"alice","name":"nas","key":"' + node_key + '"}'),
+    ("node_routes", "P", "node/1/approve_routes", '{"routes":["192.168.1.0/24","0.0.0.0/0"]}'),
+    ("node_tags", "P", "node/1/tags", '{"tags":["tag:web"]}'),
+    ("node_expire", "P", "node/1/expire?expiry=2030-01-01T00:00:00Z", '{"disableExpiry":false}'),
+    ("policy_set", "PU", "policy", json.dumps({"policy": '{"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}'})),
+    ("apikey_create", "P", "apikey", '{"expiration":"2099-01-01T00:00:00Z"}'),
+    ("user_list", "", "user?name=alice", ""),
+    ("user_delete", "DEL", "user/1", ""),
+]:
+    seed("api_requests", name, f"{method}\n{target}\n{body}")

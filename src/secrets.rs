@@ -11,7 +11,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::tailcfg::encode_hex;
 
 pub const AUTH_KEY_PREFIX: &str = "tskey-auth-";
-pub const API_KEY_PREFIX: &str = "tskey-api-";
+/// Headscale's API keys: `hskey-api-<12 hex>-<64 hex>`.
+pub const API_KEY_PREFIX: &str = "hskey-api-";
 const PREFIX_LEN: usize = 12;
 const SECRET_LEN: usize = 48;
 const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -70,6 +71,17 @@ pub fn new_key_from(kind: &str, fill: Fill) -> Result<NewKey, RandomUnavailable>
     let prefix = random_text_from(PREFIX_LEN, fill)?;
     let secret = random_text_from(SECRET_LEN, fill)?;
     Ok(NewKey { full: format!("{kind}{prefix}-{secret}"), hash: hash_secret(&secret), prefix })
+}
+
+/// A new API key in Headscale's format, `hskey-api-<12 hex>-<64 hex>`:
+/// 48 random bits to find it by, 256 to check.
+pub fn new_api_key_from(fill: Fill) -> Result<NewKey, RandomUnavailable> {
+    let mut prefix = [0u8; PREFIX_LEN / 2];
+    let mut secret = [0u8; 32];
+    fill(&mut prefix)?;
+    fill(&mut secret)?;
+    let (prefix, secret) = (encode_hex(&prefix), encode_hex(&secret));
+    Ok(NewKey { full: format!("{API_KEY_PREFIX}{prefix}-{secret}"), hash: hash_secret(&secret), prefix })
 }
 
 /// Splits `tskey-auth-<prefix>-<secret>` into its prefix and secret.

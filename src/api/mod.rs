@@ -1,27 +1,32 @@
-//! The admin API: JSON over HTTP, Headscale's `/api/v1` routes and snake_case
-//! shapes. Served on the local unix socket (the CLI's way in; file permissions
-//! are the authentication). Later issues serve it over TCP behind API keys.
+//! The admin API: Headscale's `/api/v1` routes and JSON ([`types`]), served
+//! on the local unix socket (the CLI's way in; the file's mode is the
+//! guard) and on the main listener behind an API key ([`auth`]).
 //!
-//! [`handle`] is synchronous and does the state's blocking writes: the socket
-//! server runs it in `spawn_blocking`.
+//! [`handle`] is synchronous and does the state's blocking writes: the
+//! servers run it in `spawn_blocking`.
 
-mod json;
+pub mod auth;
 pub mod types;
+pub mod views;
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::clock;
 use crate::state::{NewPreAuthKey, NewUser, Snapshot, State, StateError};
 use crate::url::{percent_decode, query_param};
-
-pub use json::{node_json, preauth_key_json, user_json};
+use types::*;
 
 /// Largest request body accepted: a policy as large as one may be, as a
 /// JSON string (escapes take room: twice its length).
 pub const MAX_BODY: usize = 2 * crate::policy::hujson::MAX_LEN;
+
+/// How long a new API key lasts without an `expiration` (Headscale's CLI default).
+pub const API_KEY_DAYS: i64 = 90;
 
 pub struct Request<'a> {
     pub method: &'a str,
@@ -36,12 +41,20 @@ pub struct Response {
     pub body: Value,
 }
 
-fn ok(body: Value) -> Response {
-    Response { status: 200, body }
+fn ok(body: impl Serialize) -> Response {
+    // Invariant: the API's types are plain structs of strings, numbers and lists, which always serialize.
+    Response { status: 200, body: serde_json::to_value(body).expect("API types serialize") }
 }
 
-fn error(status: u16, message: impl Into<String>) -> Response {
-    Response { status, body: json!({ "code": status, "message": message.into() }) }
+pub fn error(status: u16, message: impl Into<String>) -> Response {
+    ok(ErrorResponse { code: status, message: message.into() }).with_status(status)
+}
+
+impl Response {
+    fn with_status(mut self, status: u16) -> Response {
+        self.status = status;
+        self
+    }
 }
 
 impl From<StateError> for Response {
@@ -61,12 +74,7 @@ impl From<StateError> for Response {
     }
 }
 
-fn to_value(v: impl serde::Serialize) -> Value {
-    // Invariant: the API's types are plain structs of strings and lists, which always serialize.
-    serde_json::to_value(v).expect("API types serialize")
-}
-
-fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(if body.is_empty() { b"{}" } else { body })
         .map_err(|e| error(400, format!("bad request body: {e}")))
 }
@@ -75,18 +83,14 @@ fn id_of(seg: &str, what: &str) -> Result<u64, Response> {
     seg.parse().map_err(|_| error(400, format!("{seg:?} is not a {what} id")))
 }
 
-/// `user` as sent by a client: an id or a name.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum UserRef {
-    Id(u64),
-    Text(String),
-}
-
+/// A user named by id or name. Names start with a letter, so digits are an id.
 fn resolve_user(snap: &Snapshot, r: &UserRef) -> Result<u64, Response> {
     let found = match r {
         UserRef::Id(id) => snap.users.get(id),
-        UserRef::Text(t) => snap.find_user(t),
+        UserRef::Text(t) => match t.parse::<u64>() {
+            Ok(id) => snap.users.get(&id),
+            Err(_) => snap.find_user(t),
+        },
     };
     found.map(|u| u.id).ok_or_else(|| {
         let shown = match r {
@@ -106,55 +110,17 @@ fn time_param(text: &str, what: &str) -> Result<i64, Response> {
     clock::parse_rfc3339(text).ok_or_else(|| error(400, format!("{what} {text:?} is not an RFC 3339 time")))
 }
 
-#[derive(Deserialize)]
-struct CreateUser {
-    name: String,
-    #[serde(default)]
-    display_name: String,
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    picture_url: String,
+/// A node as the API shows it, with its live presence.
+fn node_view(state: &State, snap: &Snapshot, id: u64) -> Result<Node, Response> {
+    let n = snap.nodes.get(&id).ok_or_else(|| error(404, format!("no node with id {id}")))?;
+    Ok(state.with_presence(|p| views::node(snap, n, p.get(&id))))
 }
 
-#[derive(Deserialize)]
-struct CreateKey {
-    user: Option<UserRef>,
-    #[serde(default)]
-    reusable: bool,
-    #[serde(default)]
-    ephemeral: bool,
-    /// RFC 3339; Headscale's default is an hour from now.
-    expiration: Option<String>,
-    #[serde(default)]
-    acl_tags: Vec<String>,
+fn node_answer(state: &State, id: u64) -> Result<Response, Response> {
+    Ok(ok(NodeResponse { node: node_view(state, &state.snapshot(), id)? }))
 }
 
-#[derive(Deserialize)]
-struct ById {
-    id: u64,
-}
-
-#[derive(Deserialize)]
-struct AuthRegister {
-    auth_id: String,
-    user: UserRef,
-}
-
-/// A node with its live online state.
-fn live_node(state: &State, snap: &Snapshot, n: &crate::state::Node, now: i64) -> Value {
-    let (online, seen) = state.with_presence(|p| p.get(&n.id).map_or((false, None), |p| (p.online(), p.last_seen)));
-    node_json(snap, n, online, seen, now)
-}
-
-#[derive(Deserialize)]
-struct CreateNode {
-    user: UserRef,
-    name: String,
-    key: String,
-}
-
-/// Answers one API request.
+/// Answers one API request (already authorized).
 pub fn handle(state: &Arc<State>, req: &Request) -> Response {
     match route(state, req, clock::now_unix()) {
         Ok(r) | Err(r) => r,
@@ -163,53 +129,57 @@ pub fn handle(state: &Arc<State>, req: &Request) -> Response {
 
 fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Response> {
     let path = req.path.trim_end_matches('/');
-    let segs: Vec<&str> = path.strip_prefix("/api/v1/").unwrap_or("").split('/').collect();
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return Err(error(404, format!("no API route {} {}", req.method, req.path)));
+    };
+    let segs: Vec<&str> = rest.split('/').collect();
     let snap = state.snapshot();
     Ok(match (req.method, segs.as_slice()) {
-        ("GET", ["health"]) => ok(json!({ "database_connectivity": true })),
+        ("GET", ["health"]) => ok(HealthResponse { database_connectivity: true }),
 
         ("GET", ["user"]) => {
             let (id, name, email) =
                 (query_param(req.query, "id"), query_param(req.query, "name"), query_param(req.query, "email"));
-            let users: Vec<Value> = snap
+            let id = id.filter(|i| i != "0" && !i.is_empty()).map(|i| id_of(&i, "user")).transpose()?;
+            let users = snap
                 .users
                 .values()
-                .filter(|u| id.as_ref().is_none_or(|i| *i == u.id.to_string()))
+                .filter(|u| id.is_none_or(|i| i == u.id))
                 .filter(|u| name.as_ref().is_none_or(|n| *n == u.name))
                 .filter(|u| email.as_ref().is_none_or(|e| *e == u.email))
-                .map(|u| user_json(u))
+                .map(|u| views::user(u))
                 .collect();
-            ok(json!({ "users": users }))
+            ok(UsersResponse { users })
         }
         ("POST", ["user"]) => {
-            let b: CreateUser = parse_body(req.body)?;
+            let b: CreateUserRequest = parse_body(req.body)?;
             let u = state.create_user(
                 NewUser { name: b.name, display_name: b.display_name, email: b.email, profile_pic_url: b.picture_url },
                 now,
             )?;
-            ok(json!({ "user": user_json(&u) }))
+            ok(UserResponse { user: views::user(&u) })
         }
         ("POST", ["user", id, "rename", new_name]) => {
             let u = state.rename_user(id_of(id, "user")?, &percent_decode(new_name))?;
-            ok(json!({ "user": user_json(&u) }))
+            ok(UserResponse { user: views::user(&u) })
         }
         ("DELETE", ["user", id]) => {
             state.destroy_user(id_of(id, "user")?)?;
-            ok(json!({}))
+            ok(Empty {})
         }
 
         ("GET", ["preauthkey"]) => {
             let user = user_filter(&snap, req.query)?;
-            let keys: Vec<Value> = snap
+            let pre_auth_keys = snap
                 .preauth_keys
                 .values()
                 .filter(|k| user.is_none() || k.user_id == user)
-                .map(|k| preauth_key_json(&snap, k, None, now))
+                .map(|k| views::preauth_key(&snap, k, None))
                 .collect();
-            ok(json!({ "pre_auth_keys": keys }))
+            ok(PreAuthKeysResponse { pre_auth_keys })
         }
         ("POST", ["preauthkey"]) => {
-            let b: CreateKey = parse_body(req.body)?;
+            let b: CreatePreAuthKeyRequest = parse_body(req.body)?;
             let user = b.user.as_ref().map(|u| resolve_user(&snap, u)).transpose()?;
             let expiration = match b.expiration {
                 None => now + 3600,
@@ -219,102 +189,188 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
                 NewPreAuthKey { user, reusable: b.reusable, ephemeral: b.ephemeral, tags: b.acl_tags, expiration },
                 now,
             )?;
-            let snap = state.snapshot();
-            ok(json!({ "pre_auth_key": preauth_key_json(&snap, &k, Some(&full), now) }))
+            ok(PreAuthKeyResponse { pre_auth_key: views::preauth_key(&state.snapshot(), &k, Some(&full)) })
         }
         ("POST", ["preauthkey", "expire"]) => {
             let b: ById = parse_body(req.body)?;
-            let k = state.expire_preauth_key(b.id, now)?;
-            ok(json!({ "pre_auth_key": preauth_key_json(&state.snapshot(), &k, None, now) }))
+            state.expire_preauth_key(b.id, now)?;
+            ok(Empty {})
         }
         ("DELETE", ["preauthkey"]) => {
             let id = query_param(req.query, "id").ok_or_else(|| error(400, "missing ?id="))?;
             state.delete_preauth_key(id_of(&id, "pre-auth key")?)?;
-            ok(json!({}))
+            ok(Empty {})
+        }
+
+        ("GET", ["apikey"]) => {
+            ok(ApiKeysResponse { api_keys: snap.api_keys.values().map(|k| views::api_key(k)).collect() })
+        }
+        ("POST", ["apikey"]) => {
+            let b: CreateApiKeyRequest = parse_body(req.body)?;
+            let expiration = match b.expiration {
+                None => now + API_KEY_DAYS * 86_400,
+                Some(t) => time_param(&t, "expiration")?,
+            };
+            let (_, full) = state.create_api_key(expiration, now)?;
+            ok(CreateApiKeyResponse { api_key: full })
+        }
+        ("POST", ["apikey", "expire"]) => {
+            let b: ExpireApiKeyRequest = parse_body(req.body)?;
+            let prefix = api_key_prefix(&snap, b.prefix, b.id)?;
+            state.expire_api_key(&prefix, now)?;
+            ok(Empty {})
+        }
+        ("DELETE", ["apikey", prefix]) => {
+            let id = query_param(req.query, "id").map(|i| id_of(&i, "API key")).transpose()?;
+            let prefix = api_key_prefix(&snap, Some(percent_decode(prefix)), id)?;
+            state.delete_api_key(&prefix)?;
+            ok(Empty {})
         }
 
         ("GET", ["node"]) => {
             let user = user_filter(&snap, req.query)?;
-            let nodes: Vec<Value> = snap
-                .nodes
-                .values()
-                .filter(|n| user.is_none_or(|u| n.user_id == u))
-                .map(|n| live_node(state, &snap, n, now))
-                .collect();
-            ok(json!({ "nodes": nodes }))
+            let nodes = state.with_presence(|p| {
+                snap.nodes
+                    .values()
+                    .filter(|n| user.is_none_or(|u| n.user_id == u))
+                    .map(|n| views::node(&snap, n, p.get(&n.id)))
+                    .collect()
+            });
+            ok(NodesResponse { nodes })
         }
-        ("GET", ["node", id]) => {
-            let id = id_of(id, "node")?;
-            let n = snap.nodes.get(&id).ok_or_else(|| error(404, format!("no node with id {id}")))?;
-            ok(json!({ "node": live_node(state, &snap, n, now) }))
-        }
+        ("GET", ["node", id]) => ok(NodeResponse { node: node_view(state, &snap, id_of(id, "node")?)? }),
         ("POST", ["node", id, "rename", new_name]) => {
             let n = state.rename_node(id_of(id, "node")?, &percent_decode(new_name))?;
-            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+            node_answer(state, n.id)?
         }
         ("POST", ["node", id, "expire"]) => {
-            let at = query_param(req.query, "expiry").map(|t| time_param(&t, "expiry")).transpose()?;
-            let n = state.expire_node(id_of(id, "node")?, at, now)?;
-            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+            let id = id_of(id, "node")?;
+            // v0.29 sent these as query parameters, later versions as a body.
+            let mut b: ExpireNodeRequest = parse_body(req.body)?;
+            if let Some(t) = query_param(req.query, "expiry") {
+                b.expiry = Some(t);
+            }
+            if query_param(req.query, "disableExpiry").is_some_and(|v| v == "true") {
+                b.disable_expiry = true;
+            }
+            match (b.expiry, b.disable_expiry) {
+                (Some(_), true) => return Err(error(400, "give either expiry or disableExpiry, not both")),
+                (None, true) => state.never_expire_node(id)?,
+                (at, false) => state.expire_node(id, at.map(|t| time_param(&t, "expiry")).transpose()?, now)?,
+            };
+            node_answer(state, id)?
         }
         ("DELETE", ["node", id]) => {
             state.delete_node(id_of(id, "node")?)?;
-            ok(json!({}))
+            ok(Empty {})
         }
         ("POST", ["node", id, "tags"]) => {
-            let b: types::SetTags = parse_body(req.body)?;
+            let b: SetTagsRequest = parse_body(req.body)?;
             let n = state.set_tags(id_of(id, "node")?, b.tags)?;
-            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+            node_answer(state, n.id)?
         }
         ("POST", ["node", id, "approve_routes"]) => {
-            let b: types::ApproveRoutes = parse_body(req.body)?;
+            let b: ApproveRoutesRequest = parse_body(req.body)?;
             let routes = b
                 .routes
                 .iter()
-                .map(|r| r.trim().parse::<crate::tailcfg::Prefix>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| error(400, format!("bad route: {e}")))?;
+                .map(|r| {
+                    r.trim().parse::<crate::tailcfg::Prefix>().map_err(|e| error(400, format!("bad route {r:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let n = state.approve_routes(id_of(id, "node")?, &routes)?;
-            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+            node_answer(state, n.id)?
         }
+        ("POST", ["node", "register"]) => {
+            let user = query_param(req.query, "user").ok_or_else(|| error(400, "missing ?user="))?;
+            let key = query_param(req.query, "key").ok_or_else(|| error(400, "missing ?key= (the login's auth id)"))?;
+            let user = resolve_user(&snap, &UserRef::Text(user))?;
+            let n = state.approve_login(auth_id_of(&key), user, "cli", None, now, Instant::now())?;
+            node_answer(state, n.id)?
+        }
+        ("POST", ["node", "backfillips"]) => {
+            return Err(error(501, "tinyscale gives a node its addresses when it joins; there is nothing to backfill"))
+        }
+
         ("GET", ["policy"]) => {
             let text =
                 state.policy_text().ok_or_else(|| error(404, "no policy is set: every node reaches every other"))?;
-            ok(to_value(types::PolicyText { policy: text.to_string() }))
+            ok(PolicyResponse { policy: text.to_string(), updated_at: None, not_applied: Vec::new() })
         }
         ("PUT", ["policy"]) => {
-            let b: types::PolicyText = parse_body(req.body)?;
+            let b: PolicyRequest = parse_body(req.body)?;
             let applied = state.set_policy(&b.policy)?;
-            ok(to_value(types::PolicySet {
+            ok(PolicyResponse {
                 policy: b.policy,
+                updated_at: Some(clock::rfc3339(now)),
                 not_applied: applied.not_applied.iter().map(|s| s.to_string()).collect(),
-            }))
+            })
         }
-        ("POST", ["debug", "node"]) => {
-            let b: CreateNode = parse_body(req.body)?;
-            let user = resolve_user(&snap, &b.user)?;
-            let n = state.create_node(user, &b.name, &b.key, now)?;
-            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+        ("POST", ["policy", "check"]) => {
+            let b: PolicyRequest = parse_body(req.body)?;
+            state.check_policy(&b.policy)?;
+            ok(Empty {})
         }
+
         ("POST", ["auth", "register"]) => {
-            let b: AuthRegister = parse_body(req.body)?;
+            let b: AuthRegisterRequest = parse_body(req.body)?;
             let user = resolve_user(&snap, &b.user)?;
-            let n = state.approve_login(&b.auth_id, user, "cli", None, now, std::time::Instant::now())?;
-            ok(json!({ "node": live_node(state, &state.snapshot(), &n, now) }))
+            let n = state.approve_login(auth_id_of(&b.auth_id), user, "cli", None, now, Instant::now())?;
+            node_answer(state, n.id)?
+        }
+        ("POST", ["auth", "approve"]) => {
+            let _: AuthIdRequest = parse_body(req.body)?;
+            return Err(error(
+                501,
+                "a device's login is approved for a user: POST /api/v1/auth/register {authId, user}",
+            ));
+        }
+        ("POST", ["auth", "reject"]) => {
+            let b: AuthIdRequest = parse_body(req.body)?;
+            state.reject_login(auth_id_of(&b.auth_id), Instant::now())?;
+            ok(Empty {})
         }
         ("GET", ["auth", "pending"]) => {
-            let list: Vec<Value> = state
-                .pending_logins(std::time::Instant::now())
+            let pending = state
+                .pending_logins(Instant::now())
                 .into_iter()
-                .map(|p| {
-                    json!({"auth_id": p.id, "hostname": p.hostname, "machine_key": p.machine_key,
-                           "node_key": p.node_key, "age_seconds": p.age_secs})
+                .map(|p| PendingLogin {
+                    auth_id: p.id,
+                    hostname: p.hostname,
+                    machine_key: p.machine_key.to_string(),
+                    node_key: p.node_key.to_string(),
+                    age_seconds: p.age_secs,
                 })
                 .collect();
-            ok(json!({ "pending": list }))
+            ok(PendingResponse { pending })
+        }
+        ("POST", ["debug", "node"]) => {
+            let b: CreateNodeRequest = parse_body(req.body)?;
+            let user = resolve_user(&snap, &b.user)?;
+            let n = state.create_node(user, &b.name, &b.key, now)?;
+            node_answer(state, n.id)?
         }
         (_, _) => error(404, format!("no API route {} {}", req.method, req.path)),
     })
+}
+
+/// The auth id in a login URL, or the id itself.
+fn auth_id_of(text: &str) -> &str {
+    crate::state::register::auth_id_of(text).unwrap_or(text)
+}
+
+/// The prefix of the API key named by `prefix` (any form) or `id`: exactly one.
+fn api_key_prefix(snap: &Snapshot, prefix: Option<String>, id: Option<u64>) -> Result<String, Response> {
+    match (prefix.filter(|p| !p.is_empty()), id.filter(|i| *i != 0)) {
+        (Some(_), Some(_)) => Err(error(400, "give either the API key's id or its prefix, not both")),
+        (Some(p), None) => Ok(p),
+        (None, Some(id)) => snap
+            .api_keys
+            .get(&id)
+            .map(|k| k.prefix.clone())
+            .ok_or_else(|| error(404, format!("no API key with id {id}"))),
+        (None, None) => Err(error(400, "give the API key's prefix or id")),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::{Allocation, Prefixes};
 use crate::store::Store;
+use serde_json::json;
 
 fn state(dir: &std::path::Path) -> Arc<State> {
     let p = Prefixes { v4: Some("100.64.0.0/10".parse().unwrap()), v6: None, allocation: Allocation::Sequential };
@@ -18,7 +19,7 @@ fn users_round_trip() {
     let s = state(dir.path());
     let r = call(&s, "POST", "/api/v1/user", r#"{"name":"alice","email":"a@example.com"}"#);
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["user"]["id"], 1);
+    assert_eq!(r.body["user"]["id"], "1", "ids are strings");
     assert_eq!(call(&s, "POST", "/api/v1/user", r#"{"name":"alice"}"#).status, 409);
     assert_eq!(call(&s, "POST", "/api/v1/user", r#"{"name":"1erin"}"#).status, 400);
     assert_eq!(call(&s, "POST", "/api/v1/user", r#"{"nam"#).status, 400);
@@ -46,17 +47,20 @@ fn keys_and_nodes() {
         r#"{"user":"alice","reusable":true,"expiration":"2099-01-01T00:00:00Z"}"#,
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let full = r.body["pre_auth_key"]["key"].as_str().unwrap().to_string();
-    assert!(full.starts_with("tskey-auth-") && !full.ends_with("***"));
-    assert_eq!(r.body["pre_auth_key"]["user"]["name"], "alice");
+    let full = r.body["preAuthKey"]["key"].as_str().unwrap().to_string();
+    assert!(full.starts_with(crate::secrets::AUTH_KEY_PREFIX) && !full.ends_with("***"));
+    assert_eq!(r.body["preAuthKey"]["user"]["name"], "alice");
     // Lists never show the secret.
     let r = call(&s, "GET", "/api/v1/preauthkey?user=1", "");
-    let listed = r.body["pre_auth_keys"][0]["key"].as_str().unwrap();
+    let listed = r.body["preAuthKeys"][0]["key"].as_str().unwrap();
     assert!(listed.ends_with("-***") && !listed.contains(full.rsplit('-').next().unwrap()));
     assert_eq!(call(&s, "POST", "/api/v1/preauthkey", r#"{"user":"bob"}"#).status, 404);
     assert_eq!(call(&s, "POST", "/api/v1/preauthkey", r#"{"user":"alice","expiration":"soon"}"#).status, 400);
-    let r = call(&s, "POST", "/api/v1/preauthkey/expire", r#"{"id":1}"#);
-    assert_eq!(r.body["pre_auth_key"]["expired"], true, "{:?}", r.body);
+    let r = call(&s, "POST", "/api/v1/preauthkey/expire", r#"{"id":"1"}"#);
+    assert_eq!((r.status, r.body.clone()), (200, json!({})));
+    let r = call(&s, "GET", "/api/v1/preauthkey", "");
+    let k: PreAuthKeysResponse = serde_json::from_value(r.body).unwrap();
+    assert!(crate::state::has_passed(clock::parse_rfc3339(&k.pre_auth_keys[0].expiration).unwrap(), clock::now_unix()));
     assert_eq!(call(&s, "DELETE", "/api/v1/preauthkey?id=1", "").status, 200);
     assert_eq!(call(&s, "DELETE", "/api/v1/preauthkey?id=1", "").status, 404);
 
@@ -64,11 +68,11 @@ fn keys_and_nodes() {
     let r = call(&s, "POST", "/api/v1/debug/node", &format!(r#"{{"user":"alice","name":"Laptop","key":"{key}"}}"#));
     assert_eq!(r.status, 200, "{:?}", r.body);
     let n = &r.body["node"];
-    assert_eq!(n["given_name"], "laptop");
-    assert_eq!(n["ip_addresses"], json!(["100.64.0.1"]));
+    assert_eq!(n["givenName"], "laptop");
+    assert_eq!(n["ipAddresses"], json!(["100.64.0.1"]));
     assert_eq!(n["user"]["name"], "alice");
     assert_eq!(n["online"], false);
-    assert_eq!(call(&s, "POST", "/api/v1/node/1/rename/desk", "").body["node"]["given_name"], "desk");
+    assert_eq!(call(&s, "POST", "/api/v1/node/1/rename/desk", "").body["node"]["givenName"], "desk");
     let r = call(&s, "POST", "/api/v1/node/1/expire", "");
     assert!(r.body["node"]["expiry"].is_string());
     assert_eq!(call(&s, "DELETE", "/api/v1/user/1", "").status, 409);
@@ -87,9 +91,9 @@ fn approve_routes_and_node_routes() {
         serde_json::value::RawValue::from_string(r#"{"RoutableIPs":["192.168.77.0/24","0.0.0.0/0","::/0"]}"#.into());
     s.report_blocking(1, Some(hi.unwrap()), 130);
     let r = call(&s, "GET", "/api/v1/node/1", "");
-    assert_eq!(r.body["node"]["available_routes"], json!(["0.0.0.0/0", "192.168.77.0/24", "::/0"]));
-    assert_eq!(r.body["node"]["approved_routes"], json!([]));
-    assert_eq!(r.body["node"]["subnet_routes"], json!([]));
+    assert_eq!(r.body["node"]["availableRoutes"], json!(["0.0.0.0/0", "192.168.77.0/24", "::/0"]));
+    assert_eq!(r.body["node"]["approvedRoutes"], json!([]));
+    assert_eq!(r.body["node"]["subnetRoutes"], json!([]));
     let r = call(&s, "POST", "/api/v1/node/1/approve_routes", r#"{"routes":["10.0.0.0/8"]}"#);
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert!(r.body["message"].as_str().unwrap().contains("does not announce 10.0.0.0/8"));
@@ -97,7 +101,7 @@ fn approve_routes_and_node_routes() {
     assert_eq!(call(&s, "POST", "/api/v1/node/9/approve_routes", r#"{"routes":[]}"#).status, 404);
     let r = call(&s, "POST", "/api/v1/node/1/approve_routes", r#"{"routes":["::/0"]}"#);
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["node"]["approved_routes"], json!(["0.0.0.0/0", "::/0"]));
+    assert_eq!(r.body["node"]["approvedRoutes"], json!(["0.0.0.0/0", "::/0"]));
     // Served: the exit routes (no primary is elected for them).
-    assert_eq!(r.body["node"]["subnet_routes"], json!(["0.0.0.0/0", "::/0"]));
+    assert_eq!(r.body["node"]["subnetRoutes"], json!(["0.0.0.0/0", "::/0"]));
 }

@@ -5,7 +5,7 @@
 //! even admitted yet): every control character is shown escaped, so none
 //! can start a forged row or drive the admin's terminal.
 
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::text::escape_controls;
 
@@ -28,12 +28,12 @@ pub fn parse_format(s: Option<&str>) -> Result<Format, String> {
 }
 
 /// Prints `value` in the machine formats, or what `human` renders otherwise.
-pub fn emit(format: Format, value: &Value, human: impl FnOnce() -> String) {
+pub fn emit<T: Serialize + ?Sized>(format: Format, value: &T, human: impl FnOnce() -> String) {
     let text = match format {
         // Cells are escaped already; this catches any other text from the server.
         Format::Table => human().split('\n').map(escape_controls).collect::<Vec<_>>().join("\n"),
         Format::Json => serde_json::to_string_pretty(value).unwrap_or_default(),
-        Format::JsonLine => value.to_string(),
+        Format::JsonLine => serde_json::to_string(value).unwrap_or_default(),
         Format::Yaml => serde_yaml::to_string(value).unwrap_or_default().trim_end().to_string(),
     };
     println!("{text}");
@@ -70,24 +70,34 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A JSON field as table text.
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) if s.is_empty() => "-".into(),
-        Value::String(s) => escape_controls(s).into_owned(),
-        Value::Array(items) if items.is_empty() => "-".into(),
-        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
-        other => other.to_string(),
+/// Text as a table cell: `-` when empty, control characters escaped.
+pub fn text(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        escape_controls(s).into_owned()
+    }
+}
+
+/// A list as one cell.
+pub fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.iter().map(|i| text(i)).collect::<Vec<_>>().join(", ")
     }
 }
 
 /// An RFC 3339 time as `2026-11-27 15:37:01`.
-pub fn when(v: &Value) -> String {
-    match v.as_str() {
-        Some(t) if t.len() >= 19 => t[..19].replace('T', " "),
-        _ => "-".into(),
+pub fn when(t: &str) -> String {
+    match t.get(..19) {
+        Some(head) => head.replace('T', " "),
+        None => "-".into(),
     }
+}
+
+pub fn when_opt(t: Option<&str>) -> String {
+    t.map_or_else(|| "-".into(), when)
 }
 
 #[cfg(test)]
@@ -98,14 +108,15 @@ mod tests {
     fn tables_align() {
         let t = table(&["ID", "Name"], &[vec!["1".into(), "alice".into()], vec!["10".into(), "b".into()]]);
         assert_eq!(t, "ID | Name\n1  | alice\n10 | b");
-        assert_eq!(when(&Value::String("2026-11-27T15:37:01Z".into())), "2026-11-27 15:37:01");
+        assert_eq!(when("2026-11-27T15:37:01Z"), "2026-11-27 15:37:01");
+        assert_eq!(when_opt(None), "-");
+        assert_eq!(list(&[]), "-");
         assert!(parse_format(Some("xml")).is_err());
     }
 
     #[test]
     fn text_from_devices_cannot_forge_rows_or_drive_the_terminal() {
-        let host = Value::String("evil\u{1b}[2J\nfake | row\r".into());
-        assert_eq!(cell(&host), "evil\\u{1b}[2J\\nfake | row\\r");
+        assert_eq!(text("evil\u{1b}[2J\nfake | row\r"), "evil\\u{1b}[2J\\nfake | row\\r");
         let t = table(&["ID", "Hostname"], &[vec!["1".into(), "a\nb\u{7}".into()]]);
         assert_eq!(t, "ID | Hostname\n1  | a\\nb\\u{7}");
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::args::{value, Flag};
 use super::output::{emit, table};
 use super::{fail, no_extra_words, parse, sub, usage_err, Failure};
-use crate::api::types::{PolicySet, PolicyText};
+use crate::api::types::{PolicyRequest, PolicyResponse};
 use crate::policy::simulate::{simulate, Topology};
 use crate::policy::{hujson, Policy, PolicyError};
 
@@ -21,24 +21,19 @@ pub(super) fn policy(args: &[String]) -> Result<(), Failure> {
     match verb.as_str() {
         "get" | "show" => {
             no_extra_words(&p, 1, "policy get")?;
-            let r = c.call("GET", "/api/v1/policy", None)?;
-            let got: PolicyText = serde_json::from_value(r).map_err(|e| fail(format!("unexpected answer: {e}")))?;
-            let json = serde_json::to_value(&got).map_err(|e| fail(e.to_string()))?;
-            emit(c.format, &json, || got.policy.trim_end().to_string());
+            let got: PolicyResponse = c.get("GET", "/api/v1/policy")?;
+            emit(c.format, &got, || got.policy.trim_end().to_string());
             Ok(())
         }
         "set" | "put" => {
             no_extra_words(&p, 1, "policy set")?;
             let file = file()?;
-            let text = read(file)?;
-            let body = serde_json::to_value(PolicyText { policy: text }).map_err(|e| fail(e.to_string()))?;
-            let r = c.call("PUT", "/api/v1/policy", Some(body))?;
-            let set: PolicySet = serde_json::from_value(r).map_err(|e| fail(format!("unexpected answer: {e}")))?;
+            let body = PolicyRequest { policy: read(file)? };
+            let set: PolicyResponse = c.call("PUT", "/api/v1/policy", Some(&body))?;
             if !set.not_applied.is_empty() {
                 eprintln!("note: {} read and checked, not applied yet", set.not_applied.join(", "));
             }
-            let json = serde_json::to_value(&set).map_err(|e| fail(e.to_string()))?;
-            emit(c.format, &json, || "Policy updated.".to_string());
+            emit(c.format, &set, || "Policy updated.".to_string());
             Ok(())
         }
         "check" | "test" => {

@@ -1,11 +1,12 @@
 //! `nodes approve-routes` and `nodes list-routes`, as Headscale spells them.
 
-use serde_json::Value;
-
 use super::args::{value, Flag};
-use super::output::{cell, emit, table};
-use super::{fail, no_extra_words, node_id, parse, sub, usage_err, Failure};
-use crate::api::types::ApproveRoutes;
+use super::nodes::{all_nodes, node_id};
+use super::output::{emit, list, table, text};
+use super::shapes;
+use super::{no_extra_words, parse, sub, usage_err, Failure};
+use crate::api::types::{ApproveRoutesRequest, Node, NodeResponse};
+use crate::clock;
 
 const FLAGS: &[Flag] = &[value("identifier", Some('i')), value("routes", Some('r'))];
 
@@ -27,42 +28,37 @@ pub(super) fn nodes_routes(args: &[String]) -> Result<(), Failure> {
                 ));
             }
             // An empty -r approves none.
-            let routes = p.list("routes");
-            let body = serde_json::to_value(ApproveRoutes { routes }).map_err(|e| fail(e.to_string()))?;
-            let r = c.call("POST", &format!("/api/v1/node/{id}/approve_routes"), Some(body))?;
-            emit(c.format, &r["node"], || {
-                format!(
-                    "Node {} approved routes: {}",
-                    cell(&r["node"]["given_name"]),
-                    cell(&r["node"]["approved_routes"])
-                )
+            let body = ApproveRoutesRequest { routes: p.list("routes") };
+            let r: NodeResponse = c.call("POST", &format!("/api/v1/node/{id}/approve_routes"), Some(&body))?;
+            emit(c.format, &shapes::Node::new(&r.node, clock::now_unix()), || {
+                format!("Node {} approved routes: {}", text(&r.node.given_name), list(&r.node.approved_routes))
             });
         }
         _ => {
             no_extra_words(&p, 1, "nodes list-routes")?;
-            let list: Vec<Value> = match p.get("identifier") {
+            let nodes: Vec<Node> = match p.get("identifier") {
                 Some(_) => {
                     let id = node_id(&p)?;
-                    vec![c.call("GET", &format!("/api/v1/node/{id}"), None)?["node"].take()]
+                    vec![c.get::<NodeResponse>("GET", &format!("/api/v1/node/{id}"))?.node]
                 }
-                None => {
-                    let r = c.call("GET", "/api/v1/node", None)?;
-                    let all = r["nodes"].as_array().cloned().unwrap_or_default();
-                    // Headscale lists the nodes that have routes at all.
-                    let has = |n: &Value, k: &str| n[k].as_array().is_some_and(|a| !a.is_empty());
-                    all.into_iter().filter(|n| has(n, "available_routes") || has(n, "approved_routes")).collect()
-                }
+                // Headscale lists the nodes that have routes at all.
+                None => all_nodes(&c, None)?
+                    .into_iter()
+                    .filter(|n| !n.available_routes.is_empty() || !n.approved_routes.is_empty())
+                    .collect(),
             };
-            emit(c.format, &Value::Array(list.clone()), || {
-                let rows: Vec<Vec<String>> = list
+            let now = clock::now_unix();
+            let shown: Vec<_> = nodes.iter().map(|n| shapes::Node::new(n, now)).collect();
+            emit(c.format, &shown, || {
+                let rows: Vec<Vec<String>> = nodes
                     .iter()
                     .map(|n| {
                         vec![
-                            cell(&n["id"]),
-                            cell(&n["name"]),
-                            cell(&n["approved_routes"]),
-                            cell(&n["available_routes"]),
-                            cell(&n["subnet_routes"]),
+                            n.id.to_string(),
+                            text(&n.name),
+                            list(&n.approved_routes),
+                            list(&n.available_routes),
+                            list(&n.subnet_routes),
                         ]
                     })
                     .collect();

@@ -45,6 +45,8 @@ pub struct Extras {
     pub oidc: Option<Arc<Oidc>>,
     #[cfg(feature = "derp")]
     pub relay: Option<Arc<Relay>>,
+    /// Failed API key attempts per source, one table for every listener.
+    pub api_failures: Arc<crate::api::auth::Failures>,
 }
 
 pub struct Http {
@@ -131,6 +133,10 @@ async fn route(
             _ => {}
         }
     }
+    if path.starts_with("/api/v1/") {
+        let state = app.control.state.clone();
+        return Ok(super::api_http::answer_keyed(req, state, &app.extras.api_failures, peer).await);
+    }
     Ok(match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/health") => text(StatusCode::OK, "application/health+json", r#"{"status":"pass"}"#),
         ("GET", "/key") => app.control.key(req.uri().query()),
@@ -143,7 +149,6 @@ async fn route(
 /// What the listener serves.
 struct App {
     control: Arc<Control>,
-    #[cfg_attr(not(any(feature = "oidc", feature = "derp")), allow(dead_code))]
     extras: Extras,
 }
 

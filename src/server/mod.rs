@@ -2,6 +2,7 @@
 //! until SIGTERM or SIGINT, then flushes the store and leaves.
 
 mod admission;
+mod api_http;
 #[cfg(feature = "derp")]
 mod derp;
 #[cfg(feature = "fetch")]

@@ -9,14 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::api;
 use crate::state::State;
 
 const MAX_CONNECTIONS: usize = 16;
@@ -37,39 +33,6 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
     Ok(listener)
-}
-
-fn json_response(status: u16, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    r
-}
-
-async fn answer(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, api::MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            let msg = serde_json::json!({"code": 413, "message": format!("request body over {} bytes", api::MAX_BODY)});
-            return Ok(json_response(413, &msg));
-        }
-    };
-    let method = parts.method.as_str().to_string();
-    let path = parts.uri.path().to_string();
-    let query = parts.uri.query().unwrap_or("").to_string();
-    // State writes flush to flash: keep them off the async runtime.
-    let res = tokio::task::spawn_blocking(move || {
-        api::handle(&state, &api::Request { method: &method, path: &path, query: &query, body: &body })
-    })
-    .await;
-    Ok(match res {
-        Ok(r) => json_response(r.status, &r.body),
-        Err(e) => {
-            log::error!("api handler failed: {e}");
-            json_response(500, &serde_json::json!({"code": 500, "message": "internal error"}))
-        }
-    })
 }
 
 pub async fn run(listener: UnixListener, path: PathBuf, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
@@ -95,7 +58,10 @@ pub async fn run(listener: UnixListener, path: PathBuf, state: Arc<State>, mut s
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(
                     TokioIo::new(stream),
-                    hyper::service::service_fn(move |req| answer(req, state.clone())),
+                    hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(super::api_http::answer(req, state).await) }
+                    }),
                 );
             if let Err(e) = conn.await {
                 log::debug!("api connection: {e}");

@@ -16,6 +16,7 @@
 //! early), `events.rs` (change fan-out), `ipalloc.rs`, `names.rs`,
 //! `routes.rs` (announced and approved routes, primary routers).
 
+mod apikeys;
 pub mod events;
 pub mod expiry;
 pub mod ipalloc;
@@ -45,7 +46,7 @@ use presence::Presence;
 
 /// The records state keeps, as the store encodes them: the mapper and the
 /// API read them from here, never from `store`.
-pub use crate::store::{Node, PreAuthKey, User};
+pub use crate::store::{ApiKey, Node, PreAuthKey, User};
 pub use keys::NewPreAuthKey;
 pub use policy::{Applied, PolicySource};
 pub use snapshot::Snapshot;
@@ -187,13 +188,14 @@ impl State {
     /// stored policy text (put in force by `load_policy`, not here).
     fn read_store(store: &Store) -> Result<(Snapshot, NextIds, Option<String>), StateError> {
         let c = store.load()?;
-        let snap = Snapshot::from_records(c.users, c.nodes, c.preauth_keys);
+        let mut snap = Snapshot::from_records(c.users, c.nodes, c.preauth_keys);
+        snap.api_keys = c.api_keys.into_iter().map(|k| (k.id, Arc::new(k))).collect();
         // Counters never fall behind what exists, even if a record outlived a counter write.
         let mut next = c.next_ids;
         next.user = next.user.max(snap.users.keys().max().map_or(1, |m| m + 1));
         next.node = next.node.max(snap.nodes.keys().max().map_or(1, |m| m + 1));
         next.preauth_key = next.preauth_key.max(snap.preauth_keys.keys().max().map_or(1, |m| m + 1));
-        next.api_key = next.api_key.max(c.api_keys.iter().map(|k| k.id + 1).max().unwrap_or(1));
+        next.api_key = next.api_key.max(snap.api_keys.keys().max().map_or(1, |m| m + 1));
         Ok((snap, next, c.policy))
     }
 

@@ -31,6 +31,16 @@ impl State {
         })
     }
 
+    /// Takes a node's expiry away: it never expires (Headscale's `disableExpiry`).
+    pub fn never_expire_node(&self, id: u64) -> Result<Arc<Node>, StateError> {
+        self.mutate(|tx| {
+            let old = tx.snap().nodes.get(&id).cloned().ok_or_else(|| not_found("node", id))?;
+            let node = Arc::new(Node { expiry: None, expiry_deferred: None, ..(*old).clone() });
+            tx.put_node(node.clone());
+            Ok(node)
+        })
+    }
+
     pub fn delete_node(&self, id: u64) -> Result<Arc<Node>, StateError> {
         let node = self.mutate(|tx| tx.remove_node(id).ok_or_else(|| not_found("node", id)))?;
         self.forget_presence(id);

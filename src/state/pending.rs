@@ -180,6 +180,16 @@ impl State {
         self.pending().0.iter(mono).find(|(id, _, _)| *id == auth_id).map(|(id, age, r)| info(id, age, r))
     }
 
+    /// Refuses the waiting login `auth_id`: its device is told so and may
+    /// ask again.
+    pub fn reject_login(&self, auth_id: &str, mono: Instant) -> Result<(), StateError> {
+        let reg = self.take_pending(auth_id, mono).ok_or_else(|| {
+            StateError::NotFound(format!("no registration is waiting with id {auth_id:?} (they last 15 minutes)"))
+        })?;
+        let _ = reg.done.send(Some(super::register::Approval::Rejected("the login was refused by the admin".into())));
+        Ok(())
+    }
+
     /// Takes the waiting login `auth_id` out, to approve it.
     pub(super) fn take_pending(&self, auth_id: &str, mono: Instant) -> Option<PendingReg> {
         self.pending().0.take(auth_id, mono)

@@ -71,6 +71,11 @@ impl State {
         self.snapshot().policy_text.clone()
     }
 
+    /// Checks `text` as `set_policy` would, in any mode, and keeps nothing.
+    pub fn check_policy(&self, text: &str) -> Result<(), StateError> {
+        checked(text, "given").map(|_| ())
+    }
+
     /// `tinyscale policy set`: checks `text` and, if it is a policy, stores
     /// it and puts it in force. Only in database mode: a file policy is
     /// changed by editing the file.

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use super::register::TAGGED_DEVICES;
-use super::{Node, PreAuthKey, User};
+use super::{ApiKey, Node, PreAuthKey, User};
 use crate::policy::{Compiled, NodeInfo, Policy, UserRef};
 use crate::tailcfg::{MachinePublic, NodePublic, Prefix};
 
@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub users: BTreeMap<u64, Arc<User>>,
     pub nodes: BTreeMap<u64, Arc<Node>>,
     pub preauth_keys: BTreeMap<u64, Arc<PreAuthKey>>,
+    /// API keys (hashed): a few, found by their prefix.
+    pub api_keys: BTreeMap<u64, Arc<ApiKey>>,
     /// The tailnet policy; `None`: every node reaches every other.
     pub policy: Option<Arc<Policy>>,
     /// The policy compiled for these nodes, kept in step by `Tx::finish`.

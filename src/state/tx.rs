@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::events::Change;
-use super::{Node, PreAuthKey, Snapshot, User};
+use super::{ApiKey, Node, PreAuthKey, Snapshot, User};
 use crate::policy::Policy;
 use crate::store::{Batch, NextIds};
 
@@ -131,6 +131,23 @@ impl Tx {
         let k = self.snap.preauth_keys.remove(&id)?;
         self.batch.delete_preauth_key(id);
         Some(k)
+    }
+
+    pub fn put_api_key(&mut self, k: Arc<ApiKey>) {
+        self.batch.put_api_key(&k);
+        self.snap.api_keys.insert(k.id, k);
+    }
+
+    pub fn remove_api_key(&mut self, id: u64) -> Option<Arc<ApiKey>> {
+        let k = self.snap.api_keys.remove(&id)?;
+        self.batch.delete_api_key(id);
+        Some(k)
+    }
+
+    pub(super) fn next_api_key_id(&mut self) -> u64 {
+        let id = self.ids.api_key.max(1);
+        self.ids.api_key = id + 1;
+        id
     }
 
     pub(super) fn next_user_id(&mut self) -> u64 {
