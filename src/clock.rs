@@ -68,11 +68,17 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// A Unix timestamp as RFC 3339 UTC, e.g. `2026-11-27T15:37:01Z`.
 pub fn rfc3339(unix: i64) -> String {
+    // Outside what RFC 3339 can write, the nearest time it can.
+    let unix = unix.clamp(MIN_TIME, MAX_TIME);
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, mo, d) = civil_from_days(days);
     format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs / 60) % 60, secs % 60)
 }
+
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the times RFC 3339 can write.
+pub const MIN_TIME: i64 = -62_167_219_200;
+pub const MAX_TIME: i64 = 253_402_300_799;
 
 /// Parses RFC 3339 (`2026-11-27T15:37:01Z`, fractional seconds and offsets allowed).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -80,7 +86,15 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    // Digits only: `parse` would take a sign (`-001`, `+9`).
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
     let (y, mo, d) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
@@ -99,15 +113,24 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':' => {
+            let two = |r: std::ops::Range<usize>| -> Option<i64> {
+                let t = rest.get(r)?;
+                t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+            };
+            let (oh, om) = (two(1..3)?, two(4..6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (oh * 3600 + om * 60)
         }
         _ => return None,
     };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+    let t = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset;
+    // What an offset pushes outside years 0000–9999 cannot be written back
+    // as RFC 3339, and clients refuse such times.
+    (MIN_TIME..=MAX_TIME).contains(&t).then_some(t)
 }
 
 /// A span of time in whole seconds (sub-second parts of a config value are dropped).
@@ -195,9 +218,26 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:01.999Z"), Some(1));
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00-00:30"), Some(1800));
-        for bad in ["", "1970-01-01", "1970-13-01T00:00:00Z", "1970-01-01T00:00:00", "x970-01-01T00:00:00Z"] {
+        for bad in [
+            "",
+            "1970-01-01",
+            "1970-13-01T00:00:00Z",
+            "1970-01-01T00:00:00",
+            "x970-01-01T00:00:00Z",
+            // Signs, out-of-range offsets, and what lands outside years 0000–9999 (review 13).
+            "-001-12-31T23:00:00Z",
+            "1970-01-01T+1:00:00Z",
+            "1970-01-01T00:00:00+99:99",
+            "1970-01-01T00:00:00+01-00",
+            "0000-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00Z"), Some(MIN_TIME));
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Some(MAX_TIME));
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MIN), "0000-01-01T00:00:00Z");
     }
 
     #[test]

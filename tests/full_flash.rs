@@ -69,8 +69,8 @@ fn a_full_flash_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
     .unwrap();
     let s = Server::start(d, &[], &[]);
     ok(d, &["users", "create", "alice"]);
-    // Big records (many tags) fill the flash in a few hundred writes.
-    let tags: Vec<String> = (0..60).map(|i| format!("tag:filler-for-the-flash-{i:04}")).collect();
+    // Big records (16 long tags, the most a key may carry) fill the flash in a few hundred writes.
+    let tags: Vec<String> = (0..16).map(|i| format!("tag:filler-{i:02}-{}", "x".repeat(110))).collect();
     let tags = tags.join(",");
     let mut acknowledged = 0;
     let mut refusal = String::new();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole tinyscale test suite, from a fresh clone on a Debian machine:
-# installs what the tests need, runs the unit and process tests (with every
+# installs what the tests need (a real browser among them), runs the unit,
+# process and browser tests (with every
 # Cargo feature alone too), fuzzes every boundary parser for a short while, then
 # cross-builds every board's binary, runs the big-endian mips unit tests
 # under qemu, runs the process tests again against the mipsel binary under
@@ -48,6 +49,15 @@ step "the test OpenID provider (../shared/test-idp, into target/idp)"
 mkdir -p target/idp
 cp ../shared/test-idp/package.json ../shared/test-idp/package-lock.json ../shared/test-idp/server.mjs target/idp/
 (cd target/idp && npm ci --no-audit --no-fund --loglevel=error)
+
+step "a real browser for the web UI tests (Debian's chromium; puppeteer-core into target/browser)"
+if ! command -v chromium >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+mkdir -p target/browser
+cp tests/browser/package.json tests/browser/package-lock.json target/browser/
+(cd target/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "cargo-nextest (runs the tests, several processes at once)"
 export PATH="$PWD/target/tools/bin:$PATH"

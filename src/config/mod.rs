@@ -21,8 +21,8 @@ use serde_yaml::Value;
 pub use lines::LineIndex;
 pub use reader::{env_suffix, Diag, EnvLookup, Origin, Reader};
 pub use schema::{
-    Allocation, Config, Database, Derp, DerpServer, Dns, ExtraRecord, Oidc, PkceMethod, PolicyMode, Prefixes, Secret,
-    Tls,
+    Admin, Allocation, Config, Database, Derp, DerpServer, Dns, ExtraRecord, Oidc, PkceMethod, PolicyMode, Prefixes,
+    Secret, Tls,
 };
 
 /// Folder for state when the config does not name paths, relative to the

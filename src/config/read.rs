@@ -121,6 +121,16 @@ pub fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
     }
     let preauth_keys_revoked_retention = r.span("preauth_keys.revoked_retention", Span(168 * 3600));
     let oidc = sections::read_oidc(r, base);
+    let admin = super::Admin {
+        allowed_groups: r.string_list("admin.allowed_groups"),
+        allowed_users: r.string_list("admin.allowed_users"),
+    };
+    if oidc.is_some() && admin.allowed_groups.is_empty() && admin.allowed_users.is_empty() {
+        r.note(
+            "admin",
+            "no admin.allowed_groups or admin.allowed_users: nobody can sign in to the admin web UI at /admin",
+        );
+    }
     let max_nodes = r.int("tuning.max_nodes", 10_000);
     if !(1..=1_000_000).contains(&max_nodes) {
         r.error("tuning.max_nodes", format!("{max_nodes} is not between 1 and 1000000"));
@@ -171,6 +181,7 @@ pub fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
         taildrop_enabled,
         preauth_keys_revoked_retention,
         oidc,
+        admin,
         max_connections: max_connections.clamp(1, 1_000_000) as usize,
         max_nodes: max_nodes.clamp(1, 1_000_000) as usize,
     }

@@ -119,6 +119,16 @@ pub struct Dns {
     pub extra_records_path: Option<PathBuf>,
 }
 
+/// Who may sign in to the admin web UI through the `oidc:` provider: a
+/// member of one of `allowed_groups`, or one of `allowed_users` (emails,
+/// verified as `oidc.email_verified_required` says). Neither set: nobody
+/// (an API key still signs in where OIDC is not configured).
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    pub allowed_groups: Vec<String>,
+    pub allowed_users: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Oidc {
     pub only_start_if_oidc_is_available: bool,
@@ -166,6 +176,8 @@ pub struct Config {
     pub taildrop_enabled: bool,
     pub preauth_keys_revoked_retention: Span,
     pub oidc: Option<Oidc>,
+    /// tinyscale's own `admin:`: who may use the admin web UI.
+    pub admin: Admin,
     /// tinyscale's own `tuning.max_connections`: TCP connections served at once.
     pub max_connections: usize,
     /// tinyscale's own `tuning.max_nodes`: nodes the tailnet may hold.

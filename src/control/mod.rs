@@ -234,26 +234,31 @@ impl Control {
             return text(StatusCode::NOT_FOUND, "no such registration\n");
         }
         let waiting = self.state.pending_login(auth_id, Instant::now());
+        use crate::web::layout::public_page;
         let body = match waiting {
-            None => format!(
-                "<!doctype html><meta charset=utf-8><title>tinyscale</title><h1>Registration not found</h1>\
-                 <p>The registration <code>{auth_id}</code> is unknown or expired (they last 15 minutes). \
-                 Run <code>tailscale up</code> again for a new link.</p>"
+            None => public_page(
+                "Registration not found",
+                &format!(
+                    "<p>The registration <code>{auth_id}</code> is unknown or expired (they last 15 minutes). \
+                     Run <code>tailscale up</code> again for a new link.</p>"
+                ),
             ),
-            Some(p) => format!(
-                "<!doctype html><meta charset=utf-8><title>tinyscale: register {host}</title>\
-                 <h1>Register this device</h1><p>The device <b>{host}</b> asks to join the tailnet.</p>\
-                 <p>To let it in, run this on the tinyscale server, with the user it belongs to:</p>\
-                 <pre>tinyscale auth register --auth-id {auth_id} --user USERNAME</pre>\
-                 <p>(The older form works too: <code>tinyscale nodes register --key {auth_id} --user USERNAME</code>.)</p>\
-                 <p>The device joins as soon as you do; this page does not need to stay open.</p>",
-                host = crate::web::html_escape(&p.hostname)
+            Some(p) => public_page(
+                "Register this device",
+                &format!(
+                    "<p>The device <b>{host}</b> asks to join the tailnet.</p>\
+                     <p>An administrator lets it in at <a href=/admin/pending>/admin</a>, or on the router with the user it belongs to:</p>\
+                     <pre>tinyscale auth register --auth-id {auth_id} --user USERNAME</pre>\
+                     <p>(The older form works too: <code>tinyscale nodes register --key {auth_id} --user USERNAME</code>.)</p>\
+                     <p>The device joins as soon as that is done; this page does not need to stay open.</p>",
+                    host = crate::web::html_escape(&p.hostname)
+                ),
             ),
         };
         let mut r = Response::new(Full::new(Bytes::from(body)));
         r.headers_mut()
             .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
-        crate::web::page_headers(r.headers_mut(), None);
+        crate::web::page_headers(r.headers_mut(), Some(crate::web::layout::STYLE));
         r
     }
 }

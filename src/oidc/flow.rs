@@ -3,7 +3,6 @@
 //! use, expiring, capped), the authorization URL, and the confirmation step
 //! whose CSRF token keeps a silent SSO from registering a device from one GET.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,9 +57,18 @@ impl<T> Expiring<T> {
     }
 }
 
+/// What a login is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// The device waiting with this auth id.
+    Device(String),
+    /// A session of the admin web UI.
+    Admin,
+}
+
 /// A login between the redirect to the provider and its callback.
 pub struct Pending {
-    pub auth_id: String,
+    pub purpose: Purpose,
     pub nonce: String,
     pub verifier: Option<String>,
 }
@@ -121,15 +129,7 @@ pub fn auth_url(r: &AuthRequest) -> String {
     format!("{}{sep}{}", r.endpoint, query.join("&"))
 }
 
-/// `name=value` pairs of a Cookie header.
-pub fn cookies(header: Option<&str>) -> HashMap<String, String> {
-    header
-        .unwrap_or("")
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
+pub use crate::web::cookies;
 
 /// A Set-Cookie value scoped to `path`; `Secure` when the server is on https.
 pub fn set_cookie(name: &str, value: &str, path: &str, max_age: u64, secure: bool) -> String {

@@ -73,6 +73,24 @@ pub fn admit(c: &Claims, cfg: &Oidc) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Whether the claims name an admin of the web UI: a member of one of
+/// `admin.allowed_groups`, or one of `admin.allowed_users` by an email the
+/// provider verified (unless `oidc.email_verified_required` is off), as the
+/// device filters read groups and emails.
+pub fn admit_admin(c: &Claims, cfg: &Oidc, admin: &crate::config::Admin) -> Result<(), Refusal> {
+    let in_group = admin.allowed_groups.iter().any(|want| c.groups.0.iter().any(|g| group_name(g) == group_name(want)));
+    let email = c.email.as_deref().filter(|_| c.email_verified.0 || !cfg.email_verified_required);
+    let listed = email.is_some_and(|e| admin.allowed_users.iter().any(|u| u.eq_ignore_ascii_case(e)));
+    if in_group || listed {
+        return Ok(());
+    }
+    Err(Refusal {
+        status: 403,
+        message: "You are not an administrator of this tailnet.".into(),
+        hint: Some("add the account to admin.allowed_groups or admin.allowed_users in tinyscale's config".into()),
+    })
+}
+
 fn sanitize(name: &str) -> String {
     name.chars().filter(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_')).collect()
 }

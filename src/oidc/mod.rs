@@ -57,6 +57,9 @@ pub struct Oidc {
     state: Arc<State>,
     redirect_uri: String,
     secure_cookies: bool,
+    /// Who may sign in to the admin web UI, and the UI that starts their session.
+    admin_rules: crate::config::Admin,
+    admin_ui: std::sync::OnceLock<std::sync::Weak<crate::web::admin::Admin>>,
 }
 
 type Page = Response<Full<Bytes>>;
@@ -89,7 +92,13 @@ fn refuse(status: u16, message: &str) -> Page {
 }
 
 impl Oidc {
-    pub fn new(cfg: Config, state: Arc<State>, server_url: &str, env: &dyn Fn(&str) -> Option<String>) -> Oidc {
+    pub fn new(
+        cfg: Config,
+        admin_rules: crate::config::Admin,
+        state: Arc<State>,
+        server_url: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Oidc {
         let roots = http::load_roots(env);
         if roots.is_empty() && cfg.issuer.starts_with("https://") {
             log::warn!("no CA bundle found (set SSL_CERT_FILE, or install ca-bundle); HTTPS to the provider will fail");
@@ -105,8 +114,15 @@ impl Oidc {
             state,
             redirect_uri: format!("{}/oidc/callback", server_url.trim_end_matches('/')),
             secure_cookies: server_url.starts_with("https://"),
+            admin_rules,
+            admin_ui: std::sync::OnceLock::new(),
             cfg,
         }
+    }
+
+    /// The admin web UI whose sessions admin logins start.
+    pub fn set_admin_ui(&self, ui: &Arc<crate::web::admin::Admin>) {
+        let _ = self.admin_ui.set(Arc::downgrade(ui));
     }
 
     pub fn issuer(&self) -> &str {
@@ -153,14 +169,33 @@ impl Oidc {
 
     /// `GET /register/<id>` from the browser at `from`: off to the provider.
     pub fn start(&self, auth_id: &str, from: IpAddr) -> Page {
-        let Some(p) = self.provider() else {
-            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
-        };
         let Some(pending) = self.state.pending_login(auth_id, Instant::now()) else {
             return refuse(
                 410,
                 "This login link is unknown or has expired (they last 15 minutes). Run tailscale up again.",
             );
+        };
+        log::debug!("login for pending device {} ({})", pending.hostname, auth_id);
+        let source = Source::new(from, pending.machine_key.0);
+        self.to_provider(flow::Purpose::Device(auth_id.to_string()), source)
+    }
+
+    /// `GET /admin` without a session, from `from`: off to the provider
+    /// for an admin login. Charged to the address, as a device login is to
+    /// its machine.
+    pub fn start_admin(&self, from: IpAddr) -> Page {
+        let mut key = [0xad; 32];
+        match from {
+            IpAddr::V4(a) => key[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => key[..16].copy_from_slice(&a.octets()),
+        }
+        self.to_provider(flow::Purpose::Admin, Source::new(from, key))
+    }
+
+    /// The redirect to the provider, with state, nonce and PKCE kept for the callback.
+    fn to_provider(&self, purpose: flow::Purpose, source: Source) -> Page {
+        let Some(p) = self.provider() else {
+            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
         };
         let (Ok(state), Ok(nonce)) = (flow::random_hex(32), flow::random_hex(32)) else {
             return refuse(500, "No randomness available.");
@@ -183,15 +218,14 @@ impl Oidc {
             pkce: verifier.as_ref().map(|v| (flow::challenge(v, self.cfg.pkce_method), self.cfg.pkce_method)),
             extra: &self.cfg.extra_params,
         });
-        log::debug!("login for pending device {} ({})", pending.hostname, auth_id);
         let ttl = flow::TTL.as_secs();
         let cookies = [
             flow::set_cookie(&flow::cookie_name("state", &state), &state, "/oidc/callback", ttl, self.secure_cookies),
             flow::set_cookie(&flow::cookie_name("nonce", &nonce), &nonce, "/oidc/callback", ttl, self.secure_cookies),
         ];
-        let login = flow::Pending { auth_id: auth_id.to_string(), nonce, verifier };
-        if self.logins.insert(state, Source::new(from, pending.machine_key.0), login, Instant::now()).is_err() {
-            log::debug!("login from {from} refused: {} logins are in flight", self.logins.len());
+        let login = flow::Pending { purpose, nonce, verifier };
+        if self.logins.insert(state, source, login, Instant::now()).is_err() {
+            log::debug!("a login refused: {} logins are in flight", self.logins.len());
             return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
         }
         let mut r = html(StatusCode::FOUND, String::new(), &cookies);
@@ -234,12 +268,23 @@ impl Oidc {
         let nonce_cookie = flow::cookie_name("nonce", &pending.nonce);
         let this = self.clone();
         let code = code.clone();
+        let purpose = pending.purpose.clone();
         let outcome = tokio::task::spawn_blocking(move || this.finish(&code, &pending)).await;
-        let (auth_id, identity, expiry) = match outcome {
+        let claims = match outcome {
             Ok(Ok(x)) => x,
             Ok(Err(r)) => return refusal(&r),
             Err(_) => return refuse(500, "The login could not be completed."),
         };
+        let auth_id = match purpose {
+            flow::Purpose::Device(id) => id,
+            flow::Purpose::Admin => return self.admin_login(&claims, state, &nonce_cookie),
+        };
+        if let Err(r) = identity::admit(&claims, &self.cfg) {
+            log::info!("login refused: {}", r.message);
+            return refusal(&r);
+        }
+        let identity = identity::identity(&claims, &self.cfg);
+        let expiry = if self.cfg.use_expiry_from_token { claims.exp } else { None };
         let Ok(csrf) = flow::random_hex(32) else { return refuse(500, "No randomness available.") };
         let waiting = self.state.pending_login(&auth_id, Instant::now());
         // A login that is gone fails at the confirmation; its charge falls on no device.
@@ -262,9 +307,40 @@ impl Oidc {
         html(StatusCode::OK, body, &cookies)
     }
 
-    /// The blocking part of a callback: code exchange, token checks,
-    /// userinfo, admission.
-    fn finish(&self, code: &str, pending: &flow::Pending) -> Result<(String, Identity, Option<i64>), Refusal> {
+    /// An admin login's verified claims: a session if they name an admin,
+    /// else the refusal page (403) and no session.
+    fn admin_login(&self, claims: &jwt::Claims, state: &str, nonce_cookie: &str) -> Page {
+        let done = [
+            flow::set_cookie(&flow::cookie_name("state", state), "", "/oidc/callback", 0, self.secure_cookies),
+            flow::set_cookie(nonce_cookie, "", "/oidc/callback", 0, self.secure_cookies),
+        ];
+        if let Err(r) = identity::admit_admin(claims, &self.cfg, &self.admin_rules) {
+            log::info!("admin login refused for {}: {}", identity::provider_id(&claims.iss, &claims.sub), r.message);
+            let mut page = refusal(&r);
+            for c in &done {
+                if let Ok(v) = hyper::header::HeaderValue::from_str(c) {
+                    page.headers_mut().append(hyper::header::SET_COOKIE, v);
+                }
+            }
+            return page;
+        }
+        let Some(ui) = self.admin_ui.get().and_then(std::sync::Weak::upgrade) else {
+            return refuse(503, "The admin web UI is not running.");
+        };
+        let id = identity::identity(claims, &self.cfg);
+        let who = if id.email.is_empty() { id.username } else { id.email };
+        let mut page = ui.sign_in(&who);
+        for c in &done {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(c) {
+                page.headers_mut().append(hyper::header::SET_COOKIE, v);
+            }
+        }
+        page
+    }
+
+    /// The blocking part of a callback: code exchange, token checks and
+    /// userinfo; the verified claims. Admission is the caller's.
+    fn finish(&self, code: &str, pending: &flow::Pending) -> Result<jwt::Claims, Refusal> {
         let fail = |status: u16, message: &str| Refusal { status, message: message.into(), hint: None };
         let p = self.provider().ok_or_else(|| fail(503, "The identity provider is not reachable right now."))?;
         let mut form: Vec<(&str, &str)> =
@@ -331,10 +407,7 @@ impl Oidc {
                 Err(e) => log::info!("userinfo failed ({e}); using the ID token's claims"),
             }
         }
-        identity::admit(&claims, &self.cfg).inspect_err(|r| log::info!("login refused: {}", r.message))?;
-        let id = identity::identity(&claims, &self.cfg);
-        let expiry = if self.cfg.use_expiry_from_token { claims.exp } else { None };
-        Ok((pending.auth_id.clone(), id, expiry))
+        Ok(claims)
     }
 
     fn may_refetch_jwks(&self) -> bool {

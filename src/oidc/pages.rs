@@ -4,17 +4,11 @@
 
 use crate::web::html_escape as esc;
 
-/// The pages' one inline `<style>`; the Content-Security-Policy allows it by its hash.
-pub const STYLE: &str =
-    "body{font-family:system-ui,sans-serif;max-width:34em;margin:3em auto;padding:0 1em;line-height:1.5}\
-button{font-size:1.1em;padding:.5em 1.5em}.hint{color:#555;border-left:3px solid #ccc;padding-left:.8em}";
+/// The pages' one inline `<style>` (the shared one); the Content-Security-Policy allows it by its hash.
+pub use crate::web::layout::STYLE;
 
 fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-         <title>{t}</title><style>{STYLE}</style><h1>{t}</h1>{body}</html>",
-        t = esc(title)
-    )
+    crate::web::layout::public_page(title, body)
 }
 
 /// Who you are and which device: one POST form whose hidden input carries the CSRF token.

@@ -27,6 +27,10 @@ fn json(r: &api::Response) -> Response<Full<Bytes>> {
     out
 }
 
+/// Request bodies the network listener buffers at once: each may be 2 MiB,
+/// and key holders on many connections must not fill a small router's RAM.
+static BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Answers an admin API request that is already allowed.
 pub async fn answer(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
@@ -61,7 +65,11 @@ pub async fn answer_keyed(
 ) -> Response<Full<Bytes>> {
     let header = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match auth::check(&state, failures, header, peer, crate::clock::now_unix(), Instant::now()) {
-        auth::Verdict::Allowed => answer(req, state).await,
+        auth::Verdict::Allowed => {
+            // Invariant: the semaphore is static and never closed.
+            let _place = BODIES.acquire().await.expect("the body semaphore is never closed");
+            answer(req, state).await
+        }
         auth::Verdict::Unauthorized => {
             let mut r = json(&api::error(401, "Unauthorized"));
             r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -52,12 +52,15 @@ impl Stamp {
 
 /// Reads and checks the file; `Ok(None)` for an empty one.
 fn read(path: &Path) -> (Option<Stamp>, Result<Option<Vec<DnsRecord>>, String>) {
-    let file = match std::fs::File::open(path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a
+    // writer forever (review 13). Only a regular file is read.
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
         Ok(f) => f,
         Err(e) => return (None, Err(e.to_string())),
     };
     let stamp = match file.metadata() {
-        Ok(m) if m.is_dir() => return (None, Err("is a directory, not a file".into())),
+        Ok(m) if !m.is_file() => return (None, Err("is not a regular file".into())),
         Ok(m) => Stamp::of(&m),
         Err(e) => return (None, Err(e.to_string())),
     };
@@ -141,7 +144,11 @@ mod tests {
         assert!(load(&p).unwrap().records.is_empty());
         std::fs::write(&p, r#"[{"name": "nas.lan", "type": "A", "value": "192.168.1.5"}]"#).unwrap();
         assert_eq!(load(&p).unwrap().records.len(), 1);
-        assert!(load(dir.path()).unwrap_err().contains("directory"));
+        assert!(load(dir.path()).unwrap_err().contains("not a regular file"));
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(made.success());
+        assert!(load(&fifo).unwrap_err().contains("not a regular file"), "a FIFO must not block the start");
         std::fs::write(&p, vec![b' '; MAX_FILE_BYTES + 10]).unwrap();
         assert!(load(&p).unwrap_err().contains("the most that is read"));
     }

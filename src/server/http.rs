@@ -47,6 +47,8 @@ pub struct Extras {
     pub relay: Option<Arc<Relay>>,
     /// Failed API key attempts per source, one table for every listener.
     pub api_failures: Arc<crate::api::auth::Failures>,
+    /// The admin web UI at `/admin`.
+    pub admin: Option<Arc<crate::web::admin::Admin>>,
 }
 
 pub struct Http {
@@ -112,6 +114,18 @@ async fn route(
             }
             ("GET", "/generate_204") => return Ok(generate_204(&req)),
             _ => {}
+        }
+    }
+    if let Some(admin) = &app.extras.admin {
+        if path == "/admin" || path.starts_with("/admin/") {
+            return Ok(admin.handle(req, peer).await);
+        }
+        // A signed-in admin approves a waiting device from its login URL at once.
+        if let Some(id) = path.strip_prefix("/register/").filter(|_| req.method() == hyper::Method::GET) {
+            let cookie = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok());
+            if let Some(page) = admin.register_page(id, cookie).await {
+                return Ok(page);
+            }
         }
     }
     #[cfg(feature = "oidc")]

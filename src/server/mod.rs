@@ -149,7 +149,8 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let mut extras = http::Extras::default();
         #[cfg(feature = "oidc")]
         if let Some(o) = &cfg.oidc {
-            extras.oidc = Some(start_oidc(o.clone(), state.clone(), &cfg.server_url, stop_rx.clone()).await?);
+            extras.oidc =
+                Some(start_oidc(o.clone(), cfg.admin.clone(), state.clone(), &cfg.server_url, stop_rx.clone()).await?);
         }
         #[cfg(not(feature = "oidc"))]
         if cfg.oidc.is_some() {
@@ -189,6 +190,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             tokio::spawn(derp::close_gone(r.relay.clone(), state.clone(), stop_rx.clone()));
             extras.relay = Some(r.relay);
         }
+        extras.admin = Some(admin_ui(&cfg, &state, &extras));
         // One cap for both listeners: the relay's TLS port is no way around it.
         let admission = admission::Admission::new(cfg.max_connections);
         let http = http::Http { control: control.clone(), extras: extras.clone(), tls, admission: admission.clone() };
@@ -216,6 +218,38 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// The admin web UI, signing in through the OIDC provider when there is one.
+fn admin_ui(cfg: &Config, state: &Arc<State>, extras: &http::Extras) -> Arc<crate::web::admin::Admin> {
+    #[allow(unused_mut)]
+    let mut oidc_login: Option<Arc<dyn Fn(std::net::IpAddr) -> crate::web::admin::Page + Send + Sync>> = None;
+    #[cfg(feature = "oidc")]
+    if let Some(o) = extras.oidc.clone() {
+        oidc_login = Some(Arc::new(move |from| o.start_admin(from)));
+    }
+    #[allow(unused_mut)]
+    let mut derp_clients: Option<crate::web::admin::Counter> = None;
+    #[cfg(feature = "derp")]
+    if let Some(r) = extras.relay.clone() {
+        derp_clients = Some(Arc::new(move || r.client_count()));
+    }
+    let ui = Arc::new(crate::web::admin::Admin {
+        state: state.clone(),
+        sessions: Arc::default(),
+        failures: extras.api_failures.clone(),
+        oidc_login,
+        server_url: cfg.server_url.clone(),
+        secure_cookies: cfg.server_url.starts_with("https://"),
+        started: std::time::Instant::now(),
+        store_path: cfg.database.path.clone(),
+        derp_clients,
+    });
+    #[cfg(feature = "oidc")]
+    if let Some(o) = &extras.oidc {
+        o.set_admin_ui(&ui);
+    }
+    ui
+}
+
 /// How often an unreachable provider is tried again (when tinyscale started without it).
 #[cfg(feature = "oidc")]
 const OIDC_RETRY: Duration = Duration::from_secs(30);
@@ -226,11 +260,12 @@ const OIDC_RETRY: Duration = Duration::from_secs(30);
 /// approval work) and keeps trying in the background.
 async fn start_oidc(
     cfg: crate::config::Oidc,
+    admin: crate::config::Admin,
     state: Arc<State>,
     server_url: &str,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Arc<Oidc>, ServeError> {
-    let oidc = Arc::new(Oidc::new(cfg, state, server_url, &crate::config::process_env));
+    let oidc = Arc::new(Oidc::new(cfg, admin, state, server_url, &crate::config::process_env));
     let o = oidc.clone();
     let first = tokio::task::spawn_blocking(move || o.discover()).await.unwrap_or_else(|e| Err(e.to_string()));
     match first {

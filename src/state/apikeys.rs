@@ -77,8 +77,20 @@ impl State {
 
     /// Whether `text` is a whole, unexpired API key. The secret is compared
     /// in constant time; an unknown prefix costs the same hash.
+    ///
+    /// Nothing is valid on a clock that reads before the build: a router
+    /// without a battery-backed clock boots in the past, where an expired or
+    /// revoked key would look valid until NTP answers.
     pub fn api_key_valid(&self, text: &str, now: i64) -> bool {
+        if !crate::clock::clock_is_sane(now) {
+            return false;
+        }
         let Some((prefix, secret)) = secrets::split_key(API_KEY_PREFIX, text) else { return false };
+        // Only the shape a key has is hashed: a long header costs no CPU.
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(prefix, 12) || !hex(secret, 64) {
+            return false;
+        }
         let snap = self.snapshot();
         match snap.api_keys.values().find(|k| k.prefix == prefix) {
             Some(k) => secrets::secret_matches(secret, &k.hash) && !super::has_passed(k.expiration, now),
@@ -117,6 +129,8 @@ mod tests {
         assert!(!k.hash.contains(secret));
         assert!(s.api_key_valid(&full, now));
         assert!(!s.api_key_valid(&full, now + 3600), "expired");
+        assert!(!s.api_key_valid(&full, 0), "a clock before the build trusts no key");
+        assert!(!s.api_key_valid(&format!("{full}{}", "0".repeat(30_000)), now));
         assert!(!s.api_key_valid(&full[..full.len() - 1], now));
         let flip = if full.ends_with('0') { '1' } else { '0' };
         assert!(!s.api_key_valid(&format!("{}{flip}", &full[..full.len() - 1]), now));

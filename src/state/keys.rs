@@ -15,8 +15,20 @@ pub struct NewPreAuthKey {
     pub expiration: i64,
 }
 
+/// Pre-auth keys kept at once, expired ones included until deleted.
+pub const MAX_PREAUTH_KEYS: usize = 1_000;
+
+/// Tags as an admin or a key gives them: the bounds a login's requested
+/// tags have (at most 16, each at most 128 bytes), and Tailscale's form.
 pub(super) fn check_tags(tags: &[String]) -> Result<(), StateError> {
+    use super::policy::{MAX_REQUESTED_TAGS, MAX_TAG_LEN};
+    if tags.len() > MAX_REQUESTED_TAGS {
+        return Err(StateError::Invalid(format!("at most {MAX_REQUESTED_TAGS} tags")));
+    }
     for t in tags {
+        if t.len() > MAX_TAG_LEN {
+            return Err(StateError::Invalid(format!("a tag is at most {MAX_TAG_LEN} bytes")));
+        }
         let name = t.strip_prefix("tag:").unwrap_or("");
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(StateError::Invalid(format!("tag {t:?} must look like tag:name (letters, digits, '-', '_')")));
@@ -34,6 +46,11 @@ impl State {
         }
         let key = secrets::new_key_from(secrets::AUTH_KEY_PREFIX, self.settings.random)?;
         self.mutate(|tx| {
+            if tx.snap().preauth_keys.len() >= MAX_PREAUTH_KEYS {
+                return Err(StateError::PoolFull(format!(
+                    "{MAX_PREAUTH_KEYS} pre-auth keys exist; delete expired ones first (tinyscale preauthkeys delete)"
+                )));
+            }
             if let Some(u) = new.user {
                 if !tx.snap().users.contains_key(&u) {
                     return Err(not_found("user", u));

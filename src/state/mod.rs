@@ -47,6 +47,7 @@ use presence::Presence;
 /// The records state keeps, as the store encodes them: the mapper and the
 /// API read them from here, never from `store`.
 pub use crate::store::{ApiKey, Node, PreAuthKey, User};
+pub use apikeys::prefix_of as api_key_prefix;
 pub use keys::NewPreAuthKey;
 pub use policy::{Applied, PolicySource};
 pub use snapshot::Snapshot;

@@ -55,6 +55,9 @@ impl State {
             crate::tailcfg::NodePublic::parse(&node_key.to_ascii_lowercase()).filter(|k| !k.is_zero()).ok_or_else(
                 || StateError::Invalid(format!("{node_key:?} is not a node key (nodekey: and 64 hex digits)")),
             )?;
+        if hostname.is_empty() || hostname.len() > super::pending::MAX_HOSTNAME {
+            return Err(StateError::Invalid(format!("a hostname is 1 to {} bytes", super::pending::MAX_HOSTNAME)));
+        }
         self.mutate(|tx| {
             if !tx.snap().users.contains_key(&user_id) {
                 return Err(not_found("user", user_id));

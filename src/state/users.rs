@@ -29,10 +29,39 @@ pub struct NewUser {
     pub profile_pic_url: String,
 }
 
+/// Users a tailnet may hold: each is in the maps of those who see its devices.
+pub const MAX_USERS: usize = 1_000;
+/// The longest display name, email or picture URL kept (on flash, and in maps).
+pub const MAX_FIELD: usize = 256;
+
+fn check_fields(new: &NewUser) -> Result<(), StateError> {
+    for (what, v) in [("display name", &new.display_name), ("email", &new.email), ("picture URL", &new.profile_pic_url)]
+    {
+        if v.len() > MAX_FIELD {
+            return Err(StateError::Invalid(format!("the {what} is over {MAX_FIELD} bytes")));
+        }
+    }
+    Ok(())
+}
+
+/// What an identity provider sends, cut to what is kept.
+fn clipped(s: &str) -> String {
+    crate::text::head_bytes(s, MAX_FIELD).to_string()
+}
+
+fn room_for_a_user(tx: &super::Tx) -> Result<(), StateError> {
+    if tx.snap().users.len() >= MAX_USERS {
+        return Err(StateError::PoolFull(format!("the tailnet holds {MAX_USERS} users, the most it may")));
+    }
+    Ok(())
+}
+
 impl State {
     pub fn create_user(&self, new: NewUser, now: i64) -> Result<Arc<User>, StateError> {
         names::check_username(&new.name).map_err(StateError::Invalid)?;
+        check_fields(&new)?;
         self.mutate(|tx| {
+            room_for_a_user(tx)?;
             if tx.snap().user_by_name(&new.name).is_some() {
                 return Err(StateError::Exists(format!("user {:?} already exists", new.name)));
             }
@@ -81,13 +110,13 @@ impl State {
                         display_name: if id.display_name.is_empty() {
                             u.display_name.clone()
                         } else {
-                            id.display_name.clone()
+                            clipped(&id.display_name)
                         },
-                        email: if id.email.is_empty() { u.email.clone() } else { id.email.clone() },
+                        email: if id.email.is_empty() { u.email.clone() } else { clipped(&id.email) },
                         profile_pic_url: if id.picture.is_empty() {
                             u.profile_pic_url.clone()
                         } else {
-                            id.picture.clone()
+                            clipped(&id.picture)
                         },
                         ..(*u).clone()
                     };
@@ -97,13 +126,14 @@ impl State {
                     Arc::new(updated)
                 }
                 None => {
+                    room_for_a_user(tx)?;
                     let name = names::unique(&id.username, |n| tx.snap().user_by_name(n).is_some());
                     Arc::new(User {
                         id: tx.next_user_id(),
                         name,
-                        display_name: id.display_name.clone(),
-                        email: id.email.clone(),
-                        profile_pic_url: id.picture.clone(),
+                        display_name: clipped(&id.display_name),
+                        email: clipped(&id.email),
+                        profile_pic_url: clipped(&id.picture),
                         provider: "oidc".into(),
                         provider_id: id.provider_id.clone(),
                         created_at: now,

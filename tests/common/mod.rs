@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod browser;
 pub mod client;
 #[cfg(feature = "derp")]
 pub mod derp_client;

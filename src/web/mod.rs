@@ -1,11 +1,27 @@
-//! What every HTML page tinyscale serves shares: escaping, and the headers
-//! that keep a login or registration page from being framed (clickjacking
-//! the confirmation button), sniffed, scripted or leaking its URL.
+//! What every HTML page tinyscale serves shares: escaping, the headers
+//! that keep a page from being framed (clickjacking a confirmation
+//! button), sniffed, scripted or leaking its URL, and the look
+//! (`layout`). The admin web UI (`admin`, `pages`, `session`) lives here.
+
+pub mod admin;
+pub mod layout;
+mod pages;
+pub mod session;
 
 use base64::Engine;
 use hyper::header::{
     HeaderMap, HeaderValue, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
+
+/// `name=value` pairs of a Cookie header.
+pub fn cookies(header: Option<&str>) -> std::collections::HashMap<String, String> {
+    header
+        .unwrap_or("")
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
 
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -30,10 +46,27 @@ const POLICY: &str = "default-src 'none'; form-action 'self'; frame-ancestors 'n
 pub fn content_security_policy(style: Option<&str>) -> String {
     match style {
         None => POLICY.to_string(),
-        Some(s) => {
-            let hash = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-            let b64 = base64::engine::general_purpose::STANDARD.encode(hash.as_ref());
-            format!("{POLICY}; style-src 'sha256-{b64}'")
+        Some(s) => format!("{POLICY}; style-src 'sha256-{}'", sha256_b64(s)),
+    }
+}
+
+fn sha256_b64(text: &str) -> String {
+    let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(hash.as_ref())
+}
+
+/// The headers of a page with one inline `<style>` and, maybe, one inline
+/// `<script>` (allowed by their hashes), which may fetch from this origin.
+pub fn page_headers_with(h: &mut HeaderMap, style: &str, script: Option<&str>) {
+    page_headers(h, Some(style));
+    if let Some(js) = script {
+        let csp = format!(
+            "{}; script-src 'sha256-{}'; connect-src 'self'",
+            content_security_policy(Some(style)),
+            sha256_b64(js)
+        );
+        if let Ok(v) = HeaderValue::try_from(csp) {
+            h.insert(CONTENT_SECURITY_POLICY, v);
         }
     }
 }
