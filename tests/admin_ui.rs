@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::browser::Chromium;
-use common::idp::{self, Idp};
+use common::idp;
 use common::*;
 
 /// `alice` signs in as admin (she is in `admins`), everyone else does not.
@@ -150,23 +150,7 @@ fn alice_runs_the_tailnet_from_a_real_browser_with_real_clients() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ns = Netns::new();
-    let url = "http://127.0.0.1:18080";
-    let idp = Idp::start_with(Some(ns.command("node")), &format!("{url}/oidc/callback"), &[]);
-    std::fs::write(
-        d.join("derp.yaml"),
-        "regions:\n  900:\n    regionid: 900\n    regioncode: local\n    regionname: local\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: 127.0.0.1\n        ipv4: 127.0.0.1\n        ipv6: none\n        stunport: -1\n        derpport: 3340\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("config.yaml"),
-        format!(
-            "server_url: {url}\nlisten_addr: 127.0.0.1:18080\nderp:\n  paths: [derp.yaml]\n{ADMIN}oidc:\n  issuer: \"{}\"\n  client_id: {}\n  client_secret: {}\n  extra_params:\n    login_hint: alice\n  allowed_groups: [/headscale]\n  pkce:\n    enabled: true\n  strip_email_domain: true\n",
-            idp.issuer,
-            idp::CLIENT_ID,
-            idp::SECRET
-        ),
-    )
-    .unwrap();
+    let (_idp, url) = idp::in_namespace(&ns, d, ADMIN, "alice");
     let _server = ns.serve(d);
     ok(d, &["users", "create", "alice"]);
     let k = json(d, &["preauthkeys", "create", "--user", "alice", "-o", "json"])["key"].as_str().unwrap().to_string();

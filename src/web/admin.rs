@@ -335,13 +335,7 @@ impl Admin {
         let seg = crate::url::percent_encode(&id);
         match get("op").as_str() {
             "rename" => {
-                let r = self
-                    .api::<NodeResponse>(
-                        "POST",
-                        &format!("/api/v1/node/{seg}/rename/{}", crate::url::percent_encode(&get("name"))),
-                        None::<()>,
-                    )
-                    .await;
+                let r = self.api::<NodeResponse>("POST", &renamed("node", &seg, &get("name")), None::<()>).await;
                 back("/admin", r.map(|n| format!("Renamed to {}", n.node.given_name)))
             }
             "expire" => {
@@ -353,7 +347,7 @@ impl Admin {
                 back("/admin", r.map(|_| "Device deleted".to_string()))
             }
             "tags" => {
-                let tags = get("tags").split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                let tags = comma_list(&get("tags"));
                 let r = self
                     .api::<NodeResponse>("POST", &format!("/api/v1/node/{seg}/tags"), Some(SetTagsRequest { tags }))
                     .await;
@@ -361,7 +355,7 @@ impl Admin {
             }
             "routes" => {
                 // No box checked: the node serves none.
-                let routes = get("routes").split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+                let routes = comma_list(&get("routes"));
                 let r = self
                     .api::<NodeResponse>(
                         "POST",
@@ -388,13 +382,7 @@ impl Admin {
                 back("/admin/users", r.map(|u| format!("User {} created", u.user.name)))
             }
             "user_rename" => {
-                let r = self
-                    .api::<UserResponse>(
-                        "POST",
-                        &format!("/api/v1/user/{seg}/rename/{}", crate::url::percent_encode(&get("name"))),
-                        None::<()>,
-                    )
-                    .await;
+                let r = self.api::<UserResponse>("POST", &renamed("user", &seg, &get("name")), None::<()>).await;
                 back("/admin/users", r.map(|u| format!("Renamed to {}", u.user.name)))
             }
             "user_delete" => {
@@ -406,8 +394,7 @@ impl Admin {
                     Ok(s) => s,
                     Err(e) => return back("/admin/keys", Err(format!("valid for: {e}"))),
                 };
-                let acl_tags: Vec<String> =
-                    get("tags").split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                let acl_tags = comma_list(&get("tags"));
                 let user = Some(get("user")).filter(|u| !u.is_empty() && acl_tags.is_empty()).map(UserRef::Text);
                 let body = CreatePreAuthKeyRequest {
                     user,
@@ -492,6 +479,16 @@ impl Admin {
     }
 }
 
+/// `a, b,c` as `["a", "b", "c"]` (tags and routes typed into one field).
+fn comma_list(text: &str) -> Vec<String> {
+    text.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+}
+
+/// The API path that renames `kind` (`node`, `user`) `id` to `name`.
+fn renamed(kind: &str, id: &str, name: &str) -> String {
+    format!("/api/v1/{kind}/{id}/rename/{}", crate::url::percent_encode(name))
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Live {
@@ -521,12 +518,7 @@ async fn read_form(req: Request<Incoming>) -> Result<HashMap<String, String>, Pa
     static FORMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
     // Invariant: the semaphore is static and never closed.
     let _place = FORMS.acquire().await.expect("the form semaphore is never closed");
-    let body = match tokio::time::timeout(FORM_DEADLINE, Limited::new(req.into_body(), MAX_FORM).collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => return Err(refused(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")),
-        Err(_) => return Err(refused(StatusCode::REQUEST_TIMEOUT, "The form did not arrive in time.")),
-    };
-    let text = String::from_utf8_lossy(&body);
+    let text = read_body(req, MAX_FORM).await?;
     let mut out: HashMap<String, String> = HashMap::new();
     for (k, v) in crate::url::form_pairs(&text) {
         if k == "route" {
@@ -543,16 +535,17 @@ async fn read_form(req: Request<Incoming>) -> Result<HashMap<String, String>, Pa
     Ok(out)
 }
 
-/// The sign-in form: an API key, a few hundred bytes at most.
+/// The sign-in form, which anyone may send: an API key, a few hundred bytes.
 async fn read_small_form(req: Request<Incoming>) -> Result<HashMap<String, String>, Page> {
-    const MAX_LOGIN_FORM: usize = 4096;
-    let body = match tokio::time::timeout(FORM_DEADLINE, Limited::new(req.into_body(), MAX_LOGIN_FORM).collect()).await
-    {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => return Err(refused(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")),
-        Err(_) => return Err(refused(StatusCode::REQUEST_TIMEOUT, "The form did not arrive in time.")),
-    };
-    Ok(crate::url::form(&String::from_utf8_lossy(&body)))
+    Ok(crate::url::form(&read_body(req, 4096).await?))
+}
+
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<String, Page> {
+    match tokio::time::timeout(FORM_DEADLINE, Limited::new(req.into_body(), max).collect()).await {
+        Ok(Ok(b)) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
+        Ok(Err(_)) => Err(refused(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")),
+        Err(_) => Err(refused(StatusCode::REQUEST_TIMEOUT, "The form did not arrive in time.")),
+    }
 }
 
 /// This process's resident memory, from /proc.

@@ -198,3 +198,27 @@ pub fn confirm_form(body: &str) -> (String, String) {
         body.split("name=csrf value=\"").nth(1).and_then(|s| s.split('"').next()).expect("a csrf input").to_string();
     (action, csrf)
 }
+
+/// Inside the network namespace `ns` (control at 127.0.0.1:18080 there):
+/// a fresh provider, the local DERP map and a config that logs in as
+/// `login_hint`, with `top` as more top-level config. Returns the provider
+/// and the server URL; the caller starts tinyscale (`ns.serve(d)`).
+#[allow(dead_code)] // not every test binary runs real clients
+pub fn in_namespace(ns: &super::netns::Netns, d: &Path, top: &str, login_hint: &str) -> (Idp, &'static str) {
+    let url = "http://127.0.0.1:18080";
+    let idp = Idp::start_with(Some(ns.command("node")), &format!("{url}/oidc/callback"), &[]);
+    std::fs::write(
+        d.join("derp.yaml"),
+        "regions:\n  900:\n    regionid: 900\n    regioncode: local\n    regionname: local\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: 127.0.0.1\n        ipv4: 127.0.0.1\n        ipv6: none\n        stunport: -1\n        derpport: 3340\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("config.yaml"),
+        format!(
+            "server_url: {url}\nlisten_addr: 127.0.0.1:18080\nderp:\n  paths: [derp.yaml]\n{top}oidc:\n  issuer: \"{}\"\n  client_id: {CLIENT_ID}\n  client_secret: {SECRET}\n  extra_params:\n    login_hint: {login_hint}\n  allowed_groups: [/headscale]\n  pkce:\n    enabled: true\n  strip_email_domain: true\n",
+            idp.issuer
+        ),
+    )
+    .unwrap();
+    (idp, url)
+}
