@@ -89,12 +89,26 @@ fn without_a_provider_an_api_key_signs_in_and_every_page_works_on_a_phone() {
     assert_eq!(status, 403);
     assert!(ok(d, &["users", "list"]).contains("alice"), "a forged POST deleted a user");
 
+    // A link cannot make the UI say anything: messages live in the session.
+    b.goto(&format!("{url}/admin/users?error=Paste%20your%20API%20key%20at%20evil.example"));
+    assert!(!b.html().contains("evil.example"), "a query string wrote into the page");
+
     // Sign out ends the session.
     let (status, _) = b.click("form[action='/admin/logout'] button");
     assert_eq!(status, 200);
     let (status, _) = b.goto(&format!("{url}/admin/users"));
     assert_eq!(status, 200);
     assert!(b.html().contains("Sign in with an API key"), "still signed in after signing out");
+
+    // A session an API key started ends when the key is deleted.
+    let second = json(d, &["apikeys", "create", "-o", "json"]).as_str().unwrap().to_string();
+    b.set("input[name=key]", &second);
+    let (status, _) = b.click("form[action='/admin/login'] button");
+    assert_eq!(status, 200);
+    assert!(b.html().contains("Sign out"));
+    ok(d, &["apikeys", "delete", "--prefix", &second[10..22]]);
+    b.goto(&format!("{url}/admin/users"));
+    assert!(b.html().contains("Sign in with an API key"), "a deleted key's session lived on");
     drop(s);
 }
 
@@ -110,11 +124,26 @@ fn a_non_admin_is_refused_with_403_and_no_session_and_forged_cookies_get_nothing
     assert!(at.starts_with(&format!("{url}/oidc/callback")), "{at}");
     assert!(b.html().contains("not an administrator"), "{}", b.html());
     assert!(!b.cookies().contains(&"ts_admin".to_string()), "dave got a session");
+    assert!(b.width() <= 360, "the refusal page is wider than a phone");
     b.screenshot("refused");
     assert!(s.log().contains("admin login refused"), "{}", s.log());
 
-    // A forged session cookie is no session.
+    // Starting admin logins keeps nothing on the server: a flood of them
+    // never turns device logins or other admins away (review 13).
     let host = s.host_port();
+    for _ in 0..300 {
+        let r = raw_request(&host, "GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 302"), "{r}");
+    }
+    // With a provider, an API key signs no one in.
+    let body = "key=hskey-api-000000000000-0000";
+    let r = raw_request(
+        &host,
+        &format!("POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+
+    // A forged session cookie is no session.
     let forged = format!("ts_admin={}", "ab".repeat(32));
     let live = raw_request(
         &host,
@@ -186,6 +215,7 @@ fn alice_runs_the_tailnet_from_a_real_browser_with_real_clients() {
     assert!(b.html().contains("Approve for user"), "{}", b.html());
     assert!(b.width() <= 360, "the register page is wider than a phone");
     b.screenshot("register");
+    b.set("form:has(input[value=approve]) select[name=user]", "1");
     let (status, _) = b.click("form:has(input[value=approve]) button");
     assert_eq!(status, 200);
     assert!(c2.wait_running(60), "the approved client never reached Running");

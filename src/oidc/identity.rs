@@ -74,12 +74,13 @@ pub fn admit(c: &Claims, cfg: &Oidc) -> Result<(), Refusal> {
 }
 
 /// Whether the claims name an admin of the web UI: a member of one of
-/// `admin.allowed_groups`, or one of `admin.allowed_users` by an email the
-/// provider verified (unless `oidc.email_verified_required` is off), as the
-/// device filters read groups and emails.
-pub fn admit_admin(c: &Claims, cfg: &Oidc, admin: &crate::config::Admin) -> Result<(), Refusal> {
+/// `admin.allowed_groups` (read as the device filter reads groups), or one
+/// of `admin.allowed_users` by an email the provider verified, always:
+/// `oidc.email_verified_required: false` lets devices in, never an admin
+/// who set someone else's email on their own account (review 13).
+pub fn admit_admin(c: &Claims, admin: &crate::config::Admin) -> Result<(), Refusal> {
     let in_group = admin.allowed_groups.iter().any(|want| c.groups.0.iter().any(|g| group_name(g) == group_name(want)));
-    let email = c.email.as_deref().filter(|_| c.email_verified.0 || !cfg.email_verified_required);
+    let email = c.email.as_deref().filter(|_| c.email_verified.0);
     let listed = email.is_some_and(|e| admin.allowed_users.iter().any(|u| u.eq_ignore_ascii_case(e)));
     if in_group || listed {
         return Ok(());
@@ -255,5 +256,23 @@ mod tests {
         info.email = Some("evil@x".into());
         merge_userinfo(&mut c, &info);
         assert_eq!(c.email.as_deref(), Some("alice@example.com"));
+    }
+
+    #[test]
+    fn admins_are_named_by_group_or_by_a_verified_email_only() {
+        let admin = crate::config::Admin {
+            allowed_groups: vec!["admins".into()],
+            allowed_users: vec!["alice@example.com".into()],
+        };
+        assert!(admit_admin(&claims("x", "x@example.com", false, &["/admins"]), &admin).is_ok());
+        assert!(admit_admin(&claims("alice", "Alice@example.com", true, &[]), &admin).is_ok());
+        // Review 13: an unverified email names no admin, whatever
+        // oidc.email_verified_required says for devices.
+        let r = admit_admin(&claims("mallory", "alice@example.com", false, &["headscale"]), &admin).unwrap_err();
+        assert_eq!(r.status, 403);
+        assert!(admit_admin(&claims("dave", "dave@example.com", true, &["headscale"]), &admin).is_err());
+        assert!(
+            admit_admin(&claims("alice", "alice@example.com", true, &[]), &crate::config::Admin::default()).is_err()
+        );
     }
 }

@@ -60,7 +60,14 @@ pub struct Oidc {
     /// Who may sign in to the admin web UI, and the UI that starts their session.
     admin_rules: crate::config::Admin,
     admin_ui: std::sync::OnceLock<std::sync::Weak<crate::web::admin::Admin>>,
+    /// Signs admin logins' states (random at each start; `None` if the
+    /// system had no randomness, and then no admin logs in).
+    admin_key: Option<[u8; 32]>,
 }
+
+/// An admin login's nonce and PKCE verifier wait in these cookies.
+const ADMIN_NONCE: &str = "ts_admin_nonce";
+const ADMIN_PKCE: &str = "ts_admin_pkce";
 
 type Page = Response<Full<Bytes>>;
 
@@ -116,6 +123,10 @@ impl Oidc {
             secure_cookies: server_url.starts_with("https://"),
             admin_rules,
             admin_ui: std::sync::OnceLock::new(),
+            admin_key: {
+                let mut k = [0u8; 32];
+                crate::secrets::random_bytes(&mut k).ok().map(|_| k)
+            },
             cfg,
         }
     }
@@ -175,59 +186,103 @@ impl Oidc {
                 "This login link is unknown or has expired (they last 15 minutes). Run tailscale up again.",
             );
         };
-        log::debug!("login for pending device {} ({})", pending.hostname, auth_id);
-        let source = Source::new(from, pending.machine_key.0);
-        self.to_provider(flow::Purpose::Device(auth_id.to_string()), source)
-    }
-
-    /// `GET /admin` without a session, from `from`: off to the provider
-    /// for an admin login. Charged to the address, as a device login is to
-    /// its machine.
-    pub fn start_admin(&self, from: IpAddr) -> Page {
-        let mut key = [0xad; 32];
-        match from {
-            IpAddr::V4(a) => key[..4].copy_from_slice(&a.octets()),
-            IpAddr::V6(a) => key[..16].copy_from_slice(&a.octets()),
-        }
-        self.to_provider(flow::Purpose::Admin, Source::new(from, key))
-    }
-
-    /// The redirect to the provider, with state, nonce and PKCE kept for the callback.
-    fn to_provider(&self, purpose: flow::Purpose, source: Source) -> Page {
-        let Some(p) = self.provider() else {
+        if self.provider().is_none() {
             return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
-        };
-        let (Ok(state), Ok(nonce)) = (flow::random_hex(32), flow::random_hex(32)) else {
+        }
+        let (Ok(state), Ok((nonce, verifier))) = (flow::random_hex(32), self.fresh_secrets()) else {
             return refuse(500, "No randomness available.");
         };
-        let verifier = if self.cfg.pkce_enabled {
-            match flow::new_verifier() {
-                Ok(v) => Some(v),
-                Err(_) => return refuse(500, "No randomness available."),
-            }
-        } else {
-            None
+        log::debug!("login for pending device {} ({})", pending.hostname, auth_id);
+        let ttl = flow::TTL.as_secs();
+        let cookies = vec![
+            flow::set_cookie(&flow::cookie_name("state", &state), &state, "/oidc/callback", ttl, self.secure_cookies),
+            flow::set_cookie(&flow::cookie_name("nonce", &nonce), &nonce, "/oidc/callback", ttl, self.secure_cookies),
+        ];
+        let login = flow::Pending {
+            purpose: flow::Purpose::Device(auth_id.to_string()),
+            nonce: nonce.clone(),
+            verifier: verifier.clone(),
+        };
+        let source = Source::new(from, pending.machine_key.0);
+        if self.logins.insert(state.clone(), source, login, Instant::now()).is_err() {
+            log::debug!("login from {from} refused: {} logins are in flight", self.logins.len());
+            return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
+        }
+        self.to_provider(&state, &nonce, verifier.as_deref(), cookies)
+    }
+
+    /// A login's nonce and PKCE verifier (when PKCE is on).
+    fn fresh_secrets(&self) -> Result<(String, Option<String>), crate::secrets::RandomUnavailable> {
+        let nonce = flow::random_hex(32)?;
+        let verifier = if self.cfg.pkce_enabled { Some(flow::new_verifier()?) } else { None };
+        Ok((nonce, verifier))
+    }
+
+    /// `GET /admin` without a session: off to the provider for an admin
+    /// login. Nothing is kept on the server (anyone may ask, as often as it
+    /// likes, and must not crowd out device logins): the state carries when
+    /// it was made and a MAC over that, the nonce and the PKCE verifier,
+    /// which wait in this browser's cookies.
+    pub fn start_admin(&self) -> Page {
+        if self.provider().is_none() {
+            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
+        }
+        let Ok((nonce, verifier)) = self.fresh_secrets() else { return refuse(500, "No randomness available.") };
+        let issued = clock::mono_secs();
+        let Some(mac) = self.admin_mac(issued, &nonce, verifier.as_deref()) else {
+            return refuse(500, "No randomness available.");
+        };
+        let state = format!("adm-{issued:016x}-{mac}");
+        let ttl = flow::TTL.as_secs();
+        let mut cookies = vec![
+            flow::set_cookie(&flow::cookie_name("state", &state), &state, "/oidc/callback", ttl, self.secure_cookies),
+            flow::set_cookie(ADMIN_NONCE, &nonce, "/oidc/callback", ttl, self.secure_cookies),
+        ];
+        if let Some(v) = &verifier {
+            cookies.push(flow::set_cookie(ADMIN_PKCE, v, "/oidc/callback", ttl, self.secure_cookies));
+        }
+        self.to_provider(&state, &nonce, verifier.as_deref(), cookies)
+    }
+
+    /// The MAC an admin login's state carries (`None` without a key).
+    fn admin_mac(&self, issued: u64, nonce: &str, verifier: Option<&str>) -> Option<String> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.admin_key.as_ref()?);
+        let msg = format!("tinyscale admin login\0{issued}\0{nonce}\0{}", verifier.unwrap_or(""));
+        Some(crate::tailcfg::encode_hex(&ring::hmac::sign(&key, msg.as_bytes()).as_ref()[..16]))
+    }
+
+    /// The admin login a callback's state and cookies prove, if any.
+    fn admin_pending(&self, state: &str, jar: &std::collections::HashMap<String, String>) -> Option<flow::Pending> {
+        let (issued_hex, mac) = state.strip_prefix("adm-")?.split_once('-')?;
+        let issued = u64::from_str_radix(issued_hex, 16).ok()?;
+        if clock::mono_secs().checked_sub(issued)? > flow::TTL.as_secs() {
+            return None;
+        }
+        let nonce = jar.get(ADMIN_NONCE)?.clone();
+        let verifier = jar.get(ADMIN_PKCE).filter(|v| !v.is_empty()).cloned();
+        let want = self.admin_mac(issued, &nonce, verifier.as_deref())?;
+        crate::web::session::same(&want, mac).then_some(flow::Pending {
+            purpose: flow::Purpose::Admin,
+            nonce,
+            verifier,
+        })
+    }
+
+    /// The redirect to the provider.
+    fn to_provider(&self, state: &str, nonce: &str, verifier: Option<&str>, cookies: Vec<String>) -> Page {
+        let Some(p) = self.provider() else {
+            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
         };
         let url = flow::auth_url(&flow::AuthRequest {
             endpoint: &p.authorization_endpoint,
             client_id: &self.cfg.client_id,
             redirect_uri: &self.redirect_uri,
             scope: &self.cfg.scope,
-            state: &state,
-            nonce: &nonce,
-            pkce: verifier.as_ref().map(|v| (flow::challenge(v, self.cfg.pkce_method), self.cfg.pkce_method)),
+            state,
+            nonce,
+            pkce: verifier.map(|v| (flow::challenge(v, self.cfg.pkce_method), self.cfg.pkce_method)),
             extra: &self.cfg.extra_params,
         });
-        let ttl = flow::TTL.as_secs();
-        let cookies = [
-            flow::set_cookie(&flow::cookie_name("state", &state), &state, "/oidc/callback", ttl, self.secure_cookies),
-            flow::set_cookie(&flow::cookie_name("nonce", &nonce), &nonce, "/oidc/callback", ttl, self.secure_cookies),
-        ];
-        let login = flow::Pending { purpose, nonce, verifier };
-        if self.logins.insert(state, source, login, Instant::now()).is_err() {
-            log::debug!("a login refused: {} logins are in flight", self.logins.len());
-            return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
-        }
         let mut r = html(StatusCode::FOUND, String::new(), &cookies);
         if let Ok(v) = hyper::header::HeaderValue::from_str(&url) {
             r.headers_mut().insert(hyper::header::LOCATION, v);
@@ -258,13 +313,25 @@ impl Oidc {
             Some(c) if c != state => return refuse(403, "This login's cookie does not match."),
             Some(_) => {}
         }
-        let Some(pending) = self.logins.take(state, Instant::now()) else {
-            log::debug!("a login state was replayed or expired");
-            return refuse(410, "This login was already used or has expired. Run tailscale up again for a new link.");
+        let pending = match self.logins.take(state, Instant::now()) {
+            Some(p) => {
+                if jar.get(&flow::cookie_name("nonce", &p.nonce)) != Some(&p.nonce) {
+                    return refuse(403, "This login's nonce cookie is missing or does not match.");
+                }
+                p
+            }
+            // An admin login: proven by its MAC and this browser's cookies.
+            None => match self.admin_pending(state, &jar) {
+                Some(p) => p,
+                None => {
+                    log::debug!("a login state was replayed, expired or forged");
+                    return refuse(
+                        410,
+                        "This login was already used or has expired. Run tailscale up again for a new link.",
+                    );
+                }
+            },
         };
-        if jar.get(&flow::cookie_name("nonce", &pending.nonce)) != Some(&pending.nonce) {
-            return refuse(403, "This login's nonce cookie is missing or does not match.");
-        }
         let nonce_cookie = flow::cookie_name("nonce", &pending.nonce);
         let this = self.clone();
         let code = code.clone();
@@ -277,7 +344,7 @@ impl Oidc {
         };
         let auth_id = match purpose {
             flow::Purpose::Device(id) => id,
-            flow::Purpose::Admin => return self.admin_login(&claims, state, &nonce_cookie),
+            flow::Purpose::Admin => return self.admin_login(&claims, state),
         };
         if let Err(r) = identity::admit(&claims, &self.cfg) {
             log::info!("login refused: {}", r.message);
@@ -309,13 +376,15 @@ impl Oidc {
 
     /// An admin login's verified claims: a session if they name an admin,
     /// else the refusal page (403) and no session.
-    fn admin_login(&self, claims: &jwt::Claims, state: &str, nonce_cookie: &str) -> Page {
+    fn admin_login(&self, claims: &jwt::Claims, state: &str) -> Page {
         let done = [
             flow::set_cookie(&flow::cookie_name("state", state), "", "/oidc/callback", 0, self.secure_cookies),
-            flow::set_cookie(nonce_cookie, "", "/oidc/callback", 0, self.secure_cookies),
+            flow::set_cookie(ADMIN_NONCE, "", "/oidc/callback", 0, self.secure_cookies),
+            flow::set_cookie(ADMIN_PKCE, "", "/oidc/callback", 0, self.secure_cookies),
         ];
-        if let Err(r) = identity::admit_admin(claims, &self.cfg, &self.admin_rules) {
-            log::info!("admin login refused for {}: {}", identity::provider_id(&claims.iss, &claims.sub), r.message);
+        let who = identity::provider_id(&claims.iss, &claims.sub);
+        if let Err(r) = identity::admit_admin(claims, &self.admin_rules) {
+            log::info!("admin login refused for {who}: {}", r.message);
             let mut page = refusal(&r);
             for c in &done {
                 if let Ok(v) = hyper::header::HeaderValue::from_str(c) {
@@ -328,8 +397,8 @@ impl Oidc {
             return refuse(503, "The admin web UI is not running.");
         };
         let id = identity::identity(claims, &self.cfg);
-        let who = if id.email.is_empty() { id.username } else { id.email };
-        let mut page = ui.sign_in(&who);
+        let shown = if id.email.is_empty() { id.username } else { id.email };
+        let mut page = ui.sign_in(&format!("{shown} ({who})"), None);
         for c in &done {
             if let Ok(v) = hyper::header::HeaderValue::from_str(c) {
                 page.headers_mut().append(hyper::header::SET_COOKIE, v);

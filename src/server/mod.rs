@@ -197,6 +197,9 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let http_task = tokio::spawn(http.run(listener, stop_rx.clone()));
         #[cfg(feature = "derp")]
         if let Some((l, acceptor)) = relay_tls {
+            // The admin UI only where server_url points: its cookie's
+            // Secure flag and the provider's redirect follow server_url.
+            let extras = http::Extras { admin: None, ..extras };
             let h = http::Http { control, extras, tls: Some(acceptor), admission };
             tokio::spawn(h.run(l, stop_rx.clone()));
         }
@@ -224,7 +227,7 @@ fn admin_ui(cfg: &Config, state: &Arc<State>, extras: &http::Extras) -> Arc<crat
     let mut oidc_login: Option<Arc<dyn Fn(std::net::IpAddr) -> crate::web::admin::Page + Send + Sync>> = None;
     #[cfg(feature = "oidc")]
     if let Some(o) = extras.oidc.clone() {
-        oidc_login = Some(Arc::new(move |from| o.start_admin(from)));
+        oidc_login = Some(Arc::new(move |_| o.start_admin()));
     }
     #[allow(unused_mut)]
     let mut derp_clients: Option<crate::web::admin::Counter> = None;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::layout::{admin_page, public_page, Flash, SCRIPT, STYLE};
 use super::pages;
-use super::session::{same, Session, Sessions, COOKIE, LIFETIME};
+use super::session::{cookie_name, same, Session, Sessions, LIFETIME};
 use crate::api::auth::Failures;
 use crate::api::types::*;
 use crate::clock;
@@ -83,22 +83,40 @@ fn refused(status: StatusCode, message: &str) -> Page {
 pub fn session_cookie(token: &str, secure: bool) -> String {
     let max_age = if token.is_empty() { 0 } else { LIFETIME.as_secs() };
     format!(
-        "{COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        "{}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        cookie_name(secure),
         if secure { "; Secure" } else { "" }
     )
 }
 
 impl Admin {
     /// The signed-in session of a request's Cookie header, with its token.
+    /// A session an API key started ends with the key (expired, deleted).
     pub fn session(&self, cookie_header: Option<&str>) -> Option<(String, Session)> {
         let jar = super::cookies(cookie_header);
-        let token = jar.get(COOKIE)?;
-        self.sessions.get(token, Instant::now()).map(|s| (token.clone(), s))
+        let token = jar.get(cookie_name(self.secure_cookies))?;
+        let s = self.sessions.get(token, Instant::now())?;
+        if let Some(prefix) = &s.api_key {
+            let now = clock::now_unix();
+            let live = clock::clock_is_sane(now)
+                && self
+                    .state
+                    .snapshot()
+                    .api_keys
+                    .values()
+                    .any(|k| &k.prefix == prefix && !crate::state::has_passed(k.expiration, now));
+            if !live {
+                self.sessions.end(token);
+                return None;
+            }
+        }
+        Some((token.clone(), s))
     }
 
-    /// Starts a session for `who` and lands on the devices page.
-    pub fn sign_in(&self, who: &str) -> Page {
-        match self.sessions.start(who, Instant::now()) {
+    /// Starts a session for `who` (signed in with the API key of prefix
+    /// `api_key`, if any) and lands on the devices page.
+    pub fn sign_in(&self, who: &str, api_key: Option<&str>) -> Page {
+        match self.sessions.start(who, api_key, Instant::now()) {
             Ok(token) => {
                 log::info!("admin: {who} signed in to the web UI");
                 redirect("/admin", &[session_cookie(&token, self.secure_cookies)])
@@ -139,7 +157,6 @@ impl Admin {
     pub async fn handle(&self, req: Request<Incoming>, peer: IpAddr) -> Page {
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
-        let query = req.uri().query().unwrap_or("").to_string();
         let cookie = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let session = self.session(cookie.as_deref());
         match (method.as_str(), path.as_str(), session) {
@@ -149,6 +166,13 @@ impl Admin {
                     Ok(f) => f,
                     Err(p) => return p,
                 };
+                if self.oidc_login.is_some() {
+                    // With a provider, admins are who it says they are.
+                    return refused(
+                        StatusCode::FORBIDDEN,
+                        "Admins sign in through the identity provider: open /admin.",
+                    );
+                }
                 self.key_login(form.get("key").map(String::as_str).unwrap_or(""), peer)
             }
             ("GET", "/admin/live", None) => {
@@ -173,7 +197,7 @@ impl Admin {
                 None => html(StatusCode::OK, public_page("Sign in to tinyscale", &pages::login_with_key(None)), &[]),
             },
             (_, _, None) => refused(StatusCode::FORBIDDEN, "Sign in first: open /admin."),
-            ("POST", "/admin/do", Some((_, s))) => {
+            ("POST", "/admin/do", Some((token, s))) => {
                 let form = match read_form(req).await {
                     Ok(f) => f,
                     Err(p) => return p,
@@ -182,9 +206,9 @@ impl Admin {
                     log::info!("admin: a form without this session's token was refused ({peer})");
                     return refused(StatusCode::FORBIDDEN, "This form did not come from a page of this session.");
                 }
-                self.act(&form, &s).await
+                self.act(&form, &token, &s).await
             }
-            ("GET", page, Some((_, s))) => self.page(page, &query, &s).await,
+            ("GET", page, Some((token, s))) => self.page(page, &token, &s).await,
             (_, _, Some(_)) => refused(StatusCode::METHOD_NOT_ALLOWED, "Not a page of the admin UI."),
         }
     }
@@ -218,8 +242,8 @@ impl Admin {
             Instant::now(),
         ) {
             crate::api::auth::Verdict::Allowed => {
-                let prefix = crate::state::api_key_prefix(key.trim());
-                self.sign_in(&format!("API key {prefix}"))
+                let prefix = crate::state::api_key_prefix(key.trim()).to_string();
+                self.sign_in(&format!("API key {prefix}"), Some(&prefix))
             }
             crate::api::auth::Verdict::Unauthorized => html(
                 StatusCode::UNAUTHORIZED,
@@ -235,14 +259,11 @@ impl Admin {
         }
     }
 
-    async fn page(&self, page: &str, query: &str, s: &Session) -> Page {
-        let flash_text = crate::url::query_param(query, "done");
-        let error_text = crate::url::query_param(query, "error");
-        let flash = match (&flash_text, &error_text) {
-            (_, Some(e)) => Some(Flash { text: e, bad: true }),
-            (Some(t), None) => Some(Flash { text: t, bad: false }),
-            _ => None,
-        };
+    async fn page(&self, page: &str, token: &str, s: &Session) -> Page {
+        // What the last action said, kept in the session: a link cannot
+        // make the UI say anything (review 13).
+        let flash_kept = self.sessions.take_flash(token);
+        let flash = flash_kept.as_ref().map(|(text, bad)| Flash { text, bad: *bad });
         let csrf = s.csrf.as_str();
         let shown = |title: &str, body: Result<String, String>, live: bool| match body {
             Ok(b) => html(StatusCode::OK, admin_page(title, csrf, flash, &b, live), &[]),
@@ -325,12 +346,15 @@ impl Admin {
 
     /// Runs one form action; answers with a redirect to the page it came
     /// from (with what happened), or a page of its own.
-    async fn act(&self, f: &HashMap<String, String>, s: &Session) -> Page {
+    async fn act(&self, f: &HashMap<String, String>, token: &str, s: &Session) -> Page {
         let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("").trim().to_string();
         let id = get("id");
-        let back = |page: &str, r: Result<String, String>| match r {
-            Ok(done) => redirect(&format!("{page}?done={}", crate::url::percent_encode(&done)), &[]),
-            Err(e) => redirect(&format!("{page}?error={}", crate::url::percent_encode(&e)), &[]),
+        let back = |page: &str, r: Result<String, String>| {
+            match r {
+                Ok(done) => self.sessions.set_flash(token, done, false),
+                Err(e) => self.sessions.set_flash(token, e, true),
+            }
+            redirect(page, &[])
         };
         let seg = crate::url::percent_encode(&id);
         match get("op").as_str() {
@@ -400,7 +424,9 @@ impl Admin {
                     user,
                     reusable: !get("reusable").is_empty(),
                     ephemeral: !get("ephemeral").is_empty(),
-                    expiration: Some(clock::rfc3339(clock::now_unix().saturating_add(span.secs() as i64))),
+                    expiration: Some(clock::rfc3339(
+                        clock::now_unix().saturating_add(i64::try_from(span.secs()).unwrap_or(i64::MAX)),
+                    )),
                     acl_tags,
                 };
                 match self.api::<PreAuthKeyResponse>("POST", "/api/v1/preauthkey", Some(body)).await {
@@ -448,7 +474,9 @@ impl Admin {
                     Err(e) => return back("/admin/apikeys", Err(format!("valid for: {e}"))),
                 };
                 let body = CreateApiKeyRequest {
-                    expiration: Some(clock::rfc3339(clock::now_unix().saturating_add(span.secs() as i64))),
+                    expiration: Some(clock::rfc3339(
+                        clock::now_unix().saturating_add(i64::try_from(span.secs()).unwrap_or(i64::MAX)),
+                    )),
                 };
                 match self.api::<CreateApiKeyResponse>("POST", "/api/v1/apikey", Some(body)).await {
                     Ok(k) => html(
@@ -508,6 +536,7 @@ fn json(status: StatusCode, body: &impl Serialize) -> Page {
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     r
 }
 

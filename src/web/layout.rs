@@ -22,7 +22,7 @@ input,select,textarea,button{font:inherit;padding:.3em .5em;max-width:100%}texta
 button{cursor:pointer}form.inline{display:inline}details{margin:.2em 0}summary{cursor:pointer;color:var(--acc)}\
 .on{color:var(--ok)}.off{color:var(--mute)}.bad{color:var(--bad)}.mute{color:var(--mute);font-size:.9em}\
 .flash{padding:.6em .8em;border-left:4px solid var(--acc);margin:1em 0}.flash.bad{border-color:var(--bad)}\
-.hint{color:var(--mute);border-left:3px solid var(--line);padding-left:.8em}.stack>*{margin:.3em 0}";
+.hint{color:var(--mute);border-left:3px solid var(--line);padding-left:.8em}.stack>*{margin:.3em 0}.key{word-break:break-all}";
 
 /// The one script: the devices page's live online column (a poll of
 /// `/admin/live`) and the copy buttons. Pages work without it.

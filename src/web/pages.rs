@@ -122,7 +122,10 @@ pub fn pending_row(p: &PendingLogin, users: &[User], csrf: &str) -> String {
         csrf,
         "approve",
         &[("auth_id", &p.auth_id)],
-        &format!("<select name=user aria-label=user>{}</select> ", user_options(users, None)),
+        &format!(
+            "<select name=user aria-label=user required><option value=\"\">choose…</option>{}</select> ",
+            user_options(users, None)
+        ),
         "Approve",
     );
     format!(
@@ -294,16 +297,27 @@ pub fn login_with_key(error: Option<&str>) -> String {
     )
 }
 
-/// `/register/<id>` for a signed-in admin: approve the device for a user at once.
+/// `/register/<id>` for a signed-in admin: approve the device for a user at
+/// once. Anyone can make a device wait and send the admin its link, so the
+/// page says what is known of it and no user is chosen for the admin.
 pub fn register_for_admin(p: &PendingLogin, users: &[User], csrf: &str) -> String {
     format!(
-        "<p>The device <b>{}</b> is waiting to join the tailnet.</p><div class=stack>{}{}</div>",
+        "<p>The device <b>{}</b> is waiting to join the tailnet (for {} s).</p>\
+         <p class=\"mute key\">node key {}<br>machine key {}</p>\
+         <p class=hint>Approve only a device you (or the person you approve it for) just started with \
+         <code>tailscale up</code>: the name is what the device calls itself.</p><div class=stack>{}{}</div>",
         esc(&p.hostname),
+        p.age_seconds,
+        esc(&p.node_key),
+        esc(&p.machine_key),
         form(
             csrf,
             "approve",
             &[("auth_id", &p.auth_id)],
-            &format!("<label>Approve for user <select name=user>{}</select></label> ", user_options(users, None)),
+            &format!(
+                "<label>Approve for user <select name=user required><option value=\"\">choose…</option>{}</select></label> ",
+                user_options(users, None)
+            ),
             "Approve"
         ),
         form(csrf, "reject", &[("auth_id", &p.auth_id)], "", "Reject"),
