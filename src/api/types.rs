@@ -232,11 +232,39 @@ pub struct CreateUserRequest {
 }
 
 /// A user as a request names one: an id (string or number) or a name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserRef {
     Id(u64),
     Text(String),
+}
+
+// By hand rather than `#[serde(untagged)]`, whose buffering costs flash.
+impl Serialize for UserRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            UserRef::Id(id) => s.serialize_u64(*id),
+            UserRef::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UserRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UserRef, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = UserRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a user id or name")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<UserRef, E> {
+                Ok(UserRef::Id(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UserRef, E> {
+                Ok(UserRef::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

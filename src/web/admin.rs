@@ -126,35 +126,35 @@ impl Admin {
     }
 
     /// One API call through the REST API's handler, off the runtime.
-    async fn api<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<impl Serialize>,
-    ) -> Result<T, String> {
+    /// One API call through the REST API's handler. Runs on a blocking
+    /// thread: pages and actions are rendered there whole (`blocking`).
+    fn api<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<impl Serialize>) -> Result<T, String> {
         let body = body.map(|b| serde_json::to_vec(&b)).transpose().map_err(|e| e.to_string())?.unwrap_or_default();
-        let (state, method, path) = (self.state.clone(), method.to_string(), path.to_string());
-        let (target, query) = match path.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (path, String::new()),
-        };
-        let r = tokio::task::spawn_blocking(move || {
-            crate::api::handle(
-                &state,
-                &crate::api::Request { method: &method, path: &target, query: &query, body: &body },
-            )
-        })
-        .await
-        .map_err(|_| "internal error".to_string())?;
+        let answer = self.api_value(method, path, &body)?;
+        serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
+    }
+
+    /// [`Admin::api`]'s untyped part, once for every answer type (flash).
+    fn api_value(&self, method: &str, path: &str, body: &[u8]) -> Result<serde_json::Value, String> {
+        let (target, query) = path.split_once('?').unwrap_or((path, ""));
+        let r = crate::api::handle(&self.state, &crate::api::Request { method, path: target, query, body });
         if r.status == 200 {
-            serde_json::from_value(r.body).map_err(|e| format!("unexpected answer: {e}"))
+            Ok(r.body)
         } else {
             Err(serde_json::from_value::<ErrorResponse>(r.body)
                 .map_or_else(|_| format!("error {}", r.status), |e| e.message))
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: IpAddr) -> Page {
+    /// Runs `f` on a blocking thread: the API's writes flush to flash.
+    async fn blocking(self: &Arc<Self>, f: impl FnOnce(&Admin) -> Page + Send + 'static) -> Page {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .unwrap_or_else(|_| refused(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be made."))
+    }
+
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: IpAddr) -> Page {
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
         let cookie = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -206,9 +206,12 @@ impl Admin {
                     log::info!("admin: a form without this session's token was refused ({peer})");
                     return refused(StatusCode::FORBIDDEN, "This form did not come from a page of this session.");
                 }
-                self.act(&form, &token, &s).await
+                self.blocking(move |a| a.act(&form, &token, &s)).await
             }
-            ("GET", page, Some((token, s))) => self.page(page, &token, &s).await,
+            ("GET", page, Some((token, s))) => {
+                let page = page.to_string();
+                self.blocking(move |a| a.page(&page, &token, &s)).await
+            }
             (_, _, Some(_)) => refused(StatusCode::METHOD_NOT_ALLOWED, "Not a page of the admin UI."),
         }
     }
@@ -216,10 +219,10 @@ impl Admin {
     /// `/register/<id>` for a signed-in admin: approve for a user at once.
     /// `None` without a session (or for an unknown login): the page as
     /// everyone else sees it.
-    pub async fn register_page(&self, auth_id: &str, cookie_header: Option<&str>) -> Option<Page> {
+    pub async fn register_page(self: &Arc<Self>, auth_id: &str, cookie_header: Option<&str>) -> Option<Page> {
         let (_, s) = self.session(cookie_header)?;
         let pending = self.state.pending_login(auth_id, Instant::now())?;
-        let users = self.api::<UsersResponse>("GET", "/api/v1/user", None::<()>).await.ok()?;
+        let users = self.state.snapshot().users.values().map(|u| crate::api::views::user(u)).collect::<Vec<_>>();
         let p = PendingLogin {
             auth_id: pending.id,
             hostname: pending.hostname,
@@ -227,7 +230,7 @@ impl Admin {
             node_key: pending.node_key.to_string(),
             age_seconds: pending.age_secs,
         };
-        let body = pages::register_for_admin(&p, &users.users, &s.csrf);
+        let body = pages::register_for_admin(&p, &users, &s.csrf);
         Some(html(StatusCode::OK, admin_page("Register this device", &s.csrf, None, &body, false), &[]))
     }
 
@@ -259,7 +262,7 @@ impl Admin {
         }
     }
 
-    async fn page(&self, page: &str, token: &str, s: &Session) -> Page {
+    fn page(&self, page: &str, token: &str, s: &Session) -> Page {
         // What the last action said, kept in the session: a link cannot
         // make the UI say anything (review 13).
         let flash_kept = self.sessions.take_flash(token);
@@ -275,10 +278,10 @@ impl Admin {
         };
         match page {
             "/admin" | "/admin/" => {
-                let nodes = self.api::<NodesResponse>("GET", "/api/v1/node", None::<()>).await;
+                let nodes = self.api::<NodesResponse>("GET", "/api/v1/node", None::<()>);
                 shown("Devices", nodes.map(|n| pages::devices(&n.nodes, csrf)), true)
             }
-            "/admin/live" => match self.api::<NodesResponse>("GET", "/api/v1/node", None::<()>).await {
+            "/admin/live" => match self.api::<NodesResponse>("GET", "/api/v1/node", None::<()>) {
                 Ok(n) => {
                     let nodes: Vec<Live> = n
                         .nodes
@@ -290,24 +293,22 @@ impl Admin {
                 Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, &ErrorResponse { code: 500, message: e }),
             },
             "/admin/pending" => {
-                let body = async {
-                    let p = self.api::<PendingResponse>("GET", "/api/v1/auth/pending", None::<()>).await?;
-                    let u = self.api::<UsersResponse>("GET", "/api/v1/user", None::<()>).await?;
+                let body = self.api::<PendingResponse>("GET", "/api/v1/auth/pending", None::<()>).and_then(|p| {
+                    let u = self.api::<UsersResponse>("GET", "/api/v1/user", None::<()>)?;
                     Ok(pages::pending(&p.pending, &u.users, csrf))
-                };
-                shown("Waiting devices", body.await, false)
+                });
+                shown("Waiting devices", body, false)
             }
             "/admin/users" => {
-                let u = self.api::<UsersResponse>("GET", "/api/v1/user", None::<()>).await;
+                let u = self.api::<UsersResponse>("GET", "/api/v1/user", None::<()>);
                 shown("Users", u.map(|u| pages::users(&u.users, csrf)), false)
             }
             "/admin/keys" => {
-                let body = async {
-                    let k = self.api::<PreAuthKeysResponse>("GET", "/api/v1/preauthkey", None::<()>).await?;
-                    let u = self.api::<UsersResponse>("GET", "/api/v1/user", None::<()>).await?;
+                let body = self.api::<PreAuthKeysResponse>("GET", "/api/v1/preauthkey", None::<()>).and_then(|k| {
+                    let u = self.api::<UsersResponse>("GET", "/api/v1/user", None::<()>)?;
                     Ok(pages::keys(&k.pre_auth_keys, &u.users, csrf, clock::now_unix()))
-                };
-                shown("Pre-auth keys", body.await, false)
+                });
+                shown("Pre-auth keys", body, false)
             }
             "/admin/policy" => {
                 let editable = matches!(self.state.settings().policy, crate::state::PolicySource::Database);
@@ -315,23 +316,21 @@ impl Admin {
                 shown("Policy", Ok(pages::policy(&text, editable, csrf)), false)
             }
             "/admin/apikeys" => {
-                let k = self.api::<ApiKeysResponse>("GET", "/api/v1/apikey", None::<()>).await;
+                let k = self.api::<ApiKeysResponse>("GET", "/api/v1/apikey", None::<()>);
                 shown("API keys", k.map(|k| pages::api_keys(&k.api_keys, csrf)), false)
             }
             "/admin/status" => {
-                let status = self.status().await;
+                let status = self.status();
                 shown("Status", Ok(pages::status(&status)), false)
             }
             _ => refused(StatusCode::NOT_FOUND, "No such page."),
         }
     }
 
-    async fn status(&self) -> pages::Status {
+    fn status(&self) -> pages::Status {
         let snap = self.state.snapshot();
         let online = snap.nodes.keys().filter(|id| self.state.is_online(**id)).count();
-        let store = self.store_path.clone();
-        let (rss_kib, store_bytes) =
-            tokio::task::spawn_blocking(move || (rss_kib(), dir_bytes(&store))).await.unwrap_or((None, None));
+        let (rss_kib, store_bytes) = (rss_kib(), dir_bytes(&self.store_path));
         pages::Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -346,7 +345,7 @@ impl Admin {
 
     /// Runs one form action; answers with a redirect to the page it came
     /// from (with what happened), or a page of its own.
-    async fn act(&self, f: &HashMap<String, String>, token: &str, s: &Session) -> Page {
+    fn act(&self, f: &HashMap<String, String>, token: &str, s: &Session) -> Page {
         let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("").trim().to_string();
         let id = get("id");
         let back = |page: &str, r: Result<String, String>| {
@@ -359,58 +358,57 @@ impl Admin {
         let seg = crate::url::percent_encode(&id);
         match get("op").as_str() {
             "rename" => {
-                let r = self.api::<NodeResponse>("POST", &renamed("node", &seg, &get("name")), None::<()>).await;
+                let r = self.api::<NodeResponse>("POST", &renamed("node", &seg, &get("name")), None::<()>);
                 back("/admin", r.map(|n| format!("Renamed to {}", n.node.given_name)))
             }
             "expire" => {
-                let r = self.api::<NodeResponse>("POST", &format!("/api/v1/node/{seg}/expire"), None::<()>).await;
+                let r = self.api::<NodeResponse>("POST", &format!("/api/v1/node/{seg}/expire"), None::<()>);
                 back("/admin", r.map(|n| format!("{} must log in again", n.node.given_name)))
             }
             "delete" => {
-                let r = self.api::<Empty>("DELETE", &format!("/api/v1/node/{seg}"), None::<()>).await;
+                let r = self.api::<Empty>("DELETE", &format!("/api/v1/node/{seg}"), None::<()>);
                 back("/admin", r.map(|_| "Device deleted".to_string()))
             }
             "tags" => {
                 let tags = comma_list(&get("tags"));
-                let r = self
-                    .api::<NodeResponse>("POST", &format!("/api/v1/node/{seg}/tags"), Some(SetTagsRequest { tags }))
-                    .await;
+                let r = self.api::<NodeResponse>(
+                    "POST",
+                    &format!("/api/v1/node/{seg}/tags"),
+                    Some(SetTagsRequest { tags }),
+                );
                 back("/admin", r.map(|n| format!("{} tagged {}", n.node.given_name, n.node.tags.join(", "))))
             }
             "routes" => {
                 // No box checked: the node serves none.
                 let routes = comma_list(&get("routes"));
-                let r = self
-                    .api::<NodeResponse>(
-                        "POST",
-                        &format!("/api/v1/node/{seg}/approve_routes"),
-                        Some(ApproveRoutesRequest { routes }),
-                    )
-                    .await;
+                let r = self.api::<NodeResponse>(
+                    "POST",
+                    &format!("/api/v1/node/{seg}/approve_routes"),
+                    Some(ApproveRoutesRequest { routes }),
+                );
                 back("/admin", r.map(|n| format!("{} serves {}", n.node.given_name, n.node.approved_routes.join(", "))))
             }
             "approve" => {
                 let body = AuthRegisterRequest { auth_id: get("auth_id"), user: UserRef::Text(get("user")) };
-                let r = self.api::<NodeResponse>("POST", "/api/v1/auth/register", Some(body)).await;
+                let r = self.api::<NodeResponse>("POST", "/api/v1/auth/register", Some(body));
                 back("/admin", r.map(|n| format!("{} joined the tailnet", n.node.given_name)))
             }
             "reject" => {
-                let r = self
-                    .api::<Empty>("POST", "/api/v1/auth/reject", Some(AuthIdRequest { auth_id: get("auth_id") }))
-                    .await;
+                let r =
+                    self.api::<Empty>("POST", "/api/v1/auth/reject", Some(AuthIdRequest { auth_id: get("auth_id") }));
                 back("/admin/pending", r.map(|_| "Refused".to_string()))
             }
             "user_create" => {
                 let body = CreateUserRequest { name: get("name"), email: get("email"), ..Default::default() };
-                let r = self.api::<UserResponse>("POST", "/api/v1/user", Some(body)).await;
+                let r = self.api::<UserResponse>("POST", "/api/v1/user", Some(body));
                 back("/admin/users", r.map(|u| format!("User {} created", u.user.name)))
             }
             "user_rename" => {
-                let r = self.api::<UserResponse>("POST", &renamed("user", &seg, &get("name")), None::<()>).await;
+                let r = self.api::<UserResponse>("POST", &renamed("user", &seg, &get("name")), None::<()>);
                 back("/admin/users", r.map(|u| format!("Renamed to {}", u.user.name)))
             }
             "user_delete" => {
-                let r = self.api::<Empty>("DELETE", &format!("/api/v1/user/{seg}"), None::<()>).await;
+                let r = self.api::<Empty>("DELETE", &format!("/api/v1/user/{seg}"), None::<()>);
                 back("/admin/users", r.map(|_| "User deleted".to_string()))
             }
             "key_create" => {
@@ -429,7 +427,7 @@ impl Admin {
                     )),
                     acl_tags,
                 };
-                match self.api::<PreAuthKeyResponse>("POST", "/api/v1/preauthkey", Some(body)).await {
+                match self.api::<PreAuthKeyResponse>("POST", "/api/v1/preauthkey", Some(body)) {
                     Ok(k) => {
                         let body = pages::new_key(&k.pre_auth_key.key, &self.server_url);
                         html(StatusCode::OK, admin_page("New pre-auth key", &s.csrf, None, &body, false), &[])
@@ -442,7 +440,7 @@ impl Admin {
                     Ok(i) => i,
                     Err(_) => return back("/admin/keys", Err("not a key id".into())),
                 };
-                let r = self.api::<Empty>("POST", "/api/v1/preauthkey/expire", Some(ById { id })).await;
+                let r = self.api::<Empty>("POST", "/api/v1/preauthkey/expire", Some(ById { id }));
                 back("/admin/keys", r.map(|_| format!("Key {id} expired")))
             }
             op @ ("policy_check" | "policy_set") => {
@@ -450,11 +448,9 @@ impl Admin {
                 let req = PolicyRequest { policy: policy.clone() };
                 let r = if op == "policy_check" {
                     self.api::<Empty>("POST", "/api/v1/policy/check", Some(req))
-                        .await
                         .map(|_| "The policy checks.".to_string())
                 } else {
                     self.api::<PolicyResponse>("PUT", "/api/v1/policy", Some(req))
-                        .await
                         .map(|_| "Policy saved and in force.".to_string())
                 };
                 // The text stays in the editor either way; errors name their lines.
@@ -478,7 +474,7 @@ impl Admin {
                         clock::now_unix().saturating_add(i64::try_from(span.secs()).unwrap_or(i64::MAX)),
                     )),
                 };
-                match self.api::<CreateApiKeyResponse>("POST", "/api/v1/apikey", Some(body)).await {
+                match self.api::<CreateApiKeyResponse>("POST", "/api/v1/apikey", Some(body)) {
                     Ok(k) => html(
                         StatusCode::OK,
                         admin_page("New API key", &s.csrf, None, &pages::new_api_key(&k.api_key), false),
@@ -489,17 +485,15 @@ impl Admin {
             }
             "apikey_expire" => {
                 let body = ExpireApiKeyRequest { prefix: Some(get("prefix")), id: None };
-                let r = self.api::<Empty>("POST", "/api/v1/apikey/expire", Some(body)).await;
+                let r = self.api::<Empty>("POST", "/api/v1/apikey/expire", Some(body));
                 back("/admin/apikeys", r.map(|_| "API key expired".to_string()))
             }
             "apikey_delete" => {
-                let r = self
-                    .api::<Empty>(
-                        "DELETE",
-                        &format!("/api/v1/apikey/{}", crate::url::percent_encode(&get("prefix"))),
-                        None::<()>,
-                    )
-                    .await;
+                let r = self.api::<Empty>(
+                    "DELETE",
+                    &format!("/api/v1/apikey/{}", crate::url::percent_encode(&get("prefix"))),
+                    None::<()>,
+                );
                 back("/admin/apikeys", r.map(|_| "API key deleted".to_string()))
             }
             other => back("/admin", Err(format!("unknown action {other:?}"))),
