@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::clock;
 use crate::state::{NewPreAuthKey, NewUser, Snapshot, State, StateError};
@@ -35,15 +34,17 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
+/// An answer: the status and its JSON text (written straight from the
+/// typed answer, never through `serde_json::Value`, which costs flash per type).
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    pub body: Value,
+    pub body: Vec<u8>,
 }
 
 fn ok(body: impl Serialize) -> Response {
     // Invariant: the API's types are plain structs of strings, numbers and lists, which always serialize.
-    Response { status: 200, body: serde_json::to_value(body).expect("API types serialize") }
+    Response { status: 200, body: serde_json::to_vec(&body).expect("API types serialize") }
 }
 
 pub fn error(status: u16, message: impl Into<String>) -> Response {

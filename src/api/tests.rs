@@ -8,9 +8,16 @@ fn state(dir: &std::path::Path) -> Arc<State> {
     Arc::new(State::load(Store::open(&dir.join("db"), 1 << 20).unwrap(), crate::state::Settings::new(p)).unwrap())
 }
 
-fn call(s: &Arc<State>, method: &str, target: &str, body: &str) -> Response {
+/// An answer with its JSON read back, to look into.
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+}
+
+fn call(s: &Arc<State>, method: &str, target: &str, body: &str) -> Answer {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    handle(s, &Request { method, path, query, body: body.as_bytes() })
+    let r = handle(s, &Request { method, path, query, body: body.as_bytes() });
+    Answer { status: r.status, body: serde_json::from_slice(&r.body).expect("every answer is JSON") }
 }
 
 #[test]

@@ -122,12 +122,12 @@ impl Ctx {
         body: Option<&impl Serialize>,
     ) -> Result<T, Failure> {
         let cfg = self.config()?;
-        let body = body.map(serde_json::to_value).transpose().map_err(|e| fail(e.to_string()))?;
-        let reply = client::call(&cfg.unix_socket, method, target, body.as_ref()).map_err(fail)?;
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| fail(e.to_string()))?;
+        let reply = client::call(&cfg.unix_socket, method, target, body.as_deref()).map_err(fail)?;
         if reply.status == 200 {
-            serde_json::from_value(reply.body).map_err(|e| fail(format!("unexpected answer from the server: {e}")))
+            serde_json::from_slice(&reply.body).map_err(|e| fail(format!("unexpected answer from the server: {e}")))
         } else {
-            let msg = serde_json::from_value::<ErrorResponse>(reply.body)
+            let msg = serde_json::from_slice::<ErrorResponse>(&reply.body)
                 .map_or_else(|_| format!("the server answered {}", reply.status), |e| e.message);
             Err(fail(msg))
         }

@@ -19,7 +19,7 @@ use crate::state::State;
 const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 fn json(r: &api::Response) -> Response<Full<Bytes>> {
-    let mut out = Response::new(Full::new(Bytes::from(r.body.to_string())));
+    let mut out = Response::new(Full::new(Bytes::from(r.body.clone())));
     *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     out.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Answers hold keys (once) and the tailnet's devices: never cached.

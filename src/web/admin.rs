@@ -131,17 +131,17 @@ impl Admin {
     fn api<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<impl Serialize>) -> Result<T, String> {
         let body = body.map(|b| serde_json::to_vec(&b)).transpose().map_err(|e| e.to_string())?.unwrap_or_default();
         let answer = self.api_value(method, path, &body)?;
-        serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
+        serde_json::from_slice(&answer).map_err(|e| format!("unexpected answer: {e}"))
     }
 
     /// [`Admin::api`]'s untyped part, once for every answer type (flash).
-    fn api_value(&self, method: &str, path: &str, body: &[u8]) -> Result<serde_json::Value, String> {
+    fn api_value(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, String> {
         let (target, query) = path.split_once('?').unwrap_or((path, ""));
         let r = crate::api::handle(&self.state, &crate::api::Request { method, path: target, query, body });
         if r.status == 200 {
             Ok(r.body)
         } else {
-            Err(serde_json::from_value::<ErrorResponse>(r.body)
+            Err(serde_json::from_slice::<ErrorResponse>(&r.body)
                 .map_or_else(|_| format!("error {}", r.status), |e| e.message))
         }
     }
