@@ -29,8 +29,8 @@ case "$t" in
       cargo build --locked --release --target "$t" "${feat[@]}" "$@" ;;
   mipsel-unknown-linux-musl|mips-unknown-linux-musl|armv7-unknown-linux-musleabihf|arm-unknown-linux-musleabi|armv5te-unknown-linux-musleabi)
     # RUSTFLAGS must stay unset: the target's flags are in .cargo/config.toml.
-    # optimize_for_size: std's smaller algorithms (sorting, formatting),
-    # about 150 KB less on mipsel; nothing on the hot paths leans on them.
+    # optimize_for_size: std's smaller algorithms (sorting, formatting);
+    # nothing on the hot paths leans on them.
     env -u RUSTFLAGS cargo +nightly zigbuild --locked --release --target "$t" \
       -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size "${feat[@]}" "$@" ;;
   *) echo "cross/build.sh: unsupported target $t" >&2; exit 2 ;;
