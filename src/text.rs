@@ -1,12 +1,18 @@
 //! Making text from outside safe for line-oriented sinks: log lines and the
 //! admin's terminal, where a newline would forge a line and an escape
-//! sequence would drive the terminal.
+//! sequence would drive the terminal; and reading the comma lists an admin
+//! types (tags, routes) on the command line or in a form.
 
 use std::borrow::Cow;
 
 /// Characters that must not reach a line-oriented sink raw: the C0 and C1
 /// controls and DEL (newlines, ESC, ...), the Unicode line and paragraph
 /// separators, and the bidirectional overrides that reorder what is shown.
+/// `a, b,c` as `["a", "b", "c"]`: trimmed, empty items dropped.
+pub fn comma_list(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
 pub fn unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')

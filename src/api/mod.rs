@@ -332,17 +332,7 @@ fn route(state: &Arc<State>, req: &Request, now: i64) -> Result<Response, Respon
             ok(Empty {})
         }
         ("GET", ["auth", "pending"]) => {
-            let pending = state
-                .pending_logins(Instant::now())
-                .into_iter()
-                .map(|p| PendingLogin {
-                    auth_id: p.id,
-                    hostname: p.hostname,
-                    machine_key: p.machine_key.to_string(),
-                    node_key: p.node_key.to_string(),
-                    age_seconds: p.age_secs,
-                })
-                .collect();
+            let pending = state.pending_logins(Instant::now()).into_iter().map(views::pending).collect();
             ok(PendingResponse { pending })
         }
         ("POST", ["debug", "node"]) => {

@@ -56,6 +56,22 @@ pub fn preauth_key(snap: &Snapshot, k: &PreAuthKey, full: Option<&str>) -> types
     }
 }
 
+/// A device waiting at its login URL.
+pub fn pending(p: crate::state::pending::PendingInfo) -> types::PendingLogin {
+    types::PendingLogin {
+        auth_id: p.id,
+        hostname: p.hostname,
+        machine_key: p.machine_key.to_string(),
+        node_key: p.node_key.to_string(),
+        age_seconds: p.age_secs,
+    }
+}
+
+/// Whether an RFC 3339 time of an answer has passed (an unreadable one has not).
+pub fn passed(t: Option<&str>, now: i64) -> bool {
+    t.and_then(clock::parse_rfc3339).is_some_and(|t| crate::state::has_passed(t, now))
+}
+
 pub fn api_key(k: &ApiKey) -> types::ApiKey {
     types::ApiKey {
         id: k.id,

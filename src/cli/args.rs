@@ -43,13 +43,7 @@ impl Parsed {
     /// Every value of a list flag: each use counts, each a comma-separated
     /// list; empty items (and so an empty value) add nothing.
     pub fn list(&self, long: &str) -> Vec<String> {
-        self.all(long)
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .collect()
+        self.all(long).iter().flat_map(|v| crate::text::comma_list(v)).collect()
     }
 }
 

@@ -6,12 +6,7 @@
 use serde::Serialize;
 
 use crate::api::types;
-use crate::clock;
-use crate::state::has_passed;
-
-fn passed(t: Option<&str>, now: i64) -> bool {
-    t.and_then(clock::parse_rfc3339).is_some_and(|t| has_passed(t, now))
-}
+use crate::api::views::passed;
 
 #[derive(Debug, Serialize)]
 pub struct User {

@@ -94,6 +94,10 @@ fn refusal(r: &Refusal) -> Page {
     )
 }
 
+fn unreachable_provider() -> Page {
+    refuse(503, "The identity provider is not reachable right now; try again in a minute.")
+}
+
 fn refuse(status: u16, message: &str) -> Page {
     refusal(&Refusal { status, message: message.into(), hint: None })
 }
@@ -186,9 +190,7 @@ impl Oidc {
                 "This login link is unknown or has expired (they last 15 minutes). Run tailscale up again.",
             );
         };
-        if self.provider().is_none() {
-            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
-        }
+        let Some(p) = self.provider() else { return unreachable_provider() };
         let (Ok(state), Ok((nonce, verifier))) = (flow::random_hex(32), self.fresh_secrets()) else {
             return refuse(500, "No randomness available.");
         };
@@ -208,7 +210,7 @@ impl Oidc {
             log::debug!("login from {from} refused: {} logins are in flight", self.logins.len());
             return refuse(503, "Too many logins are in progress right now; try again in a few minutes.");
         }
-        self.to_provider(&state, &nonce, verifier.as_deref(), cookies)
+        self.to_provider(&p, &state, &nonce, verifier.as_deref(), cookies)
     }
 
     /// A login's nonce and PKCE verifier (when PKCE is on).
@@ -224,9 +226,7 @@ impl Oidc {
     /// it was made and a MAC over that, the nonce and the PKCE verifier,
     /// which wait in this browser's cookies.
     pub fn start_admin(&self) -> Page {
-        if self.provider().is_none() {
-            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
-        }
+        let Some(p) = self.provider() else { return unreachable_provider() };
         let Ok((nonce, verifier)) = self.fresh_secrets() else { return refuse(500, "No randomness available.") };
         let issued = clock::mono_secs();
         let Some(mac) = self.admin_mac(issued, &nonce, verifier.as_deref()) else {
@@ -241,7 +241,7 @@ impl Oidc {
         if let Some(v) = &verifier {
             cookies.push(flow::set_cookie(ADMIN_PKCE, v, "/oidc/callback", ttl, self.secure_cookies));
         }
-        self.to_provider(&state, &nonce, verifier.as_deref(), cookies)
+        self.to_provider(&p, &state, &nonce, verifier.as_deref(), cookies)
     }
 
     /// The MAC an admin login's state carries (`None` without a key).
@@ -269,10 +269,14 @@ impl Oidc {
     }
 
     /// The redirect to the provider.
-    fn to_provider(&self, state: &str, nonce: &str, verifier: Option<&str>, cookies: Vec<String>) -> Page {
-        let Some(p) = self.provider() else {
-            return refuse(503, "The identity provider is not reachable right now; try again in a minute.");
-        };
+    fn to_provider(
+        &self,
+        p: &Provider,
+        state: &str,
+        nonce: &str,
+        verifier: Option<&str>,
+        cookies: Vec<String>,
+    ) -> Page {
         let url = flow::auth_url(&flow::AuthRequest {
             endpoint: &p.authorization_endpoint,
             client_id: &self.cfg.client_id,

@@ -19,7 +19,21 @@ pub fn prefix_of(text: &str) -> &str {
     rest.split_once('-').map_or(rest, |(p, _)| p)
 }
 
+/// Whether a key may be used at `now`: unexpired, on a clock that can tell.
+/// Nothing is usable on a clock that reads before the build: a router
+/// without a battery-backed clock boots in the past, where an expired or
+/// revoked key would look valid until NTP answers.
+fn usable(k: &ApiKey, now: i64) -> bool {
+    crate::clock::clock_is_sane(now) && !super::has_passed(k.expiration, now)
+}
+
 impl State {
+    /// Whether a usable key of this prefix still exists (a web session an
+    /// API key started lives no longer than the key).
+    pub fn api_key_live(&self, prefix: &str, now: i64) -> bool {
+        self.snapshot().api_keys.values().any(|k| k.prefix == prefix && usable(k, now))
+    }
+
     /// Makes an API key valid until `expiration`; returns it and the whole
     /// key (shown once).
     pub fn create_api_key(&self, expiration: i64, now: i64) -> Result<(Arc<ApiKey>, String), StateError> {
@@ -77,14 +91,8 @@ impl State {
 
     /// Whether `text` is a whole, unexpired API key. The secret is compared
     /// in constant time; an unknown prefix costs the same hash.
-    ///
-    /// Nothing is valid on a clock that reads before the build: a router
-    /// without a battery-backed clock boots in the past, where an expired or
-    /// revoked key would look valid until NTP answers.
+    /// See [`usable`] for the clock.
     pub fn api_key_valid(&self, text: &str, now: i64) -> bool {
-        if !crate::clock::clock_is_sane(now) {
-            return false;
-        }
         let Some((prefix, secret)) = secrets::split_key(API_KEY_PREFIX, text) else { return false };
         // Only the shape a key has is hashed: a long header costs no CPU.
         let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
@@ -93,7 +101,7 @@ impl State {
         }
         let snap = self.snapshot();
         match snap.api_keys.values().find(|k| k.prefix == prefix) {
-            Some(k) => secrets::secret_matches(secret, &k.hash) && !super::has_passed(k.expiration, now),
+            Some(k) => secrets::secret_matches(secret, &k.hash) && usable(k, now),
             None => {
                 let _ = secrets::secret_matches(secret, "");
                 false

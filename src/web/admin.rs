@@ -96,19 +96,9 @@ impl Admin {
         let jar = super::cookies(cookie_header);
         let token = jar.get(cookie_name(self.secure_cookies))?;
         let s = self.sessions.get(token, Instant::now())?;
-        if let Some(prefix) = &s.api_key {
-            let now = clock::now_unix();
-            let live = clock::clock_is_sane(now)
-                && self
-                    .state
-                    .snapshot()
-                    .api_keys
-                    .values()
-                    .any(|k| &k.prefix == prefix && !crate::state::has_passed(k.expiration, now));
-            if !live {
-                self.sessions.end(token);
-                return None;
-            }
+        if s.api_key.as_deref().is_some_and(|prefix| !self.state.api_key_live(prefix, clock::now_unix())) {
+            self.sessions.end(token);
+            return None;
         }
         Some((token.clone(), s))
     }
@@ -125,7 +115,6 @@ impl Admin {
         }
     }
 
-    /// One API call through the REST API's handler, off the runtime.
     /// One API call through the REST API's handler. Runs on a blocking
     /// thread: pages and actions are rendered there whole (`blocking`).
     fn api<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<impl Serialize>) -> Result<T, String> {
@@ -161,11 +150,6 @@ impl Admin {
         let session = self.session(cookie.as_deref());
         match (method.as_str(), path.as_str(), session) {
             ("POST", "/admin/login", _) => {
-                // Anyone may send this: a small body, read apart from the admins' forms.
-                let form = match read_small_form(req).await {
-                    Ok(f) => f,
-                    Err(p) => return p,
-                };
                 if self.oidc_login.is_some() {
                     // With a provider, admins are who it says they are.
                     return refused(
@@ -173,18 +157,19 @@ impl Admin {
                         "Admins sign in through the identity provider: open /admin.",
                     );
                 }
+                // Anyone may send this: a small body, read apart from the admins' forms.
+                let form = match read_small_form(req).await {
+                    Ok(f) => f,
+                    Err(p) => return p,
+                };
                 self.key_login(form.get("key").map(String::as_str).unwrap_or(""), peer)
             }
             ("GET", "/admin/live", None) => {
                 json(StatusCode::UNAUTHORIZED, &ErrorResponse { code: 401, message: "sign in".into() })
             }
             (_, "/admin/logout", Some((token, s))) if method == "POST" => {
-                let form = match read_form(req).await {
-                    Ok(f) => f,
-                    Err(p) => return p,
-                };
-                if !form.get("csrf").is_some_and(|c| same(c, &s.csrf)) {
-                    return refused(StatusCode::FORBIDDEN, "This form did not come from a page of this session.");
+                if let Err(p) = session_form(req, &s, peer).await {
+                    return p;
                 }
                 self.sessions.end(&token);
                 let body =
@@ -198,14 +183,10 @@ impl Admin {
             },
             (_, _, None) => refused(StatusCode::FORBIDDEN, "Sign in first: open /admin."),
             ("POST", "/admin/do", Some((token, s))) => {
-                let form = match read_form(req).await {
+                let form = match session_form(req, &s, peer).await {
                     Ok(f) => f,
                     Err(p) => return p,
                 };
-                if !form.get("csrf").is_some_and(|c| same(c, &s.csrf)) {
-                    log::info!("admin: a form without this session's token was refused ({peer})");
-                    return refused(StatusCode::FORBIDDEN, "This form did not come from a page of this session.");
-                }
                 self.blocking(move |a| a.act(&form, &token, &s)).await
             }
             ("GET", page, Some((token, s))) => {
@@ -223,14 +204,7 @@ impl Admin {
         let (_, s) = self.session(cookie_header)?;
         let pending = self.state.pending_login(auth_id, Instant::now())?;
         let users = self.state.snapshot().users.values().map(|u| crate::api::views::user(u)).collect::<Vec<_>>();
-        let p = PendingLogin {
-            auth_id: pending.id,
-            hostname: pending.hostname,
-            machine_key: pending.machine_key.to_string(),
-            node_key: pending.node_key.to_string(),
-            age_seconds: pending.age_secs,
-        };
-        let body = pages::register_for_admin(&p, &users, &s.csrf);
+        let body = pages::register_for_admin(&crate::api::views::pending(pending), &users, &s.csrf);
         Some(html(StatusCode::OK, admin_page("Register this device", &s.csrf, None, &body, false), &[]))
     }
 
@@ -370,7 +344,7 @@ impl Admin {
                 back("/admin", r.map(|_| "Device deleted".to_string()))
             }
             "tags" => {
-                let tags = comma_list(&get("tags"));
+                let tags = crate::text::comma_list(&get("tags")).collect();
                 let r = self.api::<NodeResponse>(
                     "POST",
                     &format!("/api/v1/node/{seg}/tags"),
@@ -380,7 +354,7 @@ impl Admin {
             }
             "routes" => {
                 // No box checked: the node serves none.
-                let routes = comma_list(&get("routes"));
+                let routes = crate::text::comma_list(&get("routes")).collect();
                 let r = self.api::<NodeResponse>(
                     "POST",
                     &format!("/api/v1/node/{seg}/approve_routes"),
@@ -416,7 +390,7 @@ impl Admin {
                     Ok(s) => s,
                     Err(e) => return back("/admin/keys", Err(format!("valid for: {e}"))),
                 };
-                let acl_tags = comma_list(&get("tags"));
+                let acl_tags: Vec<String> = crate::text::comma_list(&get("tags")).collect();
                 let user = Some(get("user")).filter(|u| !u.is_empty() && acl_tags.is_empty()).map(UserRef::Text);
                 let body = CreatePreAuthKeyRequest {
                     user,
@@ -501,11 +475,6 @@ impl Admin {
     }
 }
 
-/// `a, b,c` as `["a", "b", "c"]` (tags and routes typed into one field).
-fn comma_list(text: &str) -> Vec<String> {
-    text.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
-}
-
 /// The API path that renames `kind` (`node`, `user`) `id` to `name`.
 fn renamed(kind: &str, id: &str, name: &str) -> String {
     format!("/api/v1/{kind}/{id}/rename/{}", crate::url::percent_encode(name))
@@ -532,6 +501,16 @@ fn json(status: StatusCode, body: &impl Serialize) -> Page {
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut().insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     r
+}
+
+/// A form of session `s`'s pages: refused (403) without its CSRF token.
+async fn session_form(req: Request<Incoming>, s: &Session, peer: IpAddr) -> Result<HashMap<String, String>, Page> {
+    let form = read_form(req).await?;
+    if !form.get("csrf").is_some_and(|c| same(c, &s.csrf)) {
+        log::info!("admin: a form without this session's token was refused ({peer})");
+        return Err(refused(StatusCode::FORBIDDEN, "This form did not come from a page of this session."));
+    }
+    Ok(form)
 }
 
 /// A form body, bounded in size and time; several values of one name are

@@ -166,7 +166,7 @@ pub fn keys(keys: &[PreAuthKey], users: &[User], csrf: &str, now: i64) -> String
     let rows: String = keys
         .iter()
         .map(|k| {
-            let expired = crate::clock::parse_rfc3339(&k.expiration).is_some_and(|t| crate::state::has_passed(t, now));
+            let expired = crate::api::views::passed(Some(&k.expiration), now);
             let owner = if k.acl_tags.is_empty() { k.user.as_ref().map_or("–".into(), |u| esc(&u.name)) } else { esc(&k.acl_tags.join(", ")) };
             let expire = if expired { "<span class=off>expired</span>".into() } else { form(csrf, "key_expire", &[("id", &k.id.to_string())], "", "Expire") };
             format!(
