@@ -82,6 +82,14 @@ fn without_a_provider_an_api_key_signs_in_and_every_page_works_on_a_phone() {
     assert!(b.html().contains("User grandma created"));
     assert!(ok(d, &["users", "list"]).contains("grandma"));
 
+    // What anyone may send is small: a sign-in form past 4 KiB is refused unread.
+    let big = format!("key={}", "a".repeat(5000));
+    let r = raw_request(
+        &s.host_port(),
+        &format!("POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}", big.len()),
+    );
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+
     // A POST without the session's token changes nothing.
     let status = b.eval(
         "fetch('/admin/do',{method:'POST',headers:{'Content-Type':'application/x-www-form-urlencoded'},body:'op=user_delete&id=1'}).then(r=>r.status)",
@@ -142,6 +150,14 @@ fn a_non_admin_is_refused_with_403_and_no_session_and_forged_cookies_get_nothing
         &format!("POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
     );
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+
+    // A forged admin-login state (no MAC of ours) is refused before the provider is asked.
+    let forged_state = format!("adm-{:016x}-{}", 1, "0".repeat(32));
+    let cb = raw_request(
+        &host,
+        &format!("GET /oidc/callback?state={forged_state}&code=x HTTP/1.1\r\nHost: x\r\nCookie: ts_state_adm000={forged_state}; ts_admin_nonce=n\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(cb.starts_with("HTTP/1.1 410"), "{cb}");
 
     // A forged session cookie is no session.
     let forged = format!("ts_admin={}", "ab".repeat(32));
