@@ -1,9 +1,9 @@
 //! Periodic upkeep of the state on the monotonic clock: default expiries
 //! deferred while the wall clock was wrong (`state::expiry`), route
-//! announcements held back by `state::routes::ANNOUNCE_EVERY`, and ephemeral
-//! nodes that stayed away (`node.ephemeral.inactivity_timeout`), whether
-//! they never opened a map stream, closed it, or did not come back after a
-//! restart.
+//! announcements held back by `state::routes::ANNOUNCE_EVERY`, the
+//! last-seen of nodes that went offline, and ephemeral nodes that stayed
+//! away (`node.ephemeral.inactivity_timeout`), whether they never opened a
+//! map stream, closed it, or did not come back after a restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,11 @@ pub fn once(state: &State, now: i64, mono: u64, ephemeral_timeout: Duration) {
         Ok(0) => {}
         Ok(n) => log::debug!("{n} node(s)' announced routes stored after the minimum interval"),
         Err(e) => log::warn!("could not store announced routes: {e}"),
+    }
+    match state.persist_last_seen(now, false) {
+        Ok(0) => {}
+        Ok(n) => log::debug!("recorded last-seen of {n} node(s) gone offline"),
+        Err(e) => log::warn!("could not record last-seen times: {e}"),
     }
     match state.reap_ephemeral(mono, ephemeral_timeout.as_secs()) {
         Ok(gone) => {

@@ -167,7 +167,6 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             log::info!("  tailscale up --login-server {} --authkey <key>", cfg.server_url);
         }
 
-        tokio::spawn(persist_last_seen(state.clone(), stop_rx.clone()));
         let ephemeral_timeout = Duration::from_secs(cfg.ephemeral_inactivity_timeout.secs());
         tokio::spawn(housekeeping::run(state.clone(), ephemeral_timeout, stop_rx.clone()));
         if let Some((path, loaded)) = records_file {
@@ -213,7 +212,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let _ = api_task.await;
         Ok::<(), ServeError>(())
     })?;
-    if let Err(e) = state.persist_last_seen(crate::clock::now_unix(), 0) {
+    if let Err(e) = state.persist_last_seen(crate::clock::now_unix(), true) {
         log::warn!("could not record last-seen times: {e}");
     }
     state.flush().map_err(ServeError::State)?;
@@ -301,25 +300,6 @@ async fn start_oidc(
         }
     });
     Ok(oidc)
-}
-
-/// Last-seen times reach flash at most this often (wear: never per keep-alive).
-const LAST_SEEN_EVERY: Duration = Duration::from_secs(5 * 60);
-
-async fn persist_last_seen(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(LAST_SEEN_EVERY) => {}
-            _ = shutdown.changed() => return,
-        }
-        let s = state.clone();
-        let now = crate::clock::now_unix();
-        match tokio::task::spawn_blocking(move || s.persist_last_seen(now, LAST_SEEN_EVERY.as_secs() as i64)).await {
-            Ok(Ok(n)) if n > 0 => log::debug!("recorded last-seen of {n} node(s)"),
-            Ok(Err(e)) => log::warn!("could not record last-seen times: {e}"),
-            _ => {}
-        }
-    }
 }
 
 /// SIGHUP reads `policy.path` again, as Headscale does; a file that does

@@ -149,6 +149,9 @@ pub struct State {
     /// Private: every change is published here, by state, after its commit.
     hub: Arc<Hub>,
     presence: RwLock<HashMap<u64, Presence>>,
+    /// Nodes gone offline whose last-seen is not on flash yet
+    /// ([`State::persist_last_seen`]).
+    unsaved_seen: Mutex<std::collections::HashSet<u64>>,
     /// When each node's announced routes were last stored (`routes::ANNOUNCE_EVERY`).
     announces: Mutex<routes::Announces>,
     pending: Mutex<pending::PendingRegs>,
@@ -177,6 +180,7 @@ impl State {
             writer: Mutex::new(Writer { next }),
             hub: Arc::new(Hub::default()),
             presence: RwLock::new(HashMap::new()),
+            unsaved_seen: Mutex::default(),
             announces: Mutex::new(routes::Announces::default()),
             pending: Mutex::new(pending::PendingRegs::default()),
             expiry,

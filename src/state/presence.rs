@@ -188,6 +188,7 @@ impl State {
         if p.streams == 0 {
             p.last_seen = Some(now);
             p.idle_since = Some(mono);
+            self.unsaved_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
         }
         p.streams == 0
     }
@@ -260,22 +261,34 @@ impl State {
         self.with_presence(|m| m.get(&id).is_some_and(Presence::online))
     }
 
-    /// Writes last-seen times that moved on by more than `min_step` seconds:
-    /// called every few minutes and at shutdown, never per keep-alive.
-    pub fn persist_last_seen(&self, now: i64, min_step: i64) -> Result<usize, StateError> {
+    /// Writes the last-seen times flash does not have yet: of the nodes
+    /// that went offline since the last call, or, at shutdown
+    /// (`online_too`), of every node, the online ones as `now`. While a
+    /// node streams its last-seen is not written at all (a map shows it
+    /// online, not when it was seen): idle streaming nodes cost no flash,
+    /// and a power cut loses only the last-seen of nodes that were online
+    /// or went offline in the last housekeeping round, which their next
+    /// connection makes moot.
+    pub fn persist_last_seen(&self, now: i64, online_too: bool) -> Result<usize, StateError> {
+        let due = std::mem::take(&mut *self.unsaved_seen.lock().unwrap_or_else(|e| e.into_inner()));
         let seen: Vec<(u64, i64)> = self.with_presence(|m| {
-            m.iter()
-                .filter_map(|(id, p)| if p.online() { Some((*id, now)) } else { p.last_seen.map(|t| (*id, t)) })
-                .collect()
+            let time = |id: &u64, p: &Presence| match p.online() {
+                true => online_too.then_some((*id, now)),
+                false => p.last_seen.map(|t| (*id, t)),
+            };
+            match online_too {
+                true => m.iter().filter_map(|(id, p)| time(id, p)).collect(),
+                false => due.iter().filter_map(|id| time(id, m.get(id)?)).collect(),
+            }
         });
         if seen.is_empty() {
             return Ok(0);
         }
-        self.mutate(|tx| {
+        let written = self.mutate(|tx| {
             let mut n = 0;
             for (id, t) in &seen {
                 let Some(old) = tx.snap().nodes.get(id).cloned() else { continue };
-                if old.last_seen.is_some_and(|old| t - old < min_step) {
+                if old.last_seen == Some(*t) {
                     continue;
                 }
                 // Last-seen is not news for peers: written without an event.
@@ -283,7 +296,12 @@ impl State {
                 n += 1;
             }
             Ok(n)
-        })
+        });
+        if written.is_err() {
+            // Tried again next round.
+            self.unsaved_seen.lock().unwrap_or_else(|e| e.into_inner()).extend(due);
+        }
+        written
     }
 }
 
@@ -316,5 +334,38 @@ mod tests {
         // An oversized Hostinfo is dropped.
         let big = format!(r#"{{"Hostname":"{}"}}"#, "x".repeat(MAX_HOSTINFO));
         assert_eq!(apply(&mut p, DiscoPublic::default(), None, raw(&big), 0), Update::default());
+    }
+
+    #[test]
+    fn last_seen_reaches_flash_when_a_node_goes_offline_and_at_shutdown_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::state::routes::tests::open(dir.path());
+        crate::state::routes::tests::with_nodes(&s, 3);
+        let stored = |s: &State, id| s.snapshot().nodes[&id].last_seen;
+        for id in 1..=3 {
+            s.stream_opened(id);
+        }
+        // Streaming nodes: nothing to write, however often asked.
+        assert_eq!(s.persist_last_seen(1000, false).unwrap(), 0);
+        s.stream_closed(2, 1010, 10);
+        assert_eq!(s.persist_last_seen(1020, false).unwrap(), 1);
+        assert_eq!((stored(&s, 1), stored(&s, 2)), (None, Some(1010)));
+        // Written once: the next rounds write nothing.
+        assert_eq!(s.persist_last_seen(1030, false).unwrap(), 0);
+        // Back online and off again before a round: the later time is written.
+        s.stream_opened(2);
+        s.stream_closed(2, 1040, 40);
+        s.stream_opened(3);
+        s.stream_closed(3, 1041, 41);
+        s.stream_opened(3);
+        assert_eq!(s.persist_last_seen(1050, false).unwrap(), 1);
+        assert_eq!((stored(&s, 2), stored(&s, 3)), (Some(1040), None));
+        // Shutdown: the online nodes are written as seen now, the saved one is not again.
+        assert_eq!(s.persist_last_seen(1060, true).unwrap(), 2);
+        assert_eq!([stored(&s, 1), stored(&s, 2), stored(&s, 3)], [Some(1060), Some(1040), Some(1060)]);
+        // And it is on disk: a reload reads it back.
+        drop(s);
+        let s = crate::state::routes::tests::open(dir.path());
+        assert_eq!(stored(&s, 2), Some(1040));
     }
 }

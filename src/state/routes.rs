@@ -325,4 +325,4 @@ impl State {
 
 #[cfg(test)]
 #[path = "routes_tests.rs"]
-mod tests;
+pub(super) mod tests;
