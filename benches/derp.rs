@@ -1,6 +1,7 @@
 //! The relay benchmark: packet throughput between two DERP clients on
 //! loopback, and the server's memory for 1000 idle clients over plain TCP
-//! and over TLS. Figures only; nothing here asserts a time.
+//! and over TLS, then each idle figure as a `figure` line. Figures only;
+//! nothing here asserts a time.
 //!
 //!   cargo bench --bench derp       (BENCH_BIN as in the fanout bench)
 
@@ -8,7 +9,7 @@ mod common;
 #[path = "../tests/common/derp_client.rs"]
 mod dc;
 
-use common::{bin, rss_kib};
+use common::{bin, figure, rss_kib};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,6 +122,7 @@ fn main() {
         println!("| idle clients | transport | server RSS before (MiB) | after (MiB) | per client (KiB) |");
         println!("|---|---|---|---|---|");
         let mut keep = Vec::new();
+        let mut idle = Vec::new();
         for (name, is_tls) in [("plain TCP", false), ("TLS", true)] {
             let before = rss_kib(pid);
             for _ in 0..1000 {
@@ -129,13 +131,17 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let after = rss_kib(pid);
+            let per_client = (after.saturating_sub(before)) as f64 / 1000.0;
             println!(
-                "| 1000 | {name} | {:.1} | {:.1} | {:.1} |",
+                "| 1000 | {name} | {:.1} | {:.1} | {per_client:.1} |",
                 before as f64 / 1024.0,
                 after as f64 / 1024.0,
-                (after.saturating_sub(before)) as f64 / 1000.0
             );
+            idle.push(per_client);
         }
+        println!();
+        figure("derp_idle_tcp", idle[0], "KiB", 0.0);
+        figure("derp_idle_tls", idle[1], "KiB", 0.0);
     });
     let _ = server.kill();
     let _ = server.wait();

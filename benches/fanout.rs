@@ -2,7 +2,11 @@
 //! the real tinyscale binary. Prints, for N = 50, 250, 1000: server RSS,
 //! handshakes and registrations per second, the time to a new node's first
 //! (full) map, and the fan-out latency of one node's change to every other
-//! stream (p50/p99). Figures only; nothing here asserts a time.
+//! stream (p50/p99), under a policy (database mode, set by the CLI). Then
+//! one `figure` line per goal, with the floor measured in this process:
+//! `serde_json::to_vec` of the same first map, and five X25519 operations
+//! (a Noise IK handshake's four DH and one key generation) for the server's
+//! CPU per handshake. Figures only; nothing here asserts a time.
 //!
 //!   cargo bench --bench fanout            (BENCH_NODES=50,250 to choose sizes)
 //!   BENCH_BIN=target/x86_64-unknown-linux-musl/release/tinyscale cargo bench --bench fanout
@@ -11,21 +15,13 @@
 mod client;
 mod common;
 
-use common::{bin, rss_kib};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use common::{cli, cpu_us, figure, rss_kib, Server};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::{Client, MapStream};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-
-fn cli(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = Command::new(bin()).args(args).current_dir(dir).env_clear().output().unwrap();
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -34,11 +30,24 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A home tailnet's policy: members reach their own devices and the
+/// servers, admins reach everything.
+const POLICY: &str = r#"{
+  "groups": {"group:admins": ["bench@"]},
+  "tagOwners": {"tag:server": ["group:admins"]},
+  "acls": [
+    {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*", "tag:server:80,443"]},
+    {"action": "accept", "src": ["group:admins"], "dst": ["*:*"]}
+  ]
+}"#;
+
 struct Row {
     n: usize,
     rss_idle: u64,
     rss_n: u64,
     handshakes_per_s: f64,
+    handshake_cpu_us: f64,
+    first_map_floor_ms: f64,
     registrations_per_s: f64,
     first_map_ms: f64,
     first_map_bytes: usize,
@@ -49,25 +58,13 @@ struct Row {
 async fn bench(n: usize) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut server = Command::new(bin())
-        .arg("serve")
-        .current_dir(d)
-        .env_clear()
-        .env("TINYSCALE_LISTEN_ADDR", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = server.id();
-    let err = server.stderr.take().unwrap();
-    let (atx, arx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = atx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let addr = arx.recv_timeout(Duration::from_secs(20)).expect("the server did not start");
+    // Room for every node's connection and, before it registers, for as
+    // many machines without a node (the default caps are a router's).
+    let server =
+        Server::start_with(d, &[("TINYSCALE_POLICY_MODE", "database"), ("TINYSCALE_TUNING_MAX_CONNECTIONS", "8192")]);
+    let (pid, addr) = (server.pid, server.addr.clone());
+    std::fs::write(d.join("policy.hujson"), POLICY).unwrap();
+    cli(d, &["policy", "set", "-f", "policy.hujson"]);
     cli(d, &["users", "create", "bench"]);
     let key: Value =
         serde_json::from_str(&cli(d, &["preauthkeys", "create", "--user", "bench", "--reusable", "-o", "json"]))
@@ -78,15 +75,18 @@ async fn bench(n: usize) -> Row {
     let rss_idle = rss_kib(pid);
 
     // Handshakes: connect N clients, 16 at a time.
+    let cpu0 = cpu_us(pid);
     let t = Instant::now();
     let mut clients = Vec::with_capacity(n);
     let mut machines = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
         let futs: Vec<_> = chunk
             .iter()
-            .map(|_| {
+            .map(|&i| {
                 let addr = addr.clone();
-                tokio::spawn(async move { Client::connect(&addr, server_key, client::random32()).await.unwrap() })
+                tokio::spawn(async move {
+                    Client::connect_from(&addr, server_key, client::random32(), source(i)).await.unwrap()
+                })
             })
             .collect();
         for f in futs {
@@ -96,6 +96,7 @@ async fn bench(n: usize) -> Row {
         }
     }
     let handshakes_per_s = n as f64 / t.elapsed().as_secs_f64();
+    let handshake_cpu_us = (cpu_us(pid) - cpu0) as f64 / n as f64;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_conn = rss_kib(pid);
 
@@ -130,15 +131,20 @@ async fn bench(n: usize) -> Row {
     // Streams: every node opens its map stream; time the first map of the last ten.
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
     let mut first_map = Vec::new();
+    let mut first_map_floor = Vec::new();
     let mut first_map_bytes = 0;
     let total = n;
     for (i, (mut c, node)) in registered.into_iter().zip(nodes.iter().copied()).enumerate() {
+        // From sending the request to the last byte of the first frame.
         let t = Instant::now();
         let mut s: MapStream = c.map_stream(&Client::map_request(&node, true)).await.unwrap();
-        let first = s.next().await.unwrap();
+        let frame = s.next_frame().await.unwrap();
+        let took = t.elapsed();
         if i + 10 >= total {
-            first_map.push(t.elapsed().as_secs_f64() * 1000.0);
-            first_map_bytes = first.to_string().len();
+            first_map.push(took.as_secs_f64() * 1000.0);
+            first_map_bytes = frame.len();
+            let first: Value = serde_json::from_slice(&client::unzstd(&frame)).unwrap();
+            first_map_floor.push(to_vec_ms(&first));
             if let Ok(path) = std::env::var("BENCH_DUMP") {
                 let _ = std::fs::write(format!("{path}.{n}.json"), first.to_string());
             }
@@ -169,7 +175,7 @@ async fn bench(n: usize) -> Row {
 
     // Fan-out: node 0 reports new endpoints five times (over a second
     // connection of its own machine); every other stream must hear it.
-    let mut c0 = Client::connect(&addr, server_key, machines[0]).await.unwrap();
+    let mut c0 = Client::connect_from(&addr, server_key, machines[0], source(0)).await.unwrap();
     let mut lat = Vec::new();
     for round in 0..5 {
         let mut req = Client::map_request(&nodes[0], false);
@@ -194,19 +200,57 @@ async fn bench(n: usize) -> Row {
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     first_map.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let _ = server.kill();
-    let _ = server.wait();
+    first_map_floor.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    server.stop();
     Row {
         n,
         rss_idle,
         rss_n,
         handshakes_per_s,
+        handshake_cpu_us,
+        first_map_floor_ms: percentile(&first_map_floor, 0.5),
         registrations_per_s,
         first_map_ms: percentile(&first_map, 0.5),
         first_map_bytes,
         fanout_p50_ms: percentile(&lat, 0.5),
         fanout_p99_ms: percentile(&lat, 0.99),
     }
+}
+
+/// Each node connects from its own loopback address, as the devices of a
+/// tailnet do from their own (one source is capped as a household is).
+fn source(i: usize) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8).into()
+}
+
+/// The floor of a first map: `serde_json::to_vec` of it, the best of 20.
+fn to_vec_ms(map: &Value) -> f64 {
+    (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            let v = serde_json::to_vec(std::hint::black_box(map)).unwrap();
+            std::hint::black_box(v);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The floor of a handshake's CPU: four X25519 agreements and one key
+/// generation, as the server's Noise IK does them, in microseconds.
+fn x25519_floor_us() -> f64 {
+    use x25519_dalek::{PublicKey, StaticSecret};
+    let secret = StaticSecret::from(client::random32());
+    let peer = PublicKey::from(&StaticSecret::from(client::random32()));
+    let rounds = 400;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let e = StaticSecret::from(std::hint::black_box(client::random32()));
+        std::hint::black_box(PublicKey::from(&e));
+        for k in [&e, &secret, &e, &secret] {
+            std::hint::black_box(k.diffie_hellman(std::hint::black_box(&peer)));
+        }
+    }
+    t.elapsed().as_secs_f64() * 1e6 / rounds as f64
 }
 
 fn main() {
@@ -218,6 +262,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!("| nodes | server RSS idle (MiB) | server RSS with N streams (MiB) | handshakes/s | registrations/s | first map of a new node (ms, bytes) | fan-out p50 (ms) | fan-out p99 (ms) |");
     println!("|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
     for n in sizes {
         let r = rt.block_on(bench(n));
         println!(
@@ -232,5 +277,13 @@ fn main() {
             r.fanout_p50_ms,
             r.fanout_p99_ms
         );
+        rows.push(r);
     }
+    // The goals' figures, of the largest tailnet run (1,000 by default).
+    let Some(r) = rows.last() else { return };
+    let n = r.n;
+    figure(&format!("first_map_{n}"), r.first_map_ms, "ms", r.first_map_floor_ms);
+    figure(&format!("fanout_p99_{n}"), r.fanout_p99_ms, "ms", 0.0);
+    figure("handshake_cpu", r.handshake_cpu_us, "µs", x25519_floor_us());
+    figure(&format!("rss_{n}"), r.rss_n as f64 / 1024.0, "MiB", r.rss_idle as f64 / 1024.0);
 }

@@ -346,12 +346,17 @@ pub fn unzstd(z: &[u8]) -> Vec<u8> {
 impl MapStream {
     /// The next MapResponse, or `None` when the stream ended.
     pub async fn next(&mut self) -> Option<Value> {
+        let frame = self.next_frame().await?;
+        Some(serde_json::from_slice(&unzstd(&frame)).expect("frame is JSON"))
+    }
+
+    /// The next frame as it came (zstd), without its length prefix.
+    pub async fn next_frame(&mut self) -> Option<Vec<u8>> {
         loop {
             if self.buf.len() >= 4 {
                 let n = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
                 if self.buf.len() >= 4 + n {
-                    let frame: Vec<u8> = self.buf.drain(..4 + n).skip(4).collect();
-                    return Some(serde_json::from_slice(&unzstd(&frame)).expect("frame is JSON"));
+                    return Some(self.buf.drain(..4 + n).skip(4).collect());
                 }
             }
             let f = self.body.frame().await?.ok()?;
