@@ -81,6 +81,15 @@ impl CipherState {
         self.key.seal_in_place_append_tag(n, Aad::from(ad), buf).map_err(|_| super::NoiseError::Crypto)
     }
 
+    /// Encrypts `buf` in place; returns the tag, for the caller to append.
+    pub fn seal_separate(&mut self, ad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], super::NoiseError> {
+        let n = self.next_nonce()?;
+        let tag = self.key.seal_in_place_separate_tag(n, Aad::from(ad), buf).map_err(|_| super::NoiseError::Crypto)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
     /// Decrypts `buf` (ciphertext + tag) in place; returns the plaintext length.
     pub fn open(&mut self, ad: &[u8], buf: &mut [u8]) -> Result<usize, super::NoiseError> {
         let n = self.next_nonce()?;

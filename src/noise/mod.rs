@@ -10,7 +10,9 @@ use std::fmt;
 
 pub use crypto::{public_key, CipherState};
 pub use handshake::{error_message, initiation_version, respond, Initiator, Session, INITIATION_LEN, RESPONSE_LEN};
-pub use transport::{early_payload, open_record, record_len, seal_record, HEADER_LEN, MAX_PLAINTEXT, MAX_RECORD};
+pub use transport::{
+    early_payload, open_record, record_len, seal_record, seal_record_parts, HEADER_LEN, MAX_PLAINTEXT, MAX_RECORD,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoiseError {

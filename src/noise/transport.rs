@@ -12,16 +12,35 @@ const MSG_RECORD: u8 = 4;
 
 /// Appends one record holding `plaintext` (at most [`MAX_PLAINTEXT`] bytes) to `out`.
 pub fn seal_record(tx: &mut CipherState, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), NoiseError> {
-    if plaintext.len() > MAX_PLAINTEXT {
-        return Err(NoiseError::Length { got: plaintext.len(), want: MAX_PLAINTEXT });
+    seal_record_parts(tx, &[plaintext], out)
+}
+
+/// Appends one record holding `parts` one after another (at most
+/// [`MAX_PLAINTEXT`] bytes in all) to `out`, encrypted in place there: no
+/// copy but the one into `out`.
+pub fn seal_record_parts(tx: &mut CipherState, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), NoiseError> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > MAX_PLAINTEXT {
+        return Err(NoiseError::Length { got: len, want: MAX_PLAINTEXT });
     }
-    let mut body = Vec::with_capacity(plaintext.len() + TAG_LEN);
-    body.extend_from_slice(plaintext);
-    tx.seal(&[], &mut body)?;
+    out.reserve(HEADER_LEN + len + TAG_LEN);
     out.push(MSG_RECORD);
-    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(())
+    // At most MAX_RECORD - HEADER_LEN, checked above: fits a u16.
+    out.extend_from_slice(&((len + TAG_LEN) as u16).to_be_bytes());
+    let start = out.len();
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    match tx.seal_separate(&[], &mut out[start..]) {
+        Ok(tag) => {
+            out.extend_from_slice(&tag);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start - HEADER_LEN);
+            Err(e)
+        }
+    }
 }
 
 /// The length of the record at the start of `buf` (header included), once

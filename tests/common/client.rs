@@ -356,7 +356,9 @@ impl MapStream {
             if self.buf.len() >= 4 {
                 let n = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
                 if self.buf.len() >= 4 + n {
-                    return Some(self.buf.drain(..4 + n).skip(4).collect());
+                    let frame = self.buf[4..4 + n].to_vec();
+                    self.buf.drain(..4 + n);
+                    return Some(frame);
                 }
             }
             let f = self.body.frame().await?.ok()?;
