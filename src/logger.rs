@@ -98,7 +98,7 @@ fn render(format: Format, now: i64, level: Level, target: &str, msg: &str) -> St
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        // Libraries' debug chatter (ureq's per-request lines) stays out of a debug log.
+        // Libraries' debug chatter (rustls's per-connection lines) stays out of a debug log.
         let ours = metadata.target().starts_with("tinyscale");
         metadata.level() <= log::max_level() && (ours || metadata.level() <= Level::Info)
     }

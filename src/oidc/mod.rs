@@ -5,7 +5,7 @@
 //! PKCE bound to it by cookies; `/oidc/callback` exchanges the code, verifies
 //! the ID token and admits the person; a confirmation page (POST with a CSRF
 //! token) then registers the device and answers its waiting client. Network
-//! calls use blocking ureq and always run in `spawn_blocking`; the rules
+//! calls use the blocking `fetch` client and always run in `spawn_blocking`; the rules
 //! (`jwt`, `identity`, `provider`, `flow`) are pure.
 
 pub mod flow;
