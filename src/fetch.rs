@@ -305,7 +305,8 @@ fn dechunk(r: &mut impl Read, mut have: Vec<u8>) -> Result<Vec<u8>, String> {
             // Trailers, if any, are not read: the connection closes anyway.
             return Ok(body);
         }
-        if body.len() + size > MAX_BODY {
+        // `body` never holds more than MAX_BODY: no overflow, even where usize is 32 bits.
+        if size > MAX_BODY - body.len() {
             return Err(format!("the answer is larger than {MAX_BODY} bytes"));
         }
         while have.len() < pos + size + 2 {
@@ -354,6 +355,10 @@ impl Client {
     }
 
     fn exchange(&self, t: &Target, req: &Request, by: Instant) -> Result<Response, String> {
+        // A value with a line break would start a header of its own.
+        if req.headers.iter().any(|(_, v)| v.contains(['\r', '\n'])) {
+            return Err("a header value holds a line break".into());
+        }
         let mut tcp = connect(t, by).map_err(|e| format!("connecting: {e}"))?;
         let head = head(t, req);
         let body = req.body.map_or(&[][..], |(_, b)| b);
@@ -368,12 +373,16 @@ impl Client {
         read_response(&mut tls)
     }
 
-    /// One request, following a GET's redirects.
+    /// One request, following a GET's redirects; its headers (credentials)
+    /// go only to the origin it was made for.
     fn request(&self, url: &str, req: &Request) -> Result<Response, HttpError> {
         let by = Instant::now() + self.deadline;
+        let origin = Target::parse(url).map_err(|e| HttpError(format!("{url}: {e}")))?;
         let mut url = url.to_string();
         for _ in 0..=MAX_REDIRECTS {
             let t = Target::parse(&url).map_err(|e| HttpError(format!("{url}: {e}")))?;
+            let same = (t.tls, &t.host, t.port) == (origin.tls, &origin.host, origin.port);
+            let req = &Request { headers: if same { req.headers } else { &[] }, ..*req };
             let resp = self.exchange(&t, req, by).map_err(|e| HttpError(format!("{url}: {e}")))?;
             match (resp.status, &resp.location) {
                 (301 | 302 | 303 | 307 | 308, Some(loc)) if req.method == "GET" => {

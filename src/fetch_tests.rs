@@ -105,6 +105,8 @@ fn bad_and_oversized_answers_are_errors() {
     assert!(parse(&[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"]).unwrap_err().contains("ended"));
     let no_crlf = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd\r\n0\r\n\r\n";
     assert!(parse(&[no_crlf]).unwrap_err().contains("chunk"));
+    let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n";
+    assert!(parse(&[huge]).unwrap_err().contains("larger"));
     assert!(parse(&[b"NOT HTTP\r\n\r\n"]).is_err());
     assert!(parse(&[b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"]).is_err());
     assert!(parse(&[b"HTTP/1.1 200"]).unwrap_err().contains("closed"));
@@ -229,4 +231,19 @@ fn https_is_verified_against_the_given_roots() {
     assert_eq!(Client::new(certs).get_json(&url, None).unwrap(), serde_json::json!({"tls": true}));
     let e = Client::new(Vec::new()).get_json(&url, None).unwrap_err().to_string();
     assert!(e.to_lowercase().contains("certificate"), "{e}");
+}
+
+#[test]
+fn credentials_stay_with_their_origin_and_cannot_add_headers() {
+    let other = serve(|req| {
+        let req = String::from_utf8_lossy(req);
+        let json = serde_json::json!({ "auth": req.contains("Authorization") }).to_string();
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{json}", json.len()).into_bytes()
+    });
+    let first = serve(move |_| format!("HTTP/1.1 302 Found\r\nLocation: http://{other}/x\r\n\r\n").into_bytes());
+    let c = Client::new(Vec::new());
+    // The redirect goes to another port: another origin, so no token.
+    assert_eq!(c.get_json(&format!("http://{first}/"), Some("secret")).unwrap(), serde_json::json!({"auth": false}));
+    let e = c.get_json(&format!("http://{first}/"), Some("tok\r\nX-Evil: 1")).unwrap_err().to_string();
+    assert!(e.contains("line break"), "{e}");
 }
