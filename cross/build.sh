@@ -6,8 +6,9 @@
 #   cross/build.sh armv7-unknown-linux-musleabihf   # likewise (rustup's 32-bit ARM std is unreachable here)
 #
 # The stripped binary lands at target/<target>/release/tinyscale; its size is
-# printed as one line "<target> <bytes> bytes". A mipsel binary over 4 MiB
-# fails the build: flash is the budget (the goal is 3 MiB).
+# printed as one line "<target> <bytes> bytes". A mipsel binary over its
+# budget fails the build: flash is the budget. The budget only moves down:
+# 3.8 MiB now, what the build reached; 3.5 MiB is the next goal.
 # FEATURES=... passes cargo features (default: the `router` preset); any
 # further arguments go to cargo (e.g. --config 'profile.release.opt-level=3').
 # SKIP_SETUP=1 skips cross/setup.sh.
@@ -18,7 +19,7 @@ shift
 [ "${SKIP_SETUP:-}" = 1 ] || cross/setup.sh "$t"
 feat=()
 [ -n "${FEATURES:-}" ] && feat=(--no-default-features --features "$FEATURES")
-MAX_MIPSEL=$((4 * 1024 * 1024))
+MAX_MIPSEL=$((38 * 1024 * 1024 / 10))
 
 case "$t" in
   x86_64-unknown-linux-musl)
@@ -44,6 +45,6 @@ fi
 size=$(stat -c %s "$bin")
 printf '%s\t%s bytes\n' "$t" "$size"
 if [ "$t" = mipsel-unknown-linux-musl ] && [ -z "${FEATURES:-}" ] && [ "$size" -gt "$MAX_MIPSEL" ]; then
-  echo "cross/build.sh: the mipsel binary is $size bytes, over the 4 MiB budget ($MAX_MIPSEL)" >&2
+  echo "cross/build.sh: the mipsel binary is $size bytes, over its budget ($MAX_MIPSEL bytes)" >&2
   exit 1
 fi
