@@ -10,7 +10,7 @@
 //! whole exchange and a cap on what is read.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,8 +98,31 @@ impl Target {
             tls,
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            path: match uri.path_and_query().map_or("", |p| p.as_str()) {
+                p if p.starts_with('/') => p.to_string(),
+                p => format!("/{p}"),
+            },
         })
+    }
+
+    /// Where a redirect's `Location` points, from this target (RFC 3986
+    /// reference resolution, without removing dot segments: servers do).
+    fn resolve(&self, loc: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        let origin = format!("{scheme}://{}", self.host_header());
+        let path = self.path.split(['?', '#']).next().unwrap_or("/");
+        if loc.contains("://") {
+            loc.to_string()
+        } else if let Some(rest) = loc.strip_prefix("//") {
+            format!("{scheme}://{rest}")
+        } else if loc.starts_with('/') {
+            format!("{origin}{loc}")
+        } else if loc.starts_with('?') {
+            format!("{origin}{path}{loc}")
+        } else {
+            let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+            format!("{origin}{dir}{loc}")
+        }
     }
 
     /// The Host header: the port only when it is not the scheme's.
@@ -159,9 +182,23 @@ impl Write for Timed<TcpStream> {
     }
 }
 
+/// The addresses of `host`, by the deadline: the system's lookup has no
+/// timeout of its own, so it runs on a thread of its own, left behind if late.
+fn lookup(host: &str, port: u16, by: Instant) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new().name("lookup".into()).stack_size(128 * 1024).spawn(move || {
+        let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+    })?;
+    rx.recv_timeout(left(by)?).map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the name lookup timed out"))?
+}
+
 fn connect(t: &Target, by: Instant) -> io::Result<Timed<TcpStream>> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address");
-    for addr in (t.host.as_str(), t.port).to_socket_addrs()? {
+    for addr in lookup(&t.host, t.port, by)? {
         match TcpStream::connect_timeout(&addr, left(by)?) {
             Ok(s) => return Ok(Timed { inner: s, by }),
             Err(e) => last = e,
@@ -188,21 +225,29 @@ fn head(t: &Target, req: &Request) -> Vec<u8> {
     h.into_bytes()
 }
 
-/// Reads one response from `r`, which ends with the connection.
-fn read_response(r: &mut impl Read) -> Result<Response, String> {
+/// Reads one response from `r`, which ends with the connection; `tls`:
+/// the end must be TLS's own (close_notify) where only the close frames
+/// the body, since a dropped connection would look the same.
+fn read_response(r: &mut impl Read, tls: bool) -> Result<Response, String> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
+    let mut scanned: usize = 0;
     let (status, location, framing, at) = loop {
-        let n = read_some(r, &mut chunk)?;
-        if n == 0 {
-            return Err("the connection closed before the answer's headers".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf).map_err(|e| format!("a malformed answer: {e}"))? {
-            httparse::Status::Complete(at) => {
+        // Parsed once the blank line is in: a head sent a byte at a time
+        // is not parsed again at every byte.
+        let blank = buf[scanned.saturating_sub(3)..].windows(4).any(|w| w == b"\r\n\r\n");
+        scanned = buf.len();
+        if blank {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(at) = resp.parse(&buf).map_err(|e| format!("a malformed answer: {e}"))? {
                 let status = resp.code.unwrap_or(0);
+                if (100..200).contains(&status) && status != 101 {
+                    // 100 Continue, 103 Early Hints: the answer follows.
+                    buf.drain(..at);
+                    scanned = 0;
+                    continue;
+                }
                 let get = |name: &str| {
                     resp.headers
                         .iter()
@@ -217,22 +262,31 @@ fn read_response(r: &mut impl Read) -> Result<Response, String> {
                 };
                 break (status, get("location"), framing, at);
             }
-            httparse::Status::Partial if buf.len() > MAX_HEAD => return Err("the answer's headers are too long".into()),
-            httparse::Status::Partial => {}
         }
+        if buf.len() > MAX_HEAD {
+            return Err("the answer's headers are too long".into());
+        }
+        let n = read_some(r, &mut chunk, false)?;
+        if n == 0 {
+            return Err("the connection closed before the answer's headers".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
     };
     let rest = buf.split_off(at);
     let body = match framing {
         Framing::Length(n) if n > MAX_BODY => return Err(format!("the answer is larger than {MAX_BODY} bytes")),
         Framing::Length(n) => {
             let mut body = rest;
-            read_to(r, &mut body, n)?;
+            read_to(r, &mut body, n, false)?;
+            if body.len() < n {
+                return Err(format!("the answer ended after {} of its {n} bytes", body.len()));
+            }
             body.truncate(n);
             body
         }
         Framing::Close => {
             let mut body = rest;
-            read_to(r, &mut body, MAX_BODY + 1)?;
+            read_to(r, &mut body, MAX_BODY + 1, tls)?;
             if body.len() > MAX_BODY {
                 return Err(format!("the answer is larger than {MAX_BODY} bytes"));
             }
@@ -249,24 +303,24 @@ enum Framing {
     Close,
 }
 
-/// One read; a peer that closes TLS without saying so ends the stream too
-/// (the framing says whether anything is missing).
-fn read_some(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
+/// One read. Unless `strict`, a peer that closes TLS without saying so ends
+/// the stream too: the framing then says whether anything is missing.
+fn read_some(r: &mut impl Read, buf: &mut [u8], strict: bool) -> Result<usize, String> {
     loop {
         match r.read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !strict => return Ok(0),
             Err(e) => return Err(format!("reading the answer: {e}")),
         }
     }
 }
 
 /// Reads into `out` until it holds `want` bytes or the stream ends.
-fn read_to(r: &mut impl Read, out: &mut Vec<u8>, want: usize) -> Result<(), String> {
+fn read_to(r: &mut impl Read, out: &mut Vec<u8>, want: usize, strict: bool) -> Result<(), String> {
     let mut chunk = [0u8; 4096];
     while out.len() < want {
-        let n = read_some(r, &mut chunk[..(want - out.len()).min(4096)])?;
+        let n = read_some(r, &mut chunk[..(want - out.len()).min(4096)], strict)?;
         if n == 0 {
             break;
         }
@@ -281,7 +335,7 @@ fn dechunk(r: &mut impl Read, mut have: Vec<u8>) -> Result<Vec<u8>, String> {
     let mut pos = 0;
     let mut more = |have: &mut Vec<u8>| -> Result<(), String> {
         let before = have.len();
-        read_to(r, have, before + 4096)?;
+        read_to(r, have, before + 4096, false)?;
         if have.len() == before {
             return Err("the answer ended inside its chunks".into());
         }
@@ -364,13 +418,13 @@ impl Client {
         let body = req.body.map_or(&[][..], |(_, b)| b);
         if !t.tls {
             tcp.write_all(&head).and_then(|_| tcp.write_all(body)).map_err(|e| format!("sending: {e}"))?;
-            return read_response(&mut tcp);
+            return read_response(&mut tcp, false);
         }
         let name = ServerName::try_from(t.host.clone()).map_err(|_| format!("{:?} is not a host name", t.host))?;
         let conn = rustls::ClientConnection::new(self.tls.clone(), name).map_err(|e| format!("TLS: {e}"))?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         tls.write_all(&head).and_then(|_| tls.write_all(body)).map_err(|e| format!("sending: {e}"))?;
-        read_response(&mut tls)
+        read_response(&mut tls, true)
     }
 
     /// One request, following a GET's redirects; its headers (credentials)
@@ -386,12 +440,10 @@ impl Client {
             let resp = self.exchange(&t, req, by).map_err(|e| HttpError(format!("{url}: {e}")))?;
             match (resp.status, &resp.location) {
                 (301 | 302 | 303 | 307 | 308, Some(loc)) if req.method == "GET" => {
-                    url = if loc.starts_with('/') {
-                        let scheme = if t.tls { "https" } else { "http" };
-                        format!("{scheme}://{}{loc}", t.host_header())
-                    } else {
-                        loc.clone()
-                    };
+                    url = t.resolve(loc);
+                    if t.tls && !url.starts_with("https://") {
+                        return Err(HttpError(format!("{url}: a redirect from https to plain http is not followed")));
+                    }
                 }
                 _ => return Ok(resp),
             }

@@ -6,7 +6,8 @@
 //! 600 KB map took a record and a system call for every 4 KB.
 //!
 //! Memory per connection is bounded: one record in, [`WRITE_AHEAD`] plus
-//! one record out, and an idle connection gives both buffers back.
+//! one record out (what went out is dropped before more is sealed), and an
+//! idle connection gives both buffers back.
 
 use std::io;
 use std::pin::Pin;
@@ -64,11 +65,7 @@ impl<S: AsyncWrite + Unpin> NoiseIo<S> {
             }
             self.wpos += n;
         }
-        if self.wbuf.capacity() > KEEP_IDLE {
-            self.wbuf = Vec::new();
-        } else {
-            self.wbuf.clear();
-        }
+        self.wbuf.clear();
         self.wpos = 0;
         Poll::Ready(Ok(()))
     }
@@ -78,6 +75,13 @@ impl<S: AsyncWrite + Unpin> NoiseIo<S> {
     fn poll_seal(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         if self.wbuf.len() - self.wpos >= WRITE_AHEAD {
             ready!(self.poll_drain(cx))?;
+        }
+        // What went out already is dropped before more is added: a client
+        // that reads just slower than the server writes must not make the
+        // buffer keep everything since its last complete write.
+        if self.wpos > 0 {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
         }
         let mut parts: [&[u8]; 8] = [&[]; 8];
         let (mut n, mut k) = (0, 0);
@@ -161,6 +165,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NoiseIo<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_drain(cx))?;
+        // All written: an idle connection keeps no record-sized buffer.
+        if self.wbuf.capacity() > KEEP_IDLE {
+            self.wbuf = Vec::new();
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -234,6 +242,36 @@ mod tests {
         assert!(s.wbuf.capacity() >= 10_000);
         s.flush().await.unwrap();
         assert!(s.wbuf.capacity() <= KEEP_IDLE);
+    }
+
+    /// Review finding: a client reading just slower than the server writes
+    /// made the buffer keep every byte since its last complete write.
+    #[tokio::test]
+    async fn a_slow_reader_leaves_the_buffer_bounded() {
+        let (_, srv) = pair();
+        let (mut a, b) = tokio::io::duplex(8 * 1024);
+        let mut s = NoiseIo::new(b, srv.rx, srv.tx, Vec::new());
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 3000];
+            while a.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut most = 0;
+        let chunk = [9u8; 1000];
+        for _ in 0..3_000 {
+            s.write_all(&chunk).await.unwrap();
+            // As h2 does: a flush that cannot finish now is not waited for.
+            let _ = futures_poll_once(&mut s).await;
+            most = most.max(s.wbuf.capacity());
+        }
+        reader.abort();
+        assert!(most <= 2 * (WRITE_AHEAD + crate::noise::MAX_RECORD), "the write buffer grew to {most} bytes");
+    }
+
+    /// Polls a flush once, as h2 does when the socket is busy.
+    async fn futures_poll_once<S: AsyncWrite + Unpin>(s: &mut NoiseIo<S>) -> Poll<io::Result<()>> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *s).poll_flush(cx))).await
     }
 
     #[tokio::test]
