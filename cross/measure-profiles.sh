@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Measures the release profile's opt-level trade: stripped binary size and the
 # idle RSS of `serve` on embedded defaults, for opt-level 3 everywhere, the
-# shipped profile (z, with sled, its concurrency crates and the Noise
-# primitives at 3) and z everywhere.
+# shipped profile (z, with the Noise primitives at 3) and z everywhere.
 #
 #   cross/measure-profiles.sh [target]     (default x86_64-unknown-linux-musl)
 #
@@ -13,7 +12,7 @@ t=${1:-x86_64-unknown-linux-musl}
 cross/setup.sh "$t" >/dev/null
 port=18290
 printf '| opt-level | %s binary (bytes) | idle RSS after start (KiB) | RSS after 200 CLI calls (KiB) |\n|---|---|---|---|\n' "$t"
-at_3=(sled crossbeam-epoch crossbeam-utils parking_lot parking_lot_core curve25519-dalek x25519-dalek blake2)
+at_3=(curve25519-dalek x25519-dalek blake2)
 for choice in 3 shipped z; do
   args=()
   case "$choice" in
