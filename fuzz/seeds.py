@@ -47,6 +47,18 @@ seed("stun", "response", h("0101000c2112a4420102030405060708090a0b0c002000080001
 for f in sorted((root / "tests/fixtures").glob("*.yaml")) + [root / "rootfs/etc/tinyscale/config.yaml"]:
     if f.exists():
         seed("config", f.name, f.read_bytes())
+        seed("yaml", f.name, f.read_bytes())
+
+# The YAML reader: each construct it reads, and environment values.
+for name, text in {
+    "flow": "a: [1, -2, 0x1f, 1.5, .inf, ~, true, yes, '0770', \"q\\u00e9\"]\nb: {c: [d, {e: f}], g: }\n",
+    "block_scalars": "lit: |+\n  keep\n\nfold: >-\n  a\n  b\n\n  c\nind: |2\n    x\n",
+    "sequences": "- a: 1\n  b:\n  - x\n  - - y\n- plain\n  continued\n",
+    "documents": "--- # c\n'k': \"v\" # c\n...\n",
+    "env_list": "[https://x, https://y]",
+    "derp_map": "regions:\n  900:\n    regionid: 900\n    nodes:\n      - name: 900a\n        stunport: -1\n",
+}.items():
+    seed("yaml", name, text)
 
 # Policies Tailscale's control plane answered (../shared/fixtures/policy), and one in HuJSON.
 fixtures = root.parent / "shared/fixtures/policy"

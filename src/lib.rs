@@ -30,6 +30,7 @@ pub mod tailcfg;
 pub mod text;
 pub mod url;
 pub mod web;
+pub mod yaml;
 
 // What the live server's integration of the policy uses (see src/policy).
 pub use policy::{Compiled, NodeInfo, Policy, PolicyError, UserRef};

@@ -34,7 +34,12 @@ pub fn emit<T: Serialize + ?Sized>(format: Format, value: &T, human: impl FnOnce
         Format::Table => human().split('\n').map(escape_controls).collect::<Vec<_>>().join("\n"),
         Format::Json => serde_json::to_string_pretty(value).unwrap_or_default(),
         Format::JsonLine => serde_json::to_string(value).unwrap_or_default(),
-        Format::Yaml => serde_yaml::to_string(value).unwrap_or_default().trim_end().to_string(),
+        Format::Yaml => serde_json::to_string(value)
+            .ok()
+            .and_then(|j| crate::yaml::from_json(&j))
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
     };
     println!("{text}");
 }

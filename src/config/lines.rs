@@ -1,7 +1,8 @@
 //! Which line of the YAML text each key path starts on.
 //!
-//! serde_yaml reports only its first error with a position and drops positions
-//! from `Value`; this small scanner of block-style YAML recovers them, so every
+//! The YAML reader (`crate::yaml`) reports only its first error with a
+//! position and yields a `serde_json::Value` without positions; this small
+//! scanner of block-style YAML recovers them, so every
 //! config problem can name its line. Flow collections (`{a: 1}`, `[x]`) are not
 //! descended into: their keys take the line of the key that holds them.
 

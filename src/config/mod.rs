@@ -16,7 +16,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 pub use lines::LineIndex;
 pub use reader::{env_suffix, Diag, EnvLookup, Origin, Reader};
@@ -109,9 +109,9 @@ pub fn load(file: Option<&Path>, env: EnvLookup) -> Result<Loaded, Errors> {
 /// Validates config text; relative paths resolve against `file`'s folder.
 pub fn parse(text: &str, file: Option<&Path>, env: EnvLookup) -> Result<Loaded, Errors> {
     let fail = |errors| Errors { file: file.map(Path::to_path_buf), errors, warnings: Vec::new() };
-    let root: Value = match serde_yaml::from_str(text) {
-        Ok(Value::Null) => Value::Mapping(Default::default()),
-        Ok(v @ Value::Mapping(_)) => v,
+    let root: Value = match crate::yaml::parse(text) {
+        Ok(Value::Null) => Value::Object(Default::default()),
+        Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
             return Err(fail(vec![Diag {
                 path: String::new(),
@@ -120,10 +120,9 @@ pub fn parse(text: &str, file: Option<&Path>, env: EnvLookup) -> Result<Loaded, 
             }]))
         }
         Err(e) => {
-            let line = e.location().map(|l| l.line());
             return Err(fail(vec![Diag {
                 path: String::new(),
-                origin: Origin::File(line),
+                origin: Origin::File(Some(e.line)),
                 message: format!("not valid YAML: {e}"),
             }]));
         }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::lines::LineIndex;
 use crate::clock::{parse_span, Span};
@@ -92,21 +92,16 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
     }
-}
-
-fn key_text(k: &Value) -> String {
-    scalar_text(k).unwrap_or_else(|| format!("{k:?}"))
 }
 
 /// Splits an environment list: YAML flow (`[a, b]`), else commas or whitespace (viper's habit).
 fn env_list(text: &str) -> Vec<String> {
     let t = text.trim();
     if t.starts_with('[') {
-        if let Ok(Value::Sequence(items)) = serde_yaml::from_str::<Value>(t) {
+        if let Ok(Value::Array(items)) = crate::yaml::parse(t) {
             return items.iter().filter_map(scalar_text).collect();
         }
     }
@@ -131,7 +126,7 @@ impl<'a> Reader<'a> {
         let mut v = self.root;
         for part in path.split('.') {
             v = match v {
-                Value::Mapping(m) => m.get(part)?,
+                Value::Object(m) => m.get(part)?,
                 _ => return None,
             };
         }
@@ -345,7 +340,7 @@ impl<'a> Reader<'a> {
             None => Vec::new(),
             Some(Raw::Env(_, v)) => env_list(&v),
             Some(Raw::Yaml(Value::String(s))) => s.split_whitespace().map(str::to_string).collect(),
-            Some(Raw::Yaml(Value::Sequence(items))) => {
+            Some(Raw::Yaml(Value::Array(items))) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     match scalar_text(item) {
@@ -368,7 +363,7 @@ impl<'a> Reader<'a> {
     /// A mapping whose entries are not keys of ours (e.g. `oidc.extra_params`).
     fn mapping(&mut self, path: &str) -> Option<Vec<(String, Value)>> {
         match self.value(path)? {
-            Value::Mapping(m) => Some(m.into_iter().map(|(k, v)| (key_text(&k), v)).collect()),
+            Value::Object(m) => Some(m.into_iter().collect()),
             v => {
                 self.type_error(path, "a mapping", &v);
                 None
@@ -393,7 +388,7 @@ impl<'a> Reader<'a> {
         let mut out = BTreeMap::new();
         for (k, v) in self.mapping(path).unwrap_or_default() {
             let list = match v {
-                Value::Sequence(items) => items.iter().filter_map(scalar_text).collect(),
+                Value::Array(items) => items.iter().filter_map(scalar_text).collect(),
                 v => match scalar_text(&v) {
                     Some(s) => vec![s],
                     None => {
@@ -411,7 +406,7 @@ impl<'a> Reader<'a> {
     pub fn value(&mut self, path: &str) -> Option<Value> {
         match self.get(path)? {
             Raw::Yaml(v) => Some(v.clone()),
-            Raw::Env(name, text) => match serde_yaml::from_str(&text) {
+            Raw::Env(name, text) => match crate::yaml::parse(&text) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     self.errors.push(Diag {
@@ -429,6 +424,8 @@ impl<'a> Reader<'a> {
     pub fn report_unknown_keys(&mut self) {
         let mut found = Vec::new();
         self.walk_unknown(self.root, "", &mut found);
+        // In the file's order (the parsed mappings are sorted by key).
+        found.sort_by_cached_key(|p| (self.lines.line_of(p), p.clone()));
         for path in found {
             let suggestion = self.closest_known(&path);
             let msg = match suggestion {
@@ -441,9 +438,9 @@ impl<'a> Reader<'a> {
     }
 
     fn walk_unknown(&self, v: &Value, prefix: &str, found: &mut Vec<String>) {
-        let Value::Mapping(m) = v else { return };
+        let Value::Object(m) = v else { return };
         for (k, child) in m {
-            let path = if prefix.is_empty() { key_text(k) } else { format!("{prefix}.{}", key_text(k)) };
+            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
             if self.known.contains(&path) {
                 continue;
             }
@@ -506,7 +503,7 @@ mod tests {
     use super::*;
 
     fn with<R>(text: &str, env: &[(&str, &str)], f: impl FnOnce(&mut Reader) -> R) -> R {
-        let root: Value = serde_yaml::from_str(text).unwrap();
+        let root: Value = crate::yaml::parse(text).unwrap();
         let lines = LineIndex::build(text);
         let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

@@ -136,7 +136,7 @@ pub fn read_derp(r: &mut Reader, base: &Path, data: &dyn Fn(&str) -> PathBuf, em
         let key = format!("derp.paths[{i}]");
         match std::fs::read_to_string(p) {
             Err(e) => r.error(&key, format!("cannot read {}: {e}", p.display())),
-            Ok(text) => match serde_yaml::from_str::<crate::tailcfg::DerpMap>(&text) {
+            Ok(text) => match crate::tailcfg::DerpMap::from_yaml(&text) {
                 Ok(m) => from_paths.merge(m),
                 Err(e) => r.error(&key, format!("{} is not a DERP map: {e}", p.display())),
             },
@@ -257,7 +257,7 @@ pub fn read_dns(r: &mut Reader, base: &Path, server_host: &str) -> Dns {
     }
     let extra_records = match r.value("dns.extra_records") {
         None => Vec::new(),
-        Some(v) => match serde_yaml::from_value::<Vec<ExtraRecord>>(v) {
+        Some(v) => match serde_json::from_value::<Vec<ExtraRecord>>(v) {
             Ok(list) => match dns::records::checked(list.into_iter().map(|x| (x.name, x.kind, x.value))) {
                 Ok(records) => records,
                 Err(e) => {
