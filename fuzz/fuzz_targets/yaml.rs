@@ -54,11 +54,20 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let ours = tinyscale::yaml::parse(text);
     if let Ok(v) = &ours {
-        let yaml = tinyscale::yaml::from_json(&v.to_string()).expect("JSON");
-        assert_eq!(tinyscale::yaml::parse(&yaml).as_ref(), Ok(v), "{yaml:?}");
+        // What we write for JSON text reads back as serde_json reads that
+        // text (serde_json's own float parsing may move a float by an ulp).
+        let json = v.to_string();
+        let yaml = tinyscale::yaml::from_json(&json).expect("JSON");
+        let back: Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(tinyscale::yaml::parse(&yaml).as_ref(), Ok(&back), "{yaml:?}");
     }
     // serde_yaml follows YAML 1.1 here, where these are line breaks.
     if text.contains(['\u{85}', '\u{2028}', '\u{2029}']) {
+        return;
+    }
+    // libyaml counts a leading byte order mark as a column, so `---` or
+    // `...` right after it is no marker there (it reads "---" as a string).
+    if text.strip_prefix('\u{feff}').is_some_and(|t| t.starts_with("---") || t.starts_with("...")) {
         return;
     }
     let Some(theirs) = serde_yaml::from_str::<Y>(text).ok().and_then(|v| json_of(&v)) else { return };

@@ -151,6 +151,10 @@ impl<'a> Parser<'a> {
         if let Some(i) = self.text.find('\0') {
             return self.err(i, "a NUL character");
         }
+        // libyaml skipped one there and counted it as indentation.
+        if let Some(i) = self.text.find("\n\u{feff}") {
+            return self.err(i + 1, "a byte order mark (U+FEFF) at the start of a line");
+        }
         self.skip_blank_lines();
         if self.at(self.pos) == b'%' {
             return self.err(self.pos, "directives (`%YAML`, `%TAG`) are not supported");

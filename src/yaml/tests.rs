@@ -168,4 +168,8 @@ fn writes_block_yaml_in_the_json_order() {
     let yaml = from_json(r#"[{"a":"true","b":"x: y","c":"two\nlines","d":"tab\there"}]"#).unwrap();
     assert_eq!(yaml, "- a: 'true'\n  b: 'x: y'\n  c: |-\n    two\n    lines\n  d: \"tab\\there\"\n");
     assert!(from_json("not json").is_none());
+    // Floats read back as serde_json reads the JSON text they came from.
+    for json in ["5.555555555555556e49", "[0.1, -2.5e-8, 1e300]"] {
+        assert_eq!(parse(&from_json(json).unwrap()).unwrap(), serde_json::from_str::<serde_json::Value>(json).unwrap());
+    }
 }

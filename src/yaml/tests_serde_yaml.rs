@@ -293,6 +293,8 @@ fn the_differences_are_the_documented_ones() {
         ("a:\n  - !tag x\n", "tags", 2),
         ("? complex\n: key\n", "complex keys", 1),
         ("[a, b]: c\n", "cannot be a key", 1),
+        // libyaml skips a byte order mark at a line's start as if it were a space.
+        ("a:\n\u{feff}b: 1\n", "byte order mark", 2),
         ("%YAML 1.2\n---\na: 1\n", "directives", 1),
     ] {
         assert!(serde_yaml::from_str::<Y>(text).is_ok() || what == "aliases", "{text}");
@@ -304,6 +306,10 @@ fn the_differences_are_the_documented_ones() {
     assert_eq!(parse("a: 99999999999999999999\n").unwrap(), json!({"a": 1e20}));
     // Infinity and NaN, which JSON lacks, are the strings serde_yaml printed for them.
     assert_eq!(parse("a: [.inf, -.Inf, .NaN]\n").unwrap(), json!({"a": [".inf", "-.inf", ".nan"]}));
+    // A byte order mark before `---`: libyaml counts it as a column, so the
+    // marker is a string "---" there; here the BOM is dropped first.
+    assert!(serde_yaml::from_str::<Y>("\u{feff}---\na: 1\n").is_err());
+    assert_eq!(parse("\u{feff}---\na: 1\n").unwrap(), json!({"a": 1}));
     // Keys become strings; two that are equal as strings are a duplicate.
     assert!(serde_yaml::from_str::<Y>("1: a\n'1': b\n").is_ok());
     assert!(parse("1: a\n'1': b\n").is_err());
