@@ -8,7 +8,8 @@
 # The stripped binary lands at target/<target>/release/tinyscale; its size is
 # printed as one line "<target> <bytes> bytes". A mipsel binary over its
 # budget fails the build: flash is the budget. The budget only moves down:
-# 3.8 MiB now, what the build reached; 3.5 MiB is the next goal.
+# 3.5 MiB (3,670,016 bytes) since the HTTP client, the YAML reader and a
+# sled built for size.
 # FEATURES=... passes cargo features (default: the `router` preset); any
 # further arguments go to cargo (e.g. --config 'profile.release.opt-level=3').
 # SKIP_SETUP=1 skips cross/setup.sh.
@@ -19,7 +20,7 @@ shift
 [ "${SKIP_SETUP:-}" = 1 ] || cross/setup.sh "$t"
 feat=()
 [ -n "${FEATURES:-}" ] && feat=(--no-default-features --features "$FEATURES")
-MAX_MIPSEL=$((38 * 1024 * 1024 / 10))
+MAX_MIPSEL=$((35 * 1024 * 1024 / 10))
 
 case "$t" in
   x86_64-unknown-linux-musl)

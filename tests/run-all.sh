@@ -100,7 +100,7 @@ step "fuzz every parser at the boundary (fuzz/run.sh, 12 s a target; nightly)"
 FUZZ_SECONDS=12 fuzz/run.sh
 
 # The router builds: one binary per board profile's target (mipsel fails the
-# build past 4 MiB), the unit tests of the big-endian MIPS one under qemu,
+# build past 3.5 MiB), the unit tests of the big-endian MIPS one under qemu,
 # then each router binary under qemu through start, CLI, kill -9 and restart.
 step "cross setup (Debian cross gcc, qemu-user, nightly rust-src, cargo-zigbuild)"
 cross/setup.sh aarch64-unknown-linux-musl mipsel-unknown-linux-musl x86_64-unknown-linux-musl
