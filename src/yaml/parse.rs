@@ -491,14 +491,8 @@ impl<'a> Parser<'a> {
             } else {
                 items.push(node);
             }
-            self.skip_flow_space(open)?;
-            match self.at(self.pos) {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return self.err(self.pos, "expected `,` or `]`"),
+            if self.flow_separator(open, b']')? {
+                break;
             }
         }
         Ok(Value::Array(items))
@@ -526,17 +520,28 @@ impl<'a> Parser<'a> {
                 return self.err(key_pos, format!("duplicate key `{key}`"));
             }
             map.insert(key, value);
-            self.skip_flow_space(open)?;
-            match self.at(self.pos) {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return self.err(self.pos, "expected `,` or `}`"),
+            if self.flow_separator(open, b'}')? {
+                break;
             }
         }
         Ok(Value::Object(map))
+    }
+
+    /// After a flow item: a `,` (more follow) or the `close` that ends the
+    /// collection (returns true); both are consumed.
+    fn flow_separator(&mut self, open: usize, close: u8) -> Result<bool, Error> {
+        self.skip_flow_space(open)?;
+        match self.at(self.pos) {
+            b',' => {
+                self.pos += 1;
+                Ok(false)
+            }
+            c if c == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => self.err(self.pos, format!("expected `,` or `{}`", close as char)),
+        }
     }
 
     /// The value after a `:` in flow: a node, or null before `,`, `]`, `}`.

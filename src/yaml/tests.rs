@@ -90,6 +90,8 @@ fn quoted_and_block_scalars() {
 fn errors_name_their_line() {
     let cases: &[(&str, usize, &str)] = &[
         ("a: 1\nb: [1, 2\n", 2, "never closed"),
+        ("a: ['x' y]\n", 1, "expected `,` or `]`"),
+        ("a: {b: 'x' y}\n", 1, "expected `,` or `}`"),
         ("a: 1\nb: 2\na: 3\n", 3, "duplicate key `a`"),
         ("a:\n  b: &x 1\n", 2, "anchors"),
         ("a:\n  - *x\n", 2, "aliases"),
