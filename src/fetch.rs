@@ -393,18 +393,13 @@ impl Client {
         let mut store = rustls::RootCertStore::empty();
         // A root that does not parse is skipped, as a CA bundle's odd entry should be.
         let _ = store.add_parsable_certificates(roots);
+        // Invariant: ring's provider supports rustls's default versions
+        // (TLS 1.2 and 1.3), the only way this builder step can fail.
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(store).with_no_client_auth());
-        // ring's provider supports the default versions; were it not so, an
-        // empty config would fail every handshake rather than the start.
-        let tls = tls.unwrap_or_else(|_| {
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("ring supports TLS 1.3")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(store)
+            .with_no_client_auth();
         Client { tls: Arc::new(tls), deadline: DEADLINE }
     }
 
