@@ -182,11 +182,13 @@ async fn bench(n: usize) -> Row {
     // connection of its own machine); every other stream must hear it.
     let mut c0 = Client::connect_from(&addr, server_key, machines[0], source(0)).await.unwrap();
     let mut lat = Vec::new();
+    let mut round_cpu_us = 0;
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     for round in 0..rounds {
         let mut req = Client::map_request(&nodes[0], false);
         req["Endpoints"] = json!([format!("203.0.113.{}:41641", round % 250 + 1)]);
         let t = Instant::now();
+        let cpu0 = cpu_us(pid);
         let status = c0.lite(&req).await;
         assert_eq!(status, 200, "lite update refused");
         let mut got = 0;
@@ -199,10 +201,20 @@ async fn bench(n: usize) -> Row {
                 _ => break,
             }
         }
+        round_cpu_us += cpu_us(pid) - cpu0;
         if got < n - 1 {
             eprintln!("round {round}: only {got} of {} streams heard the change", n - 1);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if std::env::var("BENCH_VERBOSE").is_ok() {
+        // The server's share of a round: what bounds its fan-out on one core.
+        let per_round = round_cpu_us as f64 / rounds as f64;
+        eprintln!(
+            "n={n}: server CPU per fan-out round {:.1} ms, {per_round_stream:.1} µs a stream",
+            per_round / 1000.0,
+            per_round_stream = per_round / (n - 1) as f64
+        );
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     first_map.sort_by(|a, b| a.partial_cmp(b).unwrap());

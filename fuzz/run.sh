@@ -17,6 +17,14 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --root tar
 # Without the list, run every target the fuzz crate declares.
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo +nightly fuzz list); fi
 python3 fuzz/seeds.py target/fuzz/seeds
+# Every target in one build: cargo links them side by side, where one
+# `cargo fuzz run` per target would build them one after another.
+mkdir -p target/fuzz
+if [ $# -gt 0 ]; then built=("$@"); else built=(""); fi
+for t in "${built[@]}"; do
+  cargo +nightly fuzz build --target-dir target/fuzz/build $t >target/fuzz/build.log 2>&1 ||
+    { tail -n 60 target/fuzz/build.log >&2; echo "building the fuzz targets failed" >&2; exit 1; }
+done
 for t in "${targets[@]}"; do
   corpus=target/fuzz/corpus/$t
   artifacts=target/fuzz/artifacts/$t

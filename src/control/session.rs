@@ -125,10 +125,27 @@ async fn full_frame_sent(control: &Arc<Control>, node_id: u64, zstd: bool) -> Op
     .flatten()
 }
 
-fn keepalive_deadline() -> Instant {
-    let mut b = [0u8; 1];
-    let _ = random_bytes(&mut b);
-    Instant::now() + KEEPALIVE + Duration::from_millis(b[0] as u64 * 9000 / 255)
+/// The keep-alive jitter of one session: seeded once from the system's
+/// generator, then xorshift, so a frame costs no system call. (It only
+/// spreads the keep-alives of many sessions; nothing depends on it.)
+struct Jitter(u32);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let mut b = [0u8; 4];
+        let _ = random_bytes(&mut b);
+        // Xorshift must not start from zero.
+        Jitter(u32::from_le_bytes(b) | 1)
+    }
+
+    fn next_deadline(&mut self) -> Instant {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        Instant::now() + KEEPALIVE + Duration::from_millis(u64::from(x % 9001))
+    }
 }
 
 /// Starts the map session of `node_id`, which answers the request `answer`,
@@ -165,6 +182,12 @@ impl Control {
 /// Queues `frame`, waiting at most [`FRAME_TAKEN`] for room. `Err(true)`:
 /// the client is gone; `Err(false)`: it left the frame before untaken.
 async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), bool> {
+    // Mostly there is room: then no timer is set (a change goes to every stream).
+    let frame = match tx.try_send(frame) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(true),
+        Err(mpsc::error::TrySendError::Full(frame)) => frame,
+    };
     match tokio::time::timeout(FRAME_TAKEN, tx.send(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(true),
@@ -192,7 +215,10 @@ async fn run(
         elect_primaries(state.clone());
     }
     log::debug!("node {node_id}: map stream open");
-    let mut keepalive = keepalive_deadline();
+    let mut jitter = Jitter::new();
+    // One timer for the session, moved at each frame rather than made anew.
+    let keepalive = tokio::time::sleep_until(jitter.next_deadline());
+    tokio::pin!(keepalive);
     let mut shutdown = control.shutdown.clone();
     let mut taken = true;
     loop {
@@ -202,7 +228,7 @@ async fn run(
                 let p = sub.take();
                 (p.changes, p.resync, false)
             }
-            _ = tokio::time::sleep_until(keepalive) => (Vec::new(), false, true),
+            _ = &mut keepalive => (Vec::new(), false, true),
             _ = tx.closed() => break,
             _ = shutdown.changed() => break,
             _ = end.notified() => {
@@ -240,7 +266,7 @@ async fn run(
             taken = gone;
             break;
         }
-        keepalive = keepalive_deadline();
+        keepalive.as_mut().reset(jitter.next_deadline());
     }
     drop(sub);
     log::debug!("node {node_id}: map stream closed");

@@ -9,6 +9,32 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::keys::{decode_hex32, encode_hex};
 
+/// A key's text (`prefix` and 64 hex digits) on the stack: maps write
+/// three keys per peer, and a change goes to every stream.
+pub struct KeyText {
+    buf: [u8; 9 + 64],
+    len: usize,
+}
+
+impl KeyText {
+    fn new(prefix: &str, key: &[u8; 32]) -> KeyText {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 9 + 64];
+        let p = prefix.len();
+        buf[..p].copy_from_slice(prefix.as_bytes());
+        for (i, b) in key.iter().enumerate() {
+            buf[p + 2 * i] = DIGITS[(b >> 4) as usize];
+            buf[p + 2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        KeyText { buf, len: p + 64 }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // ASCII by construction: a prefix literal and hex digits.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
 macro_rules! public_key {
     ($name:ident, $prefix:literal) => {
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -16,6 +42,8 @@ macro_rules! public_key {
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
+            // The text fits `KeyText`.
+            const _FITS: () = assert!($prefix.len() <= 9);
 
             pub fn is_zero(&self) -> bool {
                 self.0 == [0u8; 32]
@@ -26,6 +54,12 @@ macro_rules! public_key {
                 decode_hex32(hex).ok().map($name)
             }
 
+            pub fn text(&self) -> KeyText {
+                #[allow(clippy::let_unit_value)]
+                let () = Self::_FITS;
+                KeyText::new($prefix, &self.0)
+            }
+
             /// The short form Tailscale logs use: `[abcde]` of the first bytes.
             pub fn short(&self) -> String {
                 encode_hex(&self.0[..3])
@@ -34,7 +68,7 @@ macro_rules! public_key {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", $prefix, encode_hex(&self.0))
+                f.write_str(self.text().as_str())
             }
         }
 
@@ -46,7 +80,7 @@ macro_rules! public_key {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                s.serialize_str(self.text().as_str())
             }
         }
 
@@ -95,5 +129,7 @@ mod tests {
         assert!(serde_json::from_str::<NodePublic>("\"\"").is_err());
         assert!(serde_json::from_str::<MachinePublic>(&format!("\"nodekey:{}\"", "ab".repeat(32))).is_err());
         assert_eq!(DiscoPublic([1; 32]).to_string().len(), 9 + 64);
+        let k = MachinePublic(std::array::from_fn(|i| (i as u8).wrapping_mul(37)));
+        assert_eq!(k.to_string(), format!("mkey:{}", encode_hex(&k.0)));
     }
 }
