@@ -39,7 +39,7 @@ async fn throughput(a: &mut DerpClient, b: DerpClient, packets: usize, size: usi
             while let Some(f) = b.next(2).await {
                 if let Frame::RecvPacket { .. } = f {
                     got += 1;
-                    if got % ACK_EVERY == 0 {
+                    if got.is_multiple_of(ACK_EVERY) {
                         b.send(&src, &(got as u64).to_be_bytes()).await.unwrap();
                     }
                 }

@@ -473,3 +473,46 @@ async fn ephemeral_nodes_that_never_stream_or_never_come_back_are_removed() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(60), "removed before the timeout");
     drop(kept);
 }
+
+/// A map of 4 KiB and more comes zstd-compressed (smaller than its JSON, and
+/// the test client's decoder reads it); with `tuning.compress_maps: false`
+/// the same map comes in raw blocks, and a small one always does.
+#[tokio::test]
+async fn large_maps_come_compressed_unless_the_config_says_not_to() {
+    for compress in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let on = if compress { "true" } else { "false" };
+        let s =
+            Server::start(&d, &[], &[("TINYSCALE_LISTEN_ADDR", "127.0.0.1:0"), ("TINYSCALE_TUNING_COMPRESS_MAPS", on)]);
+        let addr = s.host_port();
+        ok(&d, &["users", "create", "alice"]);
+        let k = key(&d, &["--user", "alice", "--reusable"]);
+        let server = client::server_key(&addr).await;
+        let mut c = Client::connect(&addr, server, client::random32()).await.unwrap();
+        let node = client::random32();
+        c.register_with_key(&node, &k, "big").await;
+        // A Hostinfo of about 6 KiB (within the 16 KiB a node may send)
+        // makes the node's own full map large.
+        let mut req = Client::map_request(&node, true);
+        let services: Vec<Value> = (0..150).map(|p| json!({"Proto": "tcp", "Port": 1000 + p})).collect();
+        req["Hostinfo"] = json!({"Hostname": "big", "OS": "linux", "Services": services});
+        let mut stream = c.map_stream(&req).await.unwrap();
+        let frame = stream.next_frame().await.unwrap();
+        let map: Value = serde_json::from_slice(&client::unzstd(&frame)).unwrap();
+        assert_eq!(map["Node"]["Hostinfo"]["Services"].as_array().map(Vec::len), Some(150));
+        let json_len = client::unzstd(&frame).len();
+        assert!(json_len >= 4096, "the map is {json_len} bytes: too small to show compression");
+        if compress {
+            assert!(frame.len() * 2 < json_len, "compressed map: {} bytes for {json_len} of JSON", frame.len());
+        } else {
+            assert!(frame.len() > json_len, "raw map: {} bytes for {json_len} of JSON", frame.len());
+        }
+        // A small message (the peer's arrival) stays raw either way.
+        let mut other = join(&addr, &k, "small").await;
+        let frame = stream.next_frame().await.unwrap();
+        let json_len = client::unzstd(&frame).len();
+        assert!(json_len < 4096 && frame.len() > json_len, "a {json_len}-byte delta came as {} bytes", frame.len());
+        let _ = other.stream.next_update(1).await;
+    }
+}

@@ -135,6 +135,7 @@ pub fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
     if !(1..=1_000_000).contains(&max_nodes) {
         r.error("tuning.max_nodes", format!("{max_nodes} is not between 1 and 1000000"));
     }
+    let compress_maps = r.boolean("tuning.compress_maps", true);
     let max_connections = r.int("tuning.max_connections", 2048);
     if !(1..=1_000_000).contains(&max_connections) {
         r.error("tuning.max_connections", format!("{max_connections} is not between 1 and 1000000"));
@@ -184,6 +185,7 @@ pub fn read(r: &mut Reader, file: Option<&Path>, base: &Path) -> Config {
         admin,
         max_connections: max_connections.clamp(1, 1_000_000) as usize,
         max_nodes: max_nodes.clamp(1, 1_000_000) as usize,
+        compress_maps,
     }
 }
 

@@ -182,4 +182,7 @@ pub struct Config {
     pub max_connections: usize,
     /// tinyscale's own `tuning.max_nodes`: nodes the tailnet may hold.
     pub max_nodes: usize,
+    /// tinyscale's own `tuning.compress_maps`: whether map frames to clients
+    /// that ask for zstd are compressed (else stored raw).
+    pub compress_maps: bool,
 }

@@ -274,3 +274,15 @@ fn derp_paths_are_read_and_checked_offline() {
     let got: Vec<(String, Option<usize>)> = e.errors.iter().map(|d| (d.path.clone(), d.line())).collect();
     assert_eq!(got, [("derp.paths[0]".to_string(), Some(3)), ("derp.paths[1]".to_string(), Some(4))], "{e}");
 }
+
+#[test]
+fn map_compression_is_on_unless_the_config_or_the_environment_says_off() {
+    assert!(parse("", None, &env_of(&[])).unwrap().config.compress_maps);
+    assert!(!ok("tuning:\n  compress_maps: false\n", &[]).config.compress_maps);
+    assert!(!ok("", &[("TINYSCALE_TUNING_COMPRESS_MAPS", "false")]).config.compress_maps);
+    assert!(
+        ok("tuning:\n  compress_maps: false\n", &[("TINYSCALE_TUNING_COMPRESS_MAPS", "true")]).config.compress_maps
+    );
+    let e = errs("tuning:\n  compress_maps: maybe\n", &[]);
+    assert!(e.to_string().contains("tuning.compress_maps"), "{e}");
+}

@@ -75,6 +75,9 @@ pub struct Control {
     /// The live map session of each node.
     sessions: Mutex<session::Sessions>,
     shutdown: watch::Receiver<bool>,
+    /// `tuning.compress_maps`: compress the map frames of clients that ask
+    /// for zstd (all current ones); on unless the config says otherwise.
+    pub compress_maps: bool,
 }
 
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
@@ -99,6 +102,7 @@ impl Control {
             machine_conns: Mutex::default(),
             sessions: Mutex::default(),
             shutdown,
+            compress_maps: true,
         }
     }
 

@@ -80,11 +80,13 @@ impl hyper::body::Body for MapBody {
     }
 }
 
-fn encode(resp: &MapResponse, zstd: bool) -> Bytes {
+/// One frame of `resp`: a zstd frame if the client asked for one
+/// (`Compress: "zstd"`), compressed if `compress` (`tuning.compress_maps`).
+fn encode(resp: &MapResponse, zstd: bool, compress: bool) -> Bytes {
     // MapResponse holds only strings, numbers and raw JSON: it always serializes.
     let json = serde_json::to_vec(resp).unwrap_or_default();
     if zstd {
-        Bytes::from(frame::map_frame(&json))
+        Bytes::from(frame::map_frame(&json, compress))
     } else {
         let mut v = Vec::with_capacity(4 + json.len());
         v.extend_from_slice(&(json.len() as u32).to_le_bytes());
@@ -110,12 +112,13 @@ struct FullFrame {
 async fn full_frame_sent(control: &Arc<Control>, node_id: u64, zstd: bool) -> Option<FullFrame> {
     let ctx = control.state.map_context();
     let state = control.state.clone();
+    let compress = control.compress_maps;
     tokio::task::spawn_blocking(move || {
         let snap = state.snapshot();
         let now = clock::now_unix();
         let resp = state.with_presence(|p| mapper::full(&ctx, &snap, p, node_id, now))?;
         Some(FullFrame {
-            bytes: encode(&resp, zstd),
+            bytes: encode(&resp, zstd, compress),
             sent: mapper::Sent::after_full(&snap, node_id, now),
             has_peers: resp.peers.is_some(),
         })
@@ -245,9 +248,9 @@ async fn run(
             state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &changes, now, &mut sent))
         };
         let out = match delta {
-            Delta::Nothing if quiet => encode(&mapper::keepalive(), zstd),
+            Delta::Nothing if quiet => encode(&mapper::keepalive(), zstd, control.compress_maps),
             Delta::Nothing => continue,
-            Delta::Send(resp) => encode(&resp, zstd),
+            Delta::Send(resp) => encode(&resp, zstd, control.compress_maps),
             Delta::Full => match full_frame_sent(control, node_id, zstd).await {
                 Some(f) if f.has_peers => {
                     sent = f.sent;

@@ -1,7 +1,12 @@
 //! Map-stream framing (protocol.md §6.2): each MapResponse is one complete
 //! zstd frame behind a u32 **little**-endian length. Current clients always
 //! run the body through a zstd decoder, so even uncompressed JSON must be
-//! wrapped: here in zstd "raw" blocks, which need no compressor at all.
+//! wrapped. With `tuning.compress_maps` (the default) a message of at least
+//! [`COMPRESS_FROM`] bytes is compressed by ruzstd's encoder (its `Fastest`
+//! level, zstd's level 1 in kind); smaller ones, and every one with the
+//! switch off, go in zstd "raw" blocks, which need no compressor at all.
+
+use ruzstd::encoding::{compress, CompressionLevel};
 
 const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd's largest block.
@@ -36,9 +41,35 @@ pub fn zstd_raw(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One frame of the map stream: length prefix and zstd frame of `json`.
-pub fn map_frame(json: &[u8]) -> Vec<u8> {
-    let z = zstd_raw(json);
+/// JSON shorter than this goes raw even when compression is on. ruzstd's
+/// encoder costs a fixed ~0.7 million instructions a call on mipsel (its
+/// 128 KiB window, hash table and entropy tables, whatever the input), and
+/// the deltas every session gets (one peer's patch or whole node, a few
+/// hundred bytes to about 1.5 KiB) would shrink by a few dozen bytes: each
+/// change fanned out to every session would cost ~1 ms of router CPU per
+/// session for nothing (`cargo bench --bench compression`). Full maps of
+/// more than two or three nodes, and large deltas (a policy or DNS change),
+/// are above it.
+pub const COMPRESS_FROM: usize = 4096;
+
+/// A zstd frame of `data` as ruzstd's `Fastest` level compresses it (one
+/// that does not shrink a block stores it raw). While it runs it holds a
+/// 128 KiB window and a hash table of one slot per byte of a block (512 KiB
+/// on 32-bit for a full block); full maps are compressed on the blocking
+/// pool, so at most 4 at once.
+pub fn compressed(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 4 + 64);
+    // ruzstd unwraps its reader's and writer's results, and panics only on
+    // its unimplemented levels: a slice and a Vec never fail, and `Fastest`
+    // is implemented.
+    compress(data, &mut out, CompressionLevel::Fastest);
+    out
+}
+
+/// One frame of the map stream: length prefix and zstd frame of `json`,
+/// compressed when `compress` says so and it is worth it.
+pub fn map_frame(json: &[u8], compress: bool) -> Vec<u8> {
+    let z = if compress && json.len() >= COMPRESS_FROM { compressed(json) } else { zstd_raw(json) };
     let mut out = Vec::with_capacity(4 + z.len());
     out.extend_from_slice(&(z.len() as u32).to_le_bytes());
     out.extend_from_slice(&z);
@@ -53,7 +84,7 @@ mod tests {
     #[test]
     fn keepalive_matches_the_vector() {
         let json = br#"{"KeepAlive":true}"#;
-        let f = map_frame(json);
+        let f = map_frame(json, true);
         assert_eq!(encode_hex(&f[..4]), "1b000000");
         assert_eq!(encode_hex(&f[4..13]), "28b52ffd2012910000");
         assert_eq!(&f[13..], json);
@@ -94,26 +125,132 @@ mod tests {
         }
     }
 
-    /// The reference decoder agrees (zstd is installed by tests/run-all.sh).
+    /// What the reference decoder (the zstd tool, installed by
+    /// tests/run-all.sh) makes of `frames`, one or more frames back to back.
+    fn zstd_tool(frames: Vec<u8>) -> Vec<u8> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("zstd")
+            .args(["-d", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the zstd tool is required for this test");
+        let mut stdin = child.stdin.take().unwrap();
+        // Write from another thread: zstd writes output while we feed it.
+        let writer = std::thread::spawn(move || stdin.write_all(&frames));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success(), "zstd rejected our frames");
+        out.stdout
+    }
+
+    /// The reference decoder agrees on raw frames.
     #[test]
     fn the_zstd_tool_decodes_our_frames() {
-        use std::io::Write;
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 97) as u8).collect();
         for n in [0usize, 18, 300, 70_000, 300_000] {
-            let mut child = std::process::Command::new("zstd")
-                .args(["-d", "-c"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("the zstd tool is required for this test");
-            let mut stdin = child.stdin.take().unwrap();
-            let frame = zstd_raw(&data[..n]);
-            // Write from another thread: zstd writes output while we feed it.
-            let writer = std::thread::spawn(move || stdin.write_all(&frame));
-            let out = child.wait_with_output().unwrap();
-            writer.join().unwrap().unwrap();
-            assert!(out.status.success(), "zstd rejected a {n}-byte frame");
-            assert_eq!(out.stdout, &data[..n]);
+            assert_eq!(zstd_tool(zstd_raw(&data[..n])), &data[..n], "{n}");
         }
+    }
+
+    /// xorshift64: the same inputs on every run and every target.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// `n` bytes of map-like JSON: peers with random keys and addresses,
+    /// the same field names over and over, as the maps we send.
+    fn map_like(rng: &mut Rng, n: usize) -> Vec<u8> {
+        let mut s = String::from(r#"{"Peers":["#);
+        let mut id = 0;
+        while s.len() < n {
+            id += 1;
+            let key: String = (0..4).map(|_| format!("{:016x}", rng.next())).collect();
+            s.push_str(&format!(
+                r#"{{"ID":{id},"StableID":"{id}","Name":"n{id}.tailnet.internal.","Key":"nodekey:{key}","Addresses":["100.64.{}.{}/32"],"Endpoints":["198.51.100.{}:{}"],"Online":{}}},"#,
+                rng.below(256),
+                rng.below(256),
+                rng.below(256),
+                40000 + rng.below(20000),
+                rng.below(2) == 1
+            ));
+        }
+        s.truncate(n);
+        s.into_bytes()
+    }
+
+    /// Inputs of one kind: map-like JSON, random bytes (nothing to find),
+    /// one byte repeated (a run), or a four-letter alphabet.
+    fn input(rng: &mut Rng, kind: u64, n: usize) -> Vec<u8> {
+        match kind {
+            0 => map_like(rng, n),
+            1 => (0..n).map(|_| rng.next() as u8).collect(),
+            2 => vec![b'a' + rng.below(26) as u8; n],
+            _ => (0..n).map(|_| b"{}\":"[rng.below(4) as usize]).collect(),
+        }
+    }
+
+    /// Compressed frames of many generated inputs (empty, tiny, every block
+    /// boundary, several 128 KiB blocks) decode to the same bytes with
+    /// ruzstd's decoder and with the reference one.
+    #[test]
+    fn compressed_frames_decode_to_the_same_bytes() {
+        use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut sizes = vec![0, 1, 2, 3, 5, 17, 100, 511, 512, 4096, 65_535, 65_536, 131_071, 131_072, 131_073];
+        sizes.extend([200_000, 262_151, 400_000]);
+        sizes.extend((0..24).map(|_| rng.below(20_000) as usize));
+        let (mut all_in, mut all_frames) = (Vec::new(), Vec::new());
+        for (i, &n) in sizes.iter().enumerate() {
+            for kind in 0..4 {
+                let data = input(&mut rng, kind, n);
+                let z = compressed(&data);
+                assert_eq!(z[..4], MAGIC);
+                let mut src = &z[..];
+                let mut d = FrameDecoder::new();
+                d.init(&mut src).unwrap_or_else(|e| panic!("input {i} kind {kind} ({n} B): {e:?}"));
+                d.decode_blocks(&mut src, BlockDecodingStrategy::All)
+                    .unwrap_or_else(|e| panic!("input {i} kind {kind} ({n} B): {e:?}"));
+                assert!(d.is_finished() && src.is_empty(), "input {i} kind {kind} ({n} B): one whole frame");
+                assert!(
+                    d.collect().unwrap_or_default() == data,
+                    "input {i} kind {kind} ({n} B) decodes to other bytes"
+                );
+                // Never much larger than raw blocks (a frame header and a block header more).
+                assert!(z.len() <= zstd_raw(&data).len() + 16, "input {i} kind {kind} ({n} B) grew to {}", z.len());
+                all_in.extend_from_slice(&data);
+                all_frames.extend_from_slice(&z);
+            }
+        }
+        // One run of the tool for all of them; it decodes frames back to back.
+        assert!(zstd_tool(all_frames) == all_in, "the zstd tool decodes our frames to other bytes");
+    }
+
+    /// Small messages stay raw (compression would save a few bytes for its
+    /// setup cost); a map shrinks several times; the switch off means raw.
+    #[test]
+    fn only_messages_worth_it_are_compressed() {
+        let mut rng = Rng(7);
+        for n in [0, 18, 200, COMPRESS_FROM - 1] {
+            let json = map_like(&mut rng, n);
+            assert_eq!(map_frame(&json, true), map_frame(&json, false), "{n}");
+        }
+        let json = map_like(&mut rng, 300_000);
+        let (on, off) = (map_frame(&json, true), map_frame(&json, false));
+        assert_eq!(&off[4..], zstd_raw(&json));
+        assert_eq!(u32::from_le_bytes(on[..4].try_into().unwrap()) as usize, on.len() - 4);
+        assert!(on.len() * 2 < off.len(), "a map-like 300 KB went from {} to {} bytes", off.len(), on.len());
+        assert_eq!(zstd_tool(on[4..].to_vec()), json);
     }
 }

@@ -143,7 +143,9 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             );
         }
         state.set_derp_map(derp_map);
-        let control = Arc::new(Control::new(state.clone(), &noise_key, &cfg.server_url, stop_rx.clone()));
+        let mut control = Control::new(state.clone(), &noise_key, &cfg.server_url, stop_rx.clone());
+        control.compress_maps = cfg.compress_maps;
+        let control = Arc::new(control);
         log::info!("Noise public key {}", control.public_key());
         #[allow(unused_mut)]
         let mut extras = http::Extras::default();

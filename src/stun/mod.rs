@@ -19,7 +19,7 @@ pub fn parse_request(pkt: &[u8]) -> Option<[u8; 12]> {
         return None;
     }
     let len = u16::from_be_bytes([pkt[2], pkt[3]]) as usize;
-    if len % 4 != 0 || HEADER_LEN + len != pkt.len() {
+    if !len.is_multiple_of(4) || HEADER_LEN + len != pkt.len() {
         return None;
     }
     let mut txid = [0u8; 12];

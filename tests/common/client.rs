@@ -320,27 +320,17 @@ pub struct MapStream {
     buf: Vec<u8>,
 }
 
-/// Decodes a zstd frame made of raw blocks (all tinyscale sends).
+/// Decodes one whole zstd frame (tinyscale sends raw blocks or, with
+/// `tuning.compress_maps`, compressed ones) with ruzstd's decoder.
 pub fn unzstd(z: &[u8]) -> Vec<u8> {
+    use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
     assert_eq!(&z[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
-    let fcs_len = match z[4] >> 6 {
-        0 => 1,
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    let mut i = 5 + fcs_len;
-    let mut out = Vec::new();
-    loop {
-        let h = u32::from_le_bytes([z[i], z[i + 1], z[i + 2], 0]);
-        let n = (h >> 3) as usize;
-        assert_eq!((h >> 1) & 3, 0, "raw block");
-        out.extend_from_slice(&z[i + 3..i + 3 + n]);
-        i += 3 + n;
-        if h & 1 == 1 {
-            return out;
-        }
-    }
+    let mut input = z;
+    let mut d = FrameDecoder::new();
+    d.init(&mut input).expect("a zstd frame header");
+    d.decode_blocks(&mut input, BlockDecodingStrategy::All).expect("zstd blocks");
+    assert!(d.is_finished() && input.is_empty(), "exactly one whole zstd frame");
+    d.collect().unwrap_or_default()
 }
 
 impl MapStream {
