@@ -209,6 +209,7 @@ async fn bench(n: usize) -> Row {
     }
     if std::env::var("BENCH_VERBOSE").is_ok() {
         // The server's share of a round: what bounds its fan-out on one core.
+        // /proc counts CPU in clock ticks (10 ms): a small tailnet's rounds may read 0.
         let per_round = round_cpu_us as f64 / rounds as f64;
         eprintln!(
             "n={n}: server CPU per fan-out round {:.1} ms, {per_round_stream:.1} µs a stream",
