@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::{Client, MapStream};
-use common::{cli, figure, Server};
+use common::{figure, user_with_key, Server};
 use serde_json::{json, Value};
 use tinyscale::mapper::frame;
 
@@ -135,11 +135,7 @@ async fn tailnet(n: usize) -> Vec<Row> {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start_with(d, &env);
     let addr = server.addr.clone();
-    cli(d, &["users", "create", "bench"]);
-    let key: Value =
-        serde_json::from_str(&cli(d, &["preauthkeys", "create", "--user", "bench", "--reusable", "-o", "json"]))
-            .unwrap();
-    let key = Arc::new(key["key"].as_str().unwrap().to_string());
+    let key = Arc::new(user_with_key(d, "bench"));
     let server_key = client::server_key(&addr).await;
 
     // n - 1 nodes join, 16 at a time, their streams drained in the

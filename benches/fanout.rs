@@ -15,7 +15,7 @@
 mod client;
 mod common;
 
-use common::{cli, cpu_us, figure, rss_kib, Server};
+use common::{cli, cpu_us, figure, rss_kib, user_with_key, Server};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,11 +65,7 @@ async fn bench(n: usize) -> Row {
     let (pid, addr) = (server.pid, server.addr.clone());
     std::fs::write(d.join("policy.hujson"), POLICY).unwrap();
     cli(d, &["policy", "set", "-f", "policy.hujson"]);
-    cli(d, &["users", "create", "bench"]);
-    let key: Value =
-        serde_json::from_str(&cli(d, &["preauthkeys", "create", "--user", "bench", "--reusable", "-o", "json"]))
-            .unwrap();
-    let key = Arc::new(key["key"].as_str().unwrap().to_string());
+    let key = Arc::new(user_with_key(d, "bench"));
     let server_key = client::server_key(&addr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = rss_kib(pid);

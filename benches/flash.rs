@@ -10,8 +10,7 @@
 mod client;
 mod common;
 
-use common::{cli, figure, write_bytes, Server};
-use serde_json::Value;
+use common::{figure, user_with_key, write_bytes, Server};
 use std::time::Duration;
 
 const NODES: usize = 20;
@@ -23,11 +22,7 @@ fn main() {
     let d = dir.path();
     let server = Server::start(d);
     let at_start = write_bytes(server.pid);
-    cli(d, &["users", "create", "home"]);
-    let key: Value =
-        serde_json::from_str(&cli(d, &["preauthkeys", "create", "--user", "home", "--reusable", "-o", "json"]))
-            .unwrap();
-    let key = key["key"].as_str().unwrap().to_string();
+    let key = user_with_key(d, "home");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut nodes = Vec::new();

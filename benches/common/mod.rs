@@ -81,6 +81,15 @@ pub fn cli(dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Makes `user` and a reusable pre-auth key of it, through the CLI.
+pub fn user_with_key(dir: &std::path::Path, user: &str) -> String {
+    cli(dir, &["users", "create", user]);
+    let key: serde_json::Value =
+        serde_json::from_str(&cli(dir, &["preauthkeys", "create", "--user", user, "--reusable", "-o", "json"]))
+            .unwrap();
+    key["key"].as_str().unwrap().to_string()
+}
+
 /// Bytes `pid` has caused to be written to storage (`write_bytes` in /proc).
 pub fn write_bytes(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
