@@ -248,9 +248,12 @@ async fn run(
             state.with_presence(|p| mapper::delta(&ctx, &snap, p, node_id, &changes, now, &mut sent))
         };
         let out = match delta {
-            Delta::Nothing if quiet => encode(&mapper::keepalive(), zstd, control.compress_maps),
+            // Deltas are encoded here, on the runtime's one thread, once per
+            // session: never compressed (a node's own change could make each
+            // one large). Only full maps are, on the blocking pool.
+            Delta::Nothing if quiet => encode(&mapper::keepalive(), zstd, false),
             Delta::Nothing => continue,
-            Delta::Send(resp) => encode(&resp, zstd, control.compress_maps),
+            Delta::Send(resp) => encode(&resp, zstd, false),
             Delta::Full => match full_frame_sent(control, node_id, zstd).await {
                 Some(f) if f.has_peers => {
                     sent = f.sent;

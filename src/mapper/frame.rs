@@ -48,14 +48,15 @@ pub fn zstd_raw(data: &[u8]) -> Vec<u8> {
 /// hundred bytes to about 1.5 KiB) would shrink by a few dozen bytes: each
 /// change fanned out to every session would cost ~1 ms of router CPU per
 /// session for nothing (`cargo bench --bench compression`). Full maps of
-/// more than two or three nodes, and large deltas (a policy or DNS change),
-/// are above it.
+/// more than two or three nodes are above it. (Deltas are never compressed:
+/// see `control::session`.)
 pub const COMPRESS_FROM: usize = 4096;
 
 /// A zstd frame of `data` as ruzstd's `Fastest` level compresses it (one
-/// that does not shrink a block stores it raw). While it runs it holds a
-/// 128 KiB window and a hash table of one slot per byte of a block (512 KiB
-/// on 32-bit for a full block); full maps are compressed on the blocking
+/// that does not shrink a block stores it raw). While it runs it holds two
+/// 128 KiB windows and two hash tables of one slot per byte of a block
+/// (512 KiB each on 32-bit), about 1.4 MiB for a map past 128 KiB (read from
+/// ruzstd's code, not measured); full maps are compressed on the blocking
 /// pool, so at most 4 at once.
 pub fn compressed(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 4 + 64);
@@ -63,7 +64,64 @@ pub fn compressed(data: &[u8]) -> Vec<u8> {
     // its unimplemented levels: a slice and a Vec never fail, and `Fastest`
     // is implemented.
     compress(data, &mut out, CompressionLevel::Fastest);
-    out
+    if sound(&out) {
+        out
+    } else {
+        zstd_raw(data)
+    }
+}
+
+/// Whether no block of `frame` leans on a Huffman table a dropped block
+/// made. ruzstd 0.9.1 keeps the table of a block it compressed and then
+/// stored raw (it did not shrink), and a later block's "treeless" literals
+/// may reuse it although the decoder never saw it: such a frame would not
+/// decode, and a client would fail on its map at every reconnect. So a
+/// treeless block after a raw or RLE one, or any frame this cannot read,
+/// counts as unsound and the map goes in raw blocks instead.
+pub fn sound(frame: &[u8]) -> bool {
+    let Some(&fhd) = frame.get(4) else { return false };
+    if frame[..4] != MAGIC || fhd & 0x08 != 0 {
+        return false; // not a frame, or a reserved bit set
+    }
+    let single_segment = fhd & 0x20 != 0;
+    let dict = [0, 1, 2, 4][(fhd & 3) as usize];
+    let fcs = match fhd >> 6 {
+        0 if single_segment => 1,
+        0 => 0,
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let mut at = 5 + usize::from(!single_segment) + dict + fcs;
+    // A raw or RLE block since the last block that sent a Huffman table.
+    let mut dropped = false;
+    loop {
+        let Some(h) = frame.get(at..at + 3) else { return false };
+        let h = u32::from_le_bytes([h[0], h[1], h[2], 0]);
+        let (last, kind, size) = (h & 1 == 1, (h >> 1) & 3, (h >> 3) as usize);
+        let body = at + 3;
+        let stored = match kind {
+            0 => size, // raw
+            1 => 1,    // RLE: one byte, repeated `size` times
+            2 => size, // compressed
+            _ => return false,
+        };
+        match kind {
+            0 | 1 => dropped = true,
+            _ => match frame.get(body).map(|b| b & 3) {
+                Some(2) => dropped = false, // a new table
+                Some(3) if dropped => return false,
+                Some(_) => {}
+                None => return false,
+            },
+        }
+        at = body + stored;
+        if last {
+            // A checksum, if the frame says it has one, ends it.
+            let end = at + if fhd & 0x04 != 0 { 4 } else { 0 };
+            return end == frame.len();
+        }
+    }
 }
 
 /// One frame of the map stream: length prefix and zstd frame of `json`,
@@ -229,6 +287,10 @@ mod tests {
                 );
                 // Never much larger than raw blocks (a frame header and a block header more).
                 assert!(z.len() <= zstd_raw(&data).len() + 16, "input {i} kind {kind} ({n} B) grew to {}", z.len());
+                // Map-like input never needs the raw fallback: what ruzstd made passed.
+                if kind == 0 && n >= COMPRESS_FROM {
+                    assert!(z.len() * 2 < data.len(), "map-like input {i} ({n} B) was not compressed");
+                }
                 all_in.extend_from_slice(&data);
                 all_frames.extend_from_slice(&z);
             }
@@ -252,5 +314,50 @@ mod tests {
         assert_eq!(u32::from_le_bytes(on[..4].try_into().unwrap()) as usize, on.len() - 4);
         assert!(on.len() * 2 < off.len(), "a map-like 300 KB went from {} to {} bytes", off.len(), on.len());
         assert_eq!(zstd_tool(on[4..].to_vec()), json);
+    }
+
+    /// A block header: size, type (0 raw, 1 RLE, 2 compressed), last flag.
+    fn block(kind: u32, body: &[u8], last: bool) -> Vec<u8> {
+        let size = if kind == 1 { 300 } else { body.len() as u32 };
+        let mut b = (size << 3 | kind << 1 | last as u32).to_le_bytes()[..3].to_vec();
+        b.extend_from_slice(body);
+        b
+    }
+
+    /// A frame (single segment, one-byte size) of `blocks`.
+    fn frame_of(blocks: &[Vec<u8>]) -> Vec<u8> {
+        let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20, 200];
+        for b in blocks {
+            f.extend_from_slice(b);
+        }
+        f
+    }
+
+    /// ruzstd 0.9.1's frames whose treeless literals could lean on a table
+    /// the decoder never got are refused; what it makes of real maps, and
+    /// every raw frame, passes.
+    #[test]
+    fn a_treeless_block_after_a_dropped_one_is_unsound() {
+        // Literals headers: type 2 sends a table, type 3 reuses the last one.
+        let (table, treeless) = (vec![0b10, 0, 0, 0], vec![0b11, 0, 0, 0]);
+        let raw = block(0, b"abc", false);
+        assert!(sound(&frame_of(&[block(2, &table, false), block(2, &treeless, true)])));
+        assert!(!sound(&frame_of(&[block(2, &table, false), raw.clone(), block(2, &treeless, true)])));
+        assert!(!sound(&frame_of(&[block(1, b"x", false), block(2, &treeless, true)])));
+        assert!(sound(&frame_of(&[raw.clone(), block(2, &table, false), block(2, &treeless, true)])));
+        // Unreadable: cut short, a reserved block type, bytes after the end.
+        let whole = frame_of(&[raw.clone(), block(2, &table, true)]);
+        assert!(sound(&whole));
+        assert!(!sound(&whole[..whole.len() - 1]));
+        assert!(!sound(&frame_of(&[block(3, b"", true)])));
+        assert!(!sound(&[whole.clone(), vec![0]].concat()));
+        assert!(!sound(&[]) && !sound(&MAGIC));
+        let mut rng = Rng(11);
+        for n in [0, 5, 4096, 131_072, 300_000] {
+            assert!(sound(&zstd_raw(&map_like(&mut rng, n))), "raw {n}");
+            let mut z = Vec::new();
+            compress(&*map_like(&mut rng, n), &mut z, CompressionLevel::Fastest);
+            assert!(sound(&z), "ruzstd's frame of {n} B of a map");
+        }
     }
 }
