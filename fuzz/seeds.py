@@ -43,6 +43,8 @@ seed("derp_frames", "send_packet", send)
 # protocol.md §12, vector 9.
 seed("stun", "request", h("000100142112a4420102030405060708090a0b0c802200087461696c6e6f646580280004b32c370f"))
 seed("stun", "response", h("0101000c2112a4420102030405060708090a0b0c00200008000183bbea12d547"))
+# A peer of a map, stretched by the first byte to a few blocks' worth.
+seed("map_frame", "peer", bytes([200]) + b'{"ID":7,"StableID":"7","Name":"n7.tailnet.internal.","Key":"nodekey:' + b"ab" * 32 + b'","Endpoints":["198.51.100.7:41641"],"Online":true},')
 
 for f in sorted((root / "tests/fixtures").glob("*.yaml")) + [root / "rootfs/etc/tinyscale/config.yaml"]:
     if f.exists():
