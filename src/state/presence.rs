@@ -13,6 +13,11 @@ use crate::tailcfg::{DiscoPublic, HostinfoView};
 
 /// A Hostinfo larger than this is not kept (real ones are 1–3 KiB).
 pub const MAX_HOSTINFO: usize = 16 * 1024;
+/// Endpoints a node keeps, and the longest one (`[v6%zone]:port` fits):
+/// every peer's map carries them, so one node must not make them large.
+/// Real clients report a handful.
+pub const MAX_ENDPOINTS: usize = 64;
+pub const MAX_ENDPOINT_LEN: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 pub struct Presence {
@@ -69,7 +74,9 @@ pub fn apply(
         p.disco_key = disco;
         u.endpoints = true;
     }
-    if let Some(eps) = endpoints {
+    if let Some(mut eps) = endpoints {
+        eps.retain(|e| e.len() <= MAX_ENDPOINT_LEN);
+        eps.truncate(MAX_ENDPOINTS);
         if eps != p.endpoints {
             p.endpoints = eps;
             u.endpoints = true;
@@ -334,6 +341,14 @@ mod tests {
         // An oversized Hostinfo is dropped.
         let big = format!(r#"{{"Hostname":"{}"}}"#, "x".repeat(MAX_HOSTINFO));
         assert_eq!(apply(&mut p, DiscoPublic::default(), None, raw(&big), 0), Update::default());
+        // Endpoints: no more than the cap, none too long.
+        let mut eps: Vec<String> = (0..1000).map(|i| format!("198.51.100.{}:{}", i % 250, 40000 + i)).collect();
+        eps.insert(1, format!("{}:41641", "9".repeat(MAX_ENDPOINT_LEN)));
+        let zoned = "[fe80::1234:5678:9abc:def0%enp0s31f6]:41641".to_string();
+        eps.insert(2, zoned.clone());
+        apply(&mut p, DiscoPublic::default(), Some(eps.clone()), None, 0);
+        assert_eq!(p.endpoints.len(), MAX_ENDPOINTS);
+        assert_eq!(p.endpoints[..2], [eps[0].clone(), zoned], "in order, the long one left out");
     }
 
     #[test]
