@@ -101,20 +101,27 @@ pub fn sound(frame: &[u8]) -> bool {
         let (last, kind, size) = (h & 1 == 1, (h >> 1) & 3, (h >> 3) as usize);
         let body = at + 3;
         let stored = match kind {
-            0 => size, // raw
-            1 => 1,    // RLE: one byte, repeated `size` times
-            2 => size, // compressed
+            0 | 1 => {
+                dropped = true;
+                // Raw: `size` bytes; RLE: one byte, repeated `size` times.
+                if kind == 0 {
+                    size
+                } else {
+                    1
+                }
+            }
+            2 => {
+                // A compressed block opens with its literals' type.
+                match frame.get(body).map(|b| b & 3) {
+                    Some(2) => dropped = false, // a new table
+                    Some(3) if dropped => return false,
+                    Some(_) => {}
+                    None => return false,
+                }
+                size
+            }
             _ => return false,
         };
-        match kind {
-            0 | 1 => dropped = true,
-            _ => match frame.get(body).map(|b| b & 3) {
-                Some(2) => dropped = false, // a new table
-                Some(3) if dropped => return false,
-                Some(_) => {}
-                None => return false,
-            },
-        }
         at = body + stored;
         if last {
             // A checksum, if the frame says it has one, ends it.

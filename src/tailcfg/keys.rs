@@ -38,13 +38,19 @@ pub(crate) fn decode_hex32(s: &str) -> Result<[u8; 32], KeyError> {
 }
 
 pub fn encode_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    write_hex(&mut out, bytes);
+    // Hex digits only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes `bytes` as lowercase hex into the first `2 * bytes.len()` bytes of `out`.
+pub fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[(b >> 4) as usize];
+        pair[1] = DIGITS[(b & 15) as usize];
     }
-    s
 }
 
 /// A private X25519 key (the server's Noise static key).

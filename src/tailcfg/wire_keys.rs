@@ -7,7 +7,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::keys::{decode_hex32, encode_hex};
+use super::keys::{decode_hex32, encode_hex, write_hex};
 
 /// A key's text (`prefix` and 64 hex digits) on the stack: maps write
 /// three keys per peer, and a change goes to every stream.
@@ -18,14 +18,10 @@ pub struct KeyText {
 
 impl KeyText {
     fn new(prefix: &str, key: &[u8; 32]) -> KeyText {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 9 + 64];
         let p = prefix.len();
         buf[..p].copy_from_slice(prefix.as_bytes());
-        for (i, b) in key.iter().enumerate() {
-            buf[p + 2 * i] = DIGITS[(b >> 4) as usize];
-            buf[p + 2 * i + 1] = DIGITS[(b & 15) as usize];
-        }
+        write_hex(&mut buf[p..], key);
         KeyText { buf, len: p + 64 }
     }
 
