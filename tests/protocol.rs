@@ -48,7 +48,9 @@ async fn nodes_join_and_every_change_reaches_the_peers() {
     let up = a.stream.next_update(10).await.expect("a hears of b");
     assert_eq!(ids(&up, "PeersChanged"), [id_b], "{up}");
 
-    // Online and endpoint reports arrive as patches.
+    // Online and endpoint reports arrive as patches; b's online state may
+    // come in its whole node instead (peers hear of its Hostinfo and of it
+    // being online together, once its first map is out).
     let mut seen_online = false;
     let mut lite = Client::map_request(&b.node, false);
     lite["Endpoints"] = json!(["198.51.100.7:41641"]);
@@ -60,6 +62,8 @@ async fn nodes_join_and_every_change_reaches_the_peers() {
             saw_endpoint |= p["Endpoints"] == json!(["198.51.100.7:41641"]);
         }
         seen_online |= m["OnlineChange"][id_b.to_string()] == true;
+        seen_online |=
+            m["PeersChanged"].as_array().into_iter().flatten().any(|n| n["ID"] == id_b && n["Online"] == true);
         if seen_online && saw_endpoint {
             break;
         }

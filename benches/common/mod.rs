@@ -38,6 +38,7 @@ impl Server {
     }
 
     /// [`Server::start`] with config keys set through the environment.
+    /// BENCH_SERVER_LOG=<file> keeps the server's log there.
     pub fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(bin())
@@ -52,8 +53,13 @@ impl Server {
         let err = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // Drained to the end, so the server never blocks on a full pipe.
+        let mut log = std::env::var("BENCH_SERVER_LOG").ok().and_then(|p| std::fs::File::create(p).ok());
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                 }

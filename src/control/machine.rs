@@ -234,8 +234,12 @@ impl Control {
                 }
             }
         };
-        let update = self.state.report(id, req.disco_key, req.endpoints, req.hostinfo, req.version);
-        if let Some(routes) = update.routes {
+        // A stream's session tells peers, once its first map is out.
+        let mut update = self.state.record_report(id, req.disco_key, req.endpoints, req.hostinfo, req.version);
+        if !req.stream {
+            self.state.announce_report(id, &update, None);
+        }
+        if let Some(routes) = update.routes.take() {
             // A store write: off the runtime, and done before the map is
             // built so it already shows what the node announces.
             let state = self.state.clone();
@@ -248,7 +252,7 @@ impl Control {
         }
         let zstd = req.compress == "zstd";
         if req.stream {
-            let body = session::start(self.clone(), id, zstd, answer);
+            let body = session::start(self.clone(), id, zstd, answer, update);
             let mut r = Response::new(body.boxed());
             r.extensions_mut().insert(session::Streaming);
             r.headers_mut().insert(

@@ -15,7 +15,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use hyper::body::{Bytes, Frame};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::conn::Answer;
@@ -24,6 +24,7 @@ use crate::clock;
 use crate::mapper::{self, frame, Delta};
 use crate::secrets::random_bytes;
 use crate::state::events::Subscription;
+use crate::state::presence::Update;
 use crate::tailcfg::MapResponse;
 
 /// Frames queued towards one client, besides the one HTTP/2 is sending.
@@ -66,6 +67,12 @@ impl Sessions {
 /// The streaming response body: frames as the session produces them.
 pub struct MapBody {
     rx: mpsc::Receiver<Bytes>,
+    /// Whether HTTP/2 has taken a frame.
+    took: bool,
+    /// Told when HTTP/2 asks for more after the first frame: hyper asks
+    /// only while the stream's send buffer (`max_send_buf_size`) has room,
+    /// so a large first map is then all but written out.
+    first_out: Option<oneshot::Sender<()>>,
 }
 
 impl hyper::body::Body for MapBody {
@@ -76,7 +83,14 @@ impl hyper::body::Body for MapBody {
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+        if self.took {
+            if let Some(out) = self.first_out.take() {
+                let _ = out.send(());
+            }
+        }
+        let frame = self.rx.poll_recv(cx);
+        self.took |= matches!(frame, Poll::Ready(Some(_)));
+        frame.map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -152,9 +166,11 @@ impl Jitter {
 }
 
 /// Starts the map session of `node_id`, which answers the request `answer`,
-/// and ends the node's older one.
-pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer) -> MapBody {
+/// and ends the node's older one. Peers hear of `report` (what the request
+/// reported, recorded but not yet announced) once the first map is out.
+pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer, report: Update) -> MapBody {
     let (tx, rx) = mpsc::channel(OUT_FRAMES);
+    let (first_out, out) = oneshot::channel();
     // Subscribe before the full map is built, so no change falls between them.
     let sub = control.state.subscribe(node_id);
     let end = Arc::new(Notify::new());
@@ -163,7 +179,7 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer) ->
         older.notify_one();
     }
     tokio::spawn(async move {
-        let taken = run(&control, node_id, zstd, sub, tx, &end).await;
+        let taken = run(&control, node_id, zstd, sub, tx, &end, (out, report)).await;
         control.sessions().close(node_id, id);
         // What is left (the last frames, the end of the stream) must go soon,
         // or at once when the client took nothing for too long.
@@ -173,7 +189,7 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer) ->
             answer.abandon();
         }
     });
-    MapBody { rx }
+    MapBody { rx, took: false, first_out: Some(first_out) }
 }
 
 impl Control {
@@ -198,6 +214,20 @@ async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), bool> {
     }
 }
 
+/// Waits until the first frame is (all but) written, or [`FRAME_TAKEN`]
+/// has passed (a client may hold its window shut: the frames after it see
+/// to that); `Err(true)`: the client is gone, a newer session replaces
+/// this one or the server stops.
+async fn first_out(out: oneshot::Receiver<()>, control: &Control, end: &Notify) -> Result<(), bool> {
+    let mut shutdown = control.shutdown.clone();
+    tokio::select! {
+        r = out => r.map_err(|_| true),
+        _ = tokio::time::sleep(FRAME_TAKEN) => Ok(()),
+        _ = shutdown.changed() => Err(true),
+        _ = end.notified() => Err(true),
+    }
+}
+
 /// Runs the session until it ends; whether the client took its frames.
 async fn run(
     control: &Arc<Control>,
@@ -206,14 +236,31 @@ async fn run(
     sub: Subscription,
     tx: mpsc::Sender<Bytes>,
     end: &Notify,
+    (out, report): (oneshot::Receiver<()>, Update),
 ) -> bool {
-    let Some(FullFrame { bytes: first, mut sent, .. }) = full_frame_sent(control, node_id, zstd).await else {
-        return true;
-    };
-    if let Err(gone) = send(&tx, first).await {
-        return gone;
-    }
     let state = &control.state;
+    let began = Instant::now();
+    let first = match full_frame_sent(control, node_id, zstd).await {
+        Some(f) => {
+            log::debug!("node {node_id}: first map of {} B built in {:?}", f.bytes.len(), began.elapsed());
+            send(&tx, f.bytes).await.map(|()| f.sent)
+        }
+        None => Err(true),
+    };
+    // Peers hear of this node (what it reported, then that it is online)
+    // only once its first map is out: their deltas are a task each on the
+    // runtime's one thread, and queued ahead of the map's writes they
+    // would hold it back by the whole fan-out.
+    let first = match first {
+        Ok(sent) => first_out(out, control, end).await.map(|()| sent),
+        Err(gone) => Err(gone),
+    };
+    log::debug!("node {node_id}: first map out after {:?}", began.elapsed());
+    state.announce_report(node_id, &report, Some(&sub));
+    let mut sent = match first {
+        Ok(sent) => sent,
+        Err(gone) => return gone,
+    };
     if state.stream_opened(node_id) {
         elect_primaries(state.clone());
     }

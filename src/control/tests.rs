@@ -43,6 +43,14 @@ fn ephemeral_node(c: &Control) -> u64 {
 async fn first_frame(body: &mut session::MapBody) {
     let f = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await;
     assert!(f.is_some(), "the session sent its full map");
+    // Asked for more, as HTTP/2 does once the frame is out, the session
+    // goes on (comes online).
+    std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut *body).poll_frame(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 /// Waits (in real time: the removal runs on a blocking thread) until `id` is gone.
@@ -71,7 +79,7 @@ async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
     let dir = tempfile::tempdir().unwrap();
     let (c, _stop, id) = ephemeral_with_housekeeping(dir.path());
     let watcher = c.state.subscribe(999);
-    let mut body = session::start(c.clone(), id, true, conn::Answer::detached());
+    let mut body = session::start(c.clone(), id, true, conn::Answer::detached(), Default::default());
     first_frame(&mut body).await;
     assert!(c.state.is_online(id));
     drop(body);
@@ -85,6 +93,59 @@ async fn a_gone_ephemeral_node_is_announced_offline_then_removed() {
     assert!(c.state.snapshot().nodes.contains_key(&id), "not yet removed");
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert!(removed(&c, id).await, "removed after node.ephemeral.inactivity_timeout");
+}
+
+/// Peers hear of a new stream's report and of the node coming online only
+/// once its first map is out (else the map waits behind their deltas); a
+/// client that never takes it still has its report announced, and one
+/// that never asks for more, after [`session::FRAME_TAKEN`].
+#[tokio::test(start_paused = true)]
+async fn peers_hear_of_a_new_stream_after_its_first_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop, id) = ephemeral_with_housekeeping(dir.path());
+    let watcher = c.state.subscribe(999);
+    let report = || crate::state::presence::Update { endpoints: true, ..Default::default() };
+    let mut body = session::start(c.clone(), id, true, conn::Answer::detached(), report());
+    // The map is built (on a blocking thread) and queued, but not taken.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(watcher.take().changes.is_empty(), "nothing announced before the first map is taken");
+    assert!(!c.state.is_online(id));
+    first_frame(&mut body).await;
+    let changes = watcher.take().changes;
+    assert!(changes.contains(&Change::Endpoints(id)), "{changes:?}");
+    assert!(changes.contains(&Change::Online(id, true)), "{changes:?}");
+    assert!(c.state.is_online(id));
+    drop(body);
+
+    // Taken, but never asked for more (a window held shut): the session
+    // goes on after FRAME_TAKEN.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let _ = watcher.take();
+    let mut body = session::start(c.clone(), id, true, conn::Answer::detached(), report());
+    let f = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+    assert!(f.is_some());
+    tokio::time::sleep(session::FRAME_TAKEN / 2).await;
+    assert!(watcher.take().changes.is_empty());
+    tokio::time::sleep(session::FRAME_TAKEN / 2 + Duration::from_millis(10)).await;
+    let changes = watcher.take().changes;
+    assert!(changes.contains(&Change::Endpoints(id)), "{changes:?}");
+    assert!(changes.contains(&Change::Online(id, true)), "{changes:?}");
+    drop(body);
+
+    // Gone before taking anything: the report is announced all the same,
+    // the node not online.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let _ = watcher.take();
+    let body = session::start(c.clone(), id, true, conn::Answer::detached(), report());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::thread::sleep(Duration::from_millis(200));
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let changes = watcher.take().changes;
+    assert!(changes.contains(&Change::Endpoints(id)), "{changes:?}");
+    assert!(!changes.contains(&Change::Online(id, true)), "{changes:?}");
 }
 
 /// Issue 10, item 8: an ephemeral node that never opened a map stream (or
@@ -105,11 +166,11 @@ async fn a_node_that_comes_back_within_the_grace_period_stays_online_and_kept() 
     let dir = tempfile::tempdir().unwrap();
     let (c, _stop, id) = ephemeral_with_housekeeping(dir.path());
     let watcher = c.state.subscribe(999);
-    let mut body = session::start(c.clone(), id, true, conn::Answer::detached());
+    let mut body = session::start(c.clone(), id, true, conn::Answer::detached(), Default::default());
     first_frame(&mut body).await;
     drop(body);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut again = session::start(c.clone(), id, true, conn::Answer::detached());
+    let mut again = session::start(c.clone(), id, true, conn::Answer::detached(), Default::default());
     first_frame(&mut again).await;
     // The client reads what it is sent (keep-alives).
     let reading = tokio::spawn(async move {

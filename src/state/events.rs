@@ -76,8 +76,17 @@ impl Hub {
 
     /// Hands `change` to every session.
     pub fn publish(&self, change: Change) {
+        self.publish_except(change, None)
+    }
+
+    /// Hands `change` to every session but `known`'s, which has it already
+    /// (a map stream's own report, in the full map it just sent).
+    pub fn publish_except(&self, change: Change, known: Option<&Subscription>) {
         let slots: Vec<Arc<Slot>> = self.slots.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for s in slots {
+            if known.is_some_and(|k| Arc::ptr_eq(&k.slot, &s)) {
+                continue;
+            }
             let mut q = s.queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.len() < QUEUE_CAP {
                 q.push_back(change);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::events::Change;
+use super::events::{Change, Subscription};
 use super::{Node, State, StateError};
 use crate::tailcfg::{DiscoPublic, HostinfoView};
 
@@ -137,6 +137,32 @@ impl State {
         hostinfo: Option<Box<serde_json::value::RawValue>>,
         cap: u32,
     ) -> Update {
+        let u = self.record_report(id, disco, endpoints, hostinfo, cap);
+        self.announce_report(id, &u, None);
+        u
+    }
+
+    /// Tells peers what [`State::record_report`] recorded; not `known`,
+    /// the node's own session that already sent it.
+    pub fn announce_report(&self, id: u64, u: &Update, known: Option<&Subscription>) {
+        if u.hostinfo {
+            self.hub.publish_except(Change::NodeChanged(id), known);
+        } else if u.endpoints {
+            self.hub.publish_except(Change::Endpoints(id), known);
+        }
+    }
+
+    /// [`State::report`] without telling peers: a map stream does that once
+    /// its first map is out ([`State::announce_report`]), so the new node's
+    /// map does not wait behind every peer's delta.
+    pub fn record_report(
+        &self,
+        id: u64,
+        disco: crate::tailcfg::DiscoPublic,
+        endpoints: Option<Vec<String>>,
+        hostinfo: Option<Box<serde_json::value::RawValue>>,
+        cap: u32,
+    ) -> Update {
         let given = hostinfo.is_some();
         let (mut u, kept) = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
@@ -150,11 +176,6 @@ impl State {
         // waits for `store_deferred_routes`.
         if let Some(h) = kept.filter(|_| given) {
             u.routes = self.routes_to_store(id, &h, crate::clock::mono_secs());
-        }
-        if u.hostinfo {
-            self.hub.publish(Change::NodeChanged(id));
-        } else if u.endpoints {
-            self.hub.publish(Change::Endpoints(id));
         }
         u
     }
