@@ -12,7 +12,7 @@
 //! source address), may send only a small ClientInfo frame, and gets no
 //! queue or writer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use hyper::body::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::frame::{self, Frame, Key};
@@ -56,70 +56,127 @@ pub const MAX_CLIENT_INFO: usize = 4 * 1024;
 /// Keep-alive period (plus up to 5 s of jitter).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Bytes queued: one client's, and all clients' together.
-struct Queued {
-    client: AtomicUsize,
+/// What waits to be written to one client, with its byte count.
+#[derive(Default)]
+struct Pending {
+    frames: VecDeque<Bytes>,
+    /// Bytes queued and being written (a frame counts until it is written).
+    bytes: usize,
+    /// No more frames are taken: the connection is ending.
+    closed: bool,
+}
+
+/// One connection's outgoing side: its bounded queue, the writer's wake-up
+/// and the connection's close signal, in one allocation. An idle client
+/// holds no queue memory: the queue's buffer is released whenever the
+/// writer empties it (tokio's bounded channel kept a 1.3 KiB block of
+/// slots for each client, idle or not).
+struct Outbox {
+    pending: Mutex<Pending>,
+    /// Frames were queued, or the queue closed.
+    ready: Notify,
+    /// Ends the connection: its node is gone, or it connected again.
+    close: Notify,
+    /// Bytes queued towards all clients.
     relay: Arc<AtomicUsize>,
 }
 
-impl Queued {
-    /// Counts `n` more bytes if both stay within their bounds.
-    fn take(&self, n: usize) -> bool {
-        if self.client.fetch_add(n, Ordering::Relaxed) + n > QUEUE_BYTES {
-            self.client.fetch_sub(n, Ordering::Relaxed);
+/// What the writer found queued.
+enum Taken {
+    /// The bytes to write, and how many bytes they were charged.
+    Frames(Bytes, usize),
+    Nothing,
+    Closed,
+}
+
+impl Outbox {
+    fn new(relay: Arc<AtomicUsize>) -> Outbox {
+        Outbox { pending: Mutex::default(), ready: Notify::new(), close: Notify::new(), relay }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `bytes` unless the queue is full in frames or bytes (or all
+    /// queues together are), or closed: a slow reader loses packets, nobody
+    /// waits.
+    fn push(&self, bytes: Bytes) -> bool {
+        let n = bytes.len();
+        let mut p = self.pending();
+        if p.closed || p.frames.len() >= QUEUE || p.bytes + n > QUEUE_BYTES {
             return false;
         }
         if self.relay.fetch_add(n, Ordering::Relaxed) + n > RELAY_QUEUE_BYTES {
             self.relay.fetch_sub(n, Ordering::Relaxed);
-            self.client.fetch_sub(n, Ordering::Relaxed);
             return false;
         }
+        p.bytes += n;
+        p.frames.push_back(bytes);
+        drop(p);
+        self.ready.notify_one();
         true
     }
 
-    fn give_back(&self, n: usize) {
-        self.client.fetch_sub(n, Ordering::Relaxed);
+    /// Takes what is queued, up to [`BATCH`] bytes (at least one frame), as
+    /// one write.
+    fn take(&self) -> Taken {
+        let mut p = self.pending();
+        let Some(first) = p.frames.pop_front() else {
+            // Nothing queued: the buffer goes back, an idle client keeps none.
+            p.frames = VecDeque::new();
+            return if p.closed { Taken::Closed } else { Taken::Nothing };
+        };
+        let mut size = first.len();
+        if p.frames.is_empty() || size >= BATCH {
+            return Taken::Frames(first, size);
+        }
+        let mut batch = Vec::with_capacity(BATCH.min(size + p.frames.iter().map(Bytes::len).sum::<usize>()));
+        batch.extend_from_slice(&first);
+        while size < BATCH {
+            let Some(f) = p.frames.pop_front() else { break };
+            size += f.len();
+            batch.extend_from_slice(&f);
+        }
+        Taken::Frames(Bytes::from(batch), size)
+    }
+
+    /// `n` bytes were written (or given up on): they count no longer.
+    fn written(&self, n: usize) {
+        let mut p = self.pending();
+        p.bytes -= n;
         self.relay.fetch_sub(n, Ordering::Relaxed);
     }
-}
 
-/// A queued frame; its bytes are given back when it is dropped (written,
-/// or thrown away with its queue).
-struct Charged {
-    bytes: Bytes,
-    queued: Arc<Queued>,
-}
+    /// No more frames are queued; the writer writes what is there and ends.
+    fn finish(&self) {
+        self.pending().closed = true;
+        self.ready.notify_one();
+    }
 
-impl Drop for Charged {
-    fn drop(&mut self) {
-        self.queued.give_back(self.bytes.len());
+    /// The writer is gone: what is queued is thrown away and given back.
+    fn abandon(&self) {
+        let mut p = self.pending();
+        p.closed = true;
+        let queued: usize = p.frames.iter().map(Bytes::len).sum();
+        p.frames = VecDeque::new();
+        p.bytes -= queued;
+        self.relay.fetch_sub(queued, Ordering::Relaxed);
     }
 }
 
-/// What sends to one client: its bounded queue.
-#[derive(Clone)]
-struct Outbox {
-    tx: mpsc::Sender<Charged>,
-    queued: Arc<Queued>,
-}
-
-impl Outbox {
-    /// Queues `bytes` unless the queue is full in frames or bytes (or all
-    /// queues together are): a slow reader loses packets, nobody waits.
-    fn push(&self, bytes: Bytes) -> bool {
-        if !self.queued.take(bytes.len()) {
-            return false;
-        }
-        // A refused frame is dropped here, and gives its bytes back.
-        self.tx.try_send(Charged { bytes, queued: self.queued.clone() }).is_ok()
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // Whatever is still counted (a writer cancelled mid-write) goes back.
+        let p = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.relay.fetch_sub(p.bytes, Ordering::Relaxed);
     }
 }
 
 /// One connection of a key.
 struct Conn {
     id: usize,
-    outbox: Outbox,
-    close: Arc<Notify>,
+    outbox: Arc<Outbox>,
 }
 
 pub struct Relay {
@@ -212,7 +269,7 @@ impl Relay {
     pub fn close_node(&self, key: NodePublic) -> bool {
         match self.clients().get(&key.0) {
             Some(conns) => {
-                conns.iter().for_each(|c| c.close.notify_one());
+                conns.iter().for_each(|c| c.outbox.close.notify_one());
                 true
             }
             None => false,
@@ -231,7 +288,7 @@ impl Relay {
                 NodePublic(key).short(),
                 CONNS_PER_KEY + 1
             );
-            oldest.close.notify_one();
+            oldest.outbox.close.notify_one();
         }
     }
 
@@ -248,7 +305,7 @@ impl Relay {
     }
 
     /// Where packets for `key` go: its newest connection.
-    fn outbox(&self, key: &Key) -> Option<Outbox> {
+    fn outbox(&self, key: &Key) -> Option<Arc<Outbox>> {
         self.clients().get(key).and_then(|c| c.last()).map(|c| c.outbox.clone())
     }
 
@@ -299,7 +356,9 @@ impl Relay {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut rd, mut wr) = tokio::io::split(io);
-        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut rd, &mut wr)).await;
+        // Boxed: the handshake's state is freed once it ends instead of
+        // sizing this future (and so every idle client's task) for it.
+        let hello = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut rd, &mut wr))).await;
         drop(handshaking);
         let (key, _slot) = match hello {
             Ok(Ok(k)) => k,
@@ -309,17 +368,14 @@ impl Relay {
             Err(_) => return log::debug!("handshake timed out"),
         };
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let close = Arc::new(Notify::new());
-        let (tx, rx) = mpsc::channel::<Charged>(QUEUE);
-        let queued = Arc::new(Queued { client: AtomicUsize::new(0), relay: self.queued.clone() });
-        let outbox = Outbox { tx, queued };
-        self.add(key, Conn { id, outbox: outbox.clone(), close: close.clone() });
+        let outbox = Arc::new(Outbox::new(self.queued.clone()));
+        self.add(key, Conn { id, outbox: outbox.clone() });
         log::debug!("{} connected", NodePublic(key).short());
-        let mut writer = tokio::spawn(write_loop(wr, rx));
+        let mut writer = tokio::spawn(write_loop(wr, outbox.clone()));
         let mut sent_to = HashSet::new();
         let end = tokio::select! {
             end = self.read_loop(&mut rd, key, &outbox, &mut sent_to) => end,
-            _ = close.notified() => Err(End::Refused("its node is gone, or it connected again".into())),
+            _ = outbox.close.notified() => Err(End::Refused("its node is gone, or it connected again".into())),
             _ = &mut writer => Err(End::Refused(format!("a write did not complete within {WRITE_TIMEOUT:?}"))),
         };
         if let Err(End::Refused(why)) = &end {
@@ -334,7 +390,8 @@ impl Relay {
                 }
             }
         }
-        drop(outbox);
+        // The writer writes what is queued, then ends.
+        outbox.finish();
         if !writer.is_finished() {
             let _ = writer.await;
         }
@@ -446,49 +503,105 @@ fn keepalive_deadline() -> Instant {
 /// Writes what is queued for one client until its queue closes, a write
 /// fails, or a write takes longer than [`WRITE_TIMEOUT`]. Frames stay
 /// charged to the queues until they are written.
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Charged>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>) {
     let keepalive = encoded(&Frame::KeepAlive);
     let mut next = keepalive_deadline();
     loop {
-        let mut held = Vec::new();
-        tokio::select! {
-            f = rx.recv() => match f {
-                Some(f) => held.push(f),
-                None => break,
+        let (out, charged) = match outbox.take() {
+            Taken::Frames(out, charged) => (out, charged),
+            Taken::Closed => break,
+            Taken::Nothing => tokio::select! {
+                _ = outbox.ready.notified() => continue,
+                _ = tokio::time::sleep_until(next) => (keepalive.clone(), 0),
             },
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        // Whatever else is queued goes out in the same write.
-        let mut size = held.first().map_or(0, |f| f.bytes.len());
-        while size > 0 && size < BATCH {
-            match rx.try_recv() {
-                Ok(f) => {
-                    size += f.bytes.len();
-                    held.push(f);
-                }
-                Err(_) => break,
-            }
-        }
-        let out = match held.as_slice() {
-            [] => keepalive.clone(),
-            [one] => one.bytes.clone(),
-            many => {
-                let mut batch = Vec::with_capacity(size);
-                many.iter().for_each(|f| batch.extend_from_slice(&f.bytes));
-                Bytes::from(batch)
-            }
         };
         let write = async {
             wr.write_all(&out).await?;
             wr.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        let done = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+        outbox.written(charged);
+        match done {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
             // A client that does not read: no goodbye, it would not be read either.
-            Err(_) => return,
+            Err(_) => return outbox.abandon(),
         }
         next = keepalive_deadline();
     }
+    outbox.abandon();
     let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_frames_and_bytes_and_gives_everything_back() {
+        let relay = Arc::new(AtomicUsize::new(0));
+        let q = Outbox::new(relay.clone());
+        for _ in 0..QUEUE {
+            assert!(q.push(frame(10)));
+        }
+        assert!(!q.push(frame(10)), "a 65th frame");
+        let Taken::Frames(out, charged) = q.take() else { panic!("frames queued") };
+        assert_eq!((out.len(), charged), (QUEUE * 10, QUEUE * 10));
+        // Taken but not yet written: still charged.
+        assert_eq!(relay.load(Ordering::Relaxed), QUEUE * 10);
+        q.written(charged);
+        assert_eq!(relay.load(Ordering::Relaxed), 0);
+        let big = frame(QUEUE_BYTES / 4);
+        for _ in 0..4 {
+            assert!(q.push(big.clone()));
+        }
+        assert!(!q.push(frame(1)), "past QUEUE_BYTES");
+        q.abandon();
+        assert_eq!(relay.load(Ordering::Relaxed), 0);
+        assert!(!q.push(frame(1)), "a closed queue takes nothing");
+    }
+
+    #[test]
+    fn all_queues_together_are_bounded_and_a_dropped_queue_gives_back() {
+        let relay = Arc::new(AtomicUsize::new(RELAY_QUEUE_BYTES - 100));
+        let q = Outbox::new(relay.clone());
+        assert!(!q.push(frame(101)));
+        assert!(q.push(frame(100)));
+        let Taken::Frames(_, charged) = q.take() else { panic!("a frame queued") };
+        assert_eq!(charged, 100);
+        // Dropped mid-write (its task cancelled): the bytes still go back.
+        drop(q);
+        assert_eq!(relay.load(Ordering::Relaxed), RELAY_QUEUE_BYTES - 100);
+    }
+
+    #[test]
+    fn an_emptied_queue_holds_no_buffer_and_a_closed_one_drains_first() {
+        let q = Outbox::new(Arc::default());
+        assert!(q.push(frame(3)) && q.push(frame(4)));
+        q.finish();
+        assert!(!q.push(frame(5)));
+        let Taken::Frames(out, 7) = q.take() else { panic!("two frames in one write") };
+        assert_eq!(out.len(), 7);
+        q.written(7);
+        assert!(matches!(q.take(), Taken::Closed));
+        assert_eq!(q.pending().frames.capacity(), 0, "an idle client keeps no queue buffer");
+        let q = Outbox::new(Arc::default());
+        assert!(matches!(q.take(), Taken::Nothing));
+    }
+
+    #[test]
+    fn a_write_gathers_at_most_a_batch() {
+        let q = Outbox::new(Arc::default());
+        for _ in 0..3 {
+            assert!(q.push(frame(BATCH / 2)));
+        }
+        let Taken::Frames(out, n) = q.take() else { panic!("frames queued") };
+        assert_eq!((out.len(), n), (BATCH, BATCH));
+        let Taken::Frames(out, _) = q.take() else { panic!("one left") };
+        assert_eq!(out.len(), BATCH / 2);
+    }
 }
