@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::{Bytes, Frame};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::conn::Answer;
@@ -26,8 +26,6 @@ use crate::secrets::random_bytes;
 use crate::state::events::Subscription;
 use crate::tailcfg::MapResponse;
 
-/// Frames queued towards one client, besides the one HTTP/2 is sending.
-const OUT_FRAMES: usize = 1;
 /// How long a frame may wait for the client to take it (HTTP/2 sends
 /// only what the client's window allows): past it the client is gone or
 /// holds its window shut, and its connection is closed.
@@ -63,20 +61,117 @@ impl Sessions {
     }
 }
 
+/// The one frame queued towards a client, besides the one HTTP/2 is
+/// sending, between its session and its response body. (A tokio mpsc
+/// channel of one place allocated its slots in blocks of 32: 2 KiB per
+/// stream once a second block was needed.)
+struct Slot {
+    state: std::sync::Mutex<SlotState>,
+    /// Wakes the session: the frame was taken, or the body is gone.
+    taken: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    frame: Option<Bytes>,
+    /// The body waiting for a frame.
+    waiting: Option<Waker>,
+    /// The body was dropped: the stream is over.
+    body_gone: bool,
+    /// The session ended: no frame comes after the one in `frame`.
+    ended: bool,
+}
+
+impl Slot {
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The session's side of its [`Slot`]; dropping it ends the body.
+struct Outbox(Arc<Slot>);
+
+enum Put {
+    Full(Bytes),
+    Gone,
+}
+
+impl Outbox {
+    fn try_put(&self, frame: Bytes) -> Result<(), Put> {
+        let mut s = self.0.state();
+        if s.body_gone {
+            return Err(Put::Gone);
+        }
+        if s.frame.is_some() {
+            return Err(Put::Full(frame));
+        }
+        s.frame = Some(frame);
+        let waiting = s.waiting.take();
+        drop(s);
+        if let Some(w) = waiting {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Until the body is dropped.
+    async fn closed(&self) {
+        loop {
+            // A permit left by an earlier take only makes it look again.
+            let notified = self.0.taken.notified();
+            if self.0.state().body_gone {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut s = self.0.state();
+        s.ended = true;
+        let waiting = s.waiting.take();
+        drop(s);
+        if let Some(w) = waiting {
+            w.wake();
+        }
+    }
+}
+
 /// The streaming response body: frames as the session produces them.
 pub struct MapBody {
-    rx: mpsc::Receiver<Bytes>,
+    slot: Arc<Slot>,
 }
 
 impl hyper::body::Body for MapBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let mut s = self.slot.state();
+        if let Some(frame) = s.frame.take() {
+            drop(s);
+            self.slot.taken.notify_one();
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
+        if s.ended {
+            return Poll::Ready(None);
+        }
+        if !s.waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waiting = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for MapBody {
+    fn drop(&mut self) {
+        let mut s = self.slot.state();
+        s.body_gone = true;
+        s.frame = None;
+        drop(s);
+        self.slot.taken.notify_one();
     }
 }
 
@@ -154,7 +249,8 @@ impl Jitter {
 /// Starts the map session of `node_id`, which answers the request `answer`,
 /// and ends the node's older one.
 pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer) -> MapBody {
-    let (tx, rx) = mpsc::channel(OUT_FRAMES);
+    let slot = Arc::new(Slot { state: std::sync::Mutex::default(), taken: Notify::new() });
+    let tx = Outbox(slot.clone());
     // Subscribe before the full map is built, so no change falls between them.
     let sub = control.state.subscribe(node_id);
     let end = Arc::new(Notify::new());
@@ -173,7 +269,7 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer) ->
             answer.abandon();
         }
     });
-    MapBody { rx }
+    MapBody { slot }
 }
 
 impl Control {
@@ -184,29 +280,30 @@ impl Control {
 
 /// Queues `frame`, waiting at most [`FRAME_TAKEN`] for room. `Err(true)`:
 /// the client is gone; `Err(false)`: it left the frame before untaken.
-async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), bool> {
+async fn send(tx: &Outbox, frame: Bytes) -> Result<(), bool> {
     // Mostly there is room: then no timer is set (a change goes to every stream).
-    let frame = match tx.try_send(frame) {
+    let mut frame = match tx.try_put(frame) {
         Ok(()) => return Ok(()),
-        Err(mpsc::error::TrySendError::Closed(_)) => return Err(true),
-        Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        Err(Put::Gone) => return Err(true),
+        Err(Put::Full(frame)) => frame,
     };
-    match tokio::time::timeout(FRAME_TAKEN, tx.send(frame)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(true),
-        Err(_) => Err(false),
-    }
+    let room = async {
+        loop {
+            // Made before the look, so a take in between is not missed.
+            let notified = tx.0.taken.notified();
+            frame = match tx.try_put(frame) {
+                Ok(()) => return Ok(()),
+                Err(Put::Gone) => return Err(true),
+                Err(Put::Full(frame)) => frame,
+            };
+            notified.await;
+        }
+    };
+    tokio::time::timeout(FRAME_TAKEN, room).await.unwrap_or(Err(false))
 }
 
 /// Runs the session until it ends; whether the client took its frames.
-async fn run(
-    control: &Arc<Control>,
-    node_id: u64,
-    zstd: bool,
-    sub: Subscription,
-    tx: mpsc::Sender<Bytes>,
-    end: &Notify,
-) -> bool {
+async fn run(control: &Arc<Control>, node_id: u64, zstd: bool, sub: Subscription, tx: Outbox, end: &Notify) -> bool {
     let Some(FullFrame { bytes: first, mut sent, .. }) = full_frame_sent(control, node_id, zstd).await else {
         return true;
     };
