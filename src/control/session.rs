@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::{Bytes, Frame};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::conn::Answer;
@@ -27,8 +27,6 @@ use crate::state::events::Subscription;
 use crate::state::presence::Update;
 use crate::tailcfg::MapResponse;
 
-/// Frames queued towards one client, besides the one HTTP/2 is sending.
-const OUT_FRAMES: usize = 1;
 /// How long a frame may wait for the client to take it (HTTP/2 sends
 /// only what the client's window allows): past it the client is gone or
 /// holds its window shut, and its connection is closed.
@@ -64,33 +62,129 @@ impl Sessions {
     }
 }
 
+/// The one frame queued towards a client, besides the one HTTP/2 is
+/// sending, between its session and its response body. (A tokio mpsc
+/// channel of one place allocated its slots in blocks of 32: 2 KiB per
+/// stream once a second block was needed.)
+struct Slot {
+    state: std::sync::Mutex<SlotState>,
+    /// Wakes the session: the frame was taken, or the body is gone.
+    taken: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    frame: Option<Bytes>,
+    /// The body waiting for a frame.
+    waiting: Option<Waker>,
+    /// The body was dropped: the stream is over.
+    body_gone: bool,
+    /// The session ended: no frame comes after the one in `frame`.
+    ended: bool,
+    /// HTTP/2 has taken a frame.
+    took: bool,
+    /// HTTP/2 asked for more after taking one: hyper asks only while the
+    /// stream's send buffer (`max_send_buf_size`) has room, so a large
+    /// first map is then all but written out.
+    asked_again: bool,
+}
+
+impl Slot {
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The session's side of its [`Slot`]; dropping it ends the body.
+struct Outbox(Arc<Slot>);
+
+enum Put {
+    Full(Bytes),
+    Gone,
+}
+
+impl Outbox {
+    fn try_put(&self, frame: Bytes) -> Result<(), Put> {
+        let mut s = self.0.state();
+        if s.body_gone {
+            return Err(Put::Gone);
+        }
+        if s.frame.is_some() {
+            return Err(Put::Full(frame));
+        }
+        s.frame = Some(frame);
+        let waiting = s.waiting.take();
+        drop(s);
+        if let Some(w) = waiting {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Until the body is dropped.
+    async fn closed(&self) {
+        loop {
+            // A permit left by an earlier take only makes it look again.
+            let notified = self.0.taken.notified();
+            if self.0.state().body_gone {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut s = self.0.state();
+        s.ended = true;
+        let waiting = s.waiting.take();
+        drop(s);
+        if let Some(w) = waiting {
+            w.wake();
+        }
+    }
+}
+
 /// The streaming response body: frames as the session produces them.
 pub struct MapBody {
-    rx: mpsc::Receiver<Bytes>,
-    /// Whether HTTP/2 has taken a frame.
-    took: bool,
-    /// Told when HTTP/2 asks for more after the first frame: hyper asks
-    /// only while the stream's send buffer (`max_send_buf_size`) has room,
-    /// so a large first map is then all but written out.
-    first_out: Option<oneshot::Sender<()>>,
+    slot: Arc<Slot>,
 }
 
 impl hyper::body::Body for MapBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.took {
-            if let Some(out) = self.first_out.take() {
-                let _ = out.send(());
-            }
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let mut s = self.slot.state();
+        let news = s.took && !std::mem::replace(&mut s.asked_again, true);
+        if let Some(frame) = s.frame.take() {
+            s.took = true;
+            drop(s);
+            self.slot.taken.notify_one();
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
-        let frame = self.rx.poll_recv(cx);
-        self.took |= matches!(frame, Poll::Ready(Some(_)));
-        frame.map(|o| o.map(|b| Ok(Frame::data(b))))
+        if s.ended {
+            return Poll::Ready(None);
+        }
+        if !s.waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waiting = Some(cx.waker().clone());
+        }
+        drop(s);
+        if news {
+            self.slot.taken.notify_one();
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for MapBody {
+    fn drop(&mut self) {
+        let mut s = self.slot.state();
+        s.body_gone = true;
+        s.frame = None;
+        drop(s);
+        self.slot.taken.notify_one();
     }
 }
 
@@ -169,8 +263,8 @@ impl Jitter {
 /// and ends the node's older one. Peers hear of `report` (what the request
 /// reported, recorded but not yet announced) once the first map is out.
 pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer, report: Update) -> MapBody {
-    let (tx, rx) = mpsc::channel(OUT_FRAMES);
-    let (first_out, out) = oneshot::channel();
+    let slot = Arc::new(Slot { state: std::sync::Mutex::default(), taken: Notify::new() });
+    let tx = Outbox(slot.clone());
     // Subscribe before the full map is built, so no change falls between them.
     let sub = control.state.subscribe(node_id);
     let end = Arc::new(Notify::new());
@@ -179,7 +273,7 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer, re
         older.notify_one();
     }
     tokio::spawn(async move {
-        let taken = run(&control, node_id, zstd, sub, tx, &end, (out, report)).await;
+        let taken = run(&control, node_id, zstd, sub, tx, &end, report).await;
         control.sessions().close(node_id, id);
         // What is left (the last frames, the end of the stream) must go soon,
         // or at once when the client took nothing for too long.
@@ -189,7 +283,7 @@ pub fn start(control: Arc<Control>, node_id: u64, zstd: bool, answer: Answer, re
             answer.abandon();
         }
     });
-    MapBody { rx, took: false, first_out: Some(first_out) }
+    MapBody { slot }
 }
 
 impl Control {
@@ -200,28 +294,52 @@ impl Control {
 
 /// Queues `frame`, waiting at most [`FRAME_TAKEN`] for room. `Err(true)`:
 /// the client is gone; `Err(false)`: it left the frame before untaken.
-async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), bool> {
+async fn send(tx: &Outbox, frame: Bytes) -> Result<(), bool> {
     // Mostly there is room: then no timer is set (a change goes to every stream).
-    let frame = match tx.try_send(frame) {
+    let mut frame = match tx.try_put(frame) {
         Ok(()) => return Ok(()),
-        Err(mpsc::error::TrySendError::Closed(_)) => return Err(true),
-        Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        Err(Put::Gone) => return Err(true),
+        Err(Put::Full(frame)) => frame,
     };
-    match tokio::time::timeout(FRAME_TAKEN, tx.send(frame)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(true),
-        Err(_) => Err(false),
-    }
+    let room = async {
+        loop {
+            // Made before the look, so a take in between is not missed.
+            let notified = tx.0.taken.notified();
+            frame = match tx.try_put(frame) {
+                Ok(()) => return Ok(()),
+                Err(Put::Gone) => return Err(true),
+                Err(Put::Full(frame)) => frame,
+            };
+            notified.await;
+        }
+    };
+    tokio::time::timeout(FRAME_TAKEN, room).await.unwrap_or(Err(false))
 }
 
 /// Waits until the first frame is (all but) written, or [`FRAME_TAKEN`]
 /// has passed (a client may hold its window shut: the frames after it see
 /// to that); `Err(true)`: the client is gone, a newer session replaces
 /// this one or the server stops.
-async fn first_out(out: oneshot::Receiver<()>, control: &Control, end: &Notify) -> Result<(), bool> {
+async fn first_out(tx: &Outbox, control: &Control, end: &Notify) -> Result<(), bool> {
+    let asked = async {
+        loop {
+            // Made before the look, so a poll in between is not missed.
+            let notified = tx.0.taken.notified();
+            {
+                let s = tx.0.state();
+                if s.body_gone {
+                    return Err(true);
+                }
+                if s.asked_again {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    };
     let mut shutdown = control.shutdown.clone();
     tokio::select! {
-        r = out => r.map_err(|_| true),
+        r = asked => r,
         _ = tokio::time::sleep(FRAME_TAKEN) => Ok(()),
         _ = shutdown.changed() => Err(true),
         _ = end.notified() => Err(true),
@@ -234,9 +352,9 @@ async fn run(
     node_id: u64,
     zstd: bool,
     sub: Subscription,
-    tx: mpsc::Sender<Bytes>,
+    tx: Outbox,
     end: &Notify,
-    (out, report): (oneshot::Receiver<()>, Update),
+    report: Update,
 ) -> bool {
     let state = &control.state;
     let began = Instant::now();
@@ -252,7 +370,7 @@ async fn run(
     // runtime's one thread, and queued ahead of the map's writes they
     // would hold it back by the whole fan-out.
     let first = match first {
-        Ok(sent) => first_out(out, control, end).await.map(|()| sent),
+        Ok(sent) => first_out(&tx, control, end).await.map(|()| sent),
         Err(gone) => Err(gone),
     };
     log::debug!("node {node_id}: first map out after {:?}", began.elapsed());
