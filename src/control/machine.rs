@@ -234,10 +234,14 @@ impl Control {
                 }
             }
         };
-        // A stream's session tells peers, once its first map is out.
+        // A stream's session tells peers, once its first map is out; at
+        // once when routes are to be stored first (hyper may drop this
+        // handler at that await, and the report must not be lost).
         let mut update = self.state.record_report(id, req.disco_key, req.endpoints, req.hostinfo, req.version);
-        if !req.stream {
+        if !req.stream || update.routes.is_some() {
             self.state.announce_report(id, &update, None);
+            update.endpoints = false;
+            update.hostinfo = false;
         }
         if let Some(routes) = update.routes.take() {
             // A store write: off the runtime, and done before the map is

@@ -83,9 +83,9 @@ struct SlotState {
     ended: bool,
     /// HTTP/2 has taken a frame.
     took: bool,
-    /// HTTP/2 asked for more after taking one: hyper asks only while the
-    /// stream's send buffer (`max_send_buf_size`) has room, so a large
-    /// first map is then all but written out.
+    /// HTTP/2 asked for more after taking one: hyper (1.12) asks once it
+    /// handed the frame to h2 and the stream has window, and the
+    /// connection's task, to write it, is then queued on the runtime.
     asked_again: bool,
 }
 
@@ -316,9 +316,9 @@ async fn send(tx: &Outbox, frame: Bytes) -> Result<(), bool> {
     tokio::time::timeout(FRAME_TAKEN, room).await.unwrap_or(Err(false))
 }
 
-/// Waits until the first frame is (all but) written, or [`FRAME_TAKEN`]
-/// has passed (a client may hold its window shut: the frames after it see
-/// to that); `Err(true)`: the client is gone, a newer session replaces
+/// Waits until HTTP/2 has the first frame and asked for more, or
+/// [`FRAME_TAKEN`] has passed (a client may hold its window shut: the
+/// frames after it see to that); `Err(true)`: the client is gone, a newer session replaces
 /// this one or the server stops.
 async fn first_out(tx: &Outbox, control: &Control, end: &Notify) -> Result<(), bool> {
     let asked = async {
@@ -347,6 +347,8 @@ async fn first_out(tx: &Outbox, control: &Control, end: &Notify) -> Result<(), b
 }
 
 /// Runs the session until it ends; whether the client took its frames.
+/// The node counts as streaming (not idle, not reaped) from the start,
+/// and online to peers once its first map is out.
 async fn run(
     control: &Arc<Control>,
     node_id: u64,
@@ -357,29 +359,51 @@ async fn run(
     report: Update,
 ) -> bool {
     let state = &control.state;
+    state.stream_started(node_id);
+    let taken = serve(control, node_id, zstd, &sub, &tx, end, report).await;
+    drop(sub);
+    log::debug!("node {node_id}: map stream closed");
+    if state.stream_closed(node_id, clock::now_unix(), clock::mono_secs()) {
+        tokio::spawn(went_away(control.clone(), node_id));
+    }
+    taken
+}
+
+/// [`run`]'s stream: the first map, then deltas until it ends.
+async fn serve(
+    control: &Arc<Control>,
+    node_id: u64,
+    zstd: bool,
+    sub: &Subscription,
+    tx: &Outbox,
+    end: &Notify,
+    report: Update,
+) -> bool {
+    let state = &control.state;
     let began = Instant::now();
     let first = match full_frame_sent(control, node_id, zstd).await {
         Some(f) => {
             log::debug!("node {node_id}: first map of {} B built in {:?}", f.bytes.len(), began.elapsed());
-            send(&tx, f.bytes).await.map(|()| f.sent)
+            send(tx, f.bytes).await.map(|()| f.sent)
         }
         None => Err(true),
     };
     // Peers hear of this node (what it reported, then that it is online)
-    // only once its first map is out: their deltas are a task each on the
-    // runtime's one thread, and queued ahead of the map's writes they
-    // would hold it back by the whole fan-out.
+    // only once h2 has its first map: their deltas are tasks on the
+    // runtime's one thread, run in the order they are woken, and woken
+    // before the connection's task that writes the map they held it back
+    // by the whole fan-out.
     let first = match first {
-        Ok(sent) => first_out(&tx, control, end).await.map(|()| sent),
+        Ok(sent) => first_out(tx, control, end).await.map(|()| sent),
         Err(gone) => Err(gone),
     };
     log::debug!("node {node_id}: first map out after {:?}", began.elapsed());
-    state.announce_report(node_id, &report, Some(&sub));
+    state.announce_report(node_id, &report, Some(sub));
     let mut sent = match first {
         Ok(sent) => sent,
         Err(gone) => return gone,
     };
-    if state.stream_opened(node_id) {
+    if state.show_online(node_id) {
         elect_primaries(state.clone());
     }
     log::debug!("node {node_id}: map stream open");
@@ -430,7 +454,7 @@ async fn run(
             },
             Delta::SelfGone => break,
         };
-        if let Err(gone) = send(&tx, out).await {
+        if let Err(gone) = send(tx, out).await {
             if !gone {
                 log::debug!("node {node_id}: a map frame went untaken for {FRAME_TAKEN:?}; closing");
             }
@@ -438,11 +462,6 @@ async fn run(
             break;
         }
         keepalive.as_mut().reset(jitter.next_deadline());
-    }
-    drop(sub);
-    log::debug!("node {node_id}: map stream closed");
-    if state.stream_closed(node_id, clock::now_unix(), clock::mono_secs()) {
-        tokio::spawn(went_away(control.clone(), node_id));
     }
     taken
 }

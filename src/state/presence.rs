@@ -191,15 +191,30 @@ impl State {
         }
     }
 
-    /// A map stream opened; the first one makes the node online (returns
-    /// whether it did: then [`State::elect_primaries`] is due).
+    /// A map stream opened and its first map is out ([`State::stream_started`],
+    /// then [`State::show_online`]).
     pub fn stream_opened(&self, id: u64) -> bool {
+        self.stream_started(id);
+        self.show_online(id)
+    }
+
+    /// A map stream started: from here the node is not idle (nor reaped
+    /// as an idle ephemeral node).
+    pub fn stream_started(&self, id: u64) {
+        let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let p = map.entry(id).or_default();
+        p.streams += 1;
+        p.idle_since = None;
+    }
+
+    /// A stream's first map is out: the first such stream makes the node
+    /// online to peers (returns whether it did: then
+    /// [`State::elect_primaries`] is due). A node deleted meanwhile (its
+    /// presence forgotten) is not brought back.
+    pub fn show_online(&self, id: u64) -> bool {
         let news = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
-            let p = map.entry(id).or_default();
-            p.streams += 1;
-            p.idle_since = None;
-            !std::mem::replace(&mut p.shown_online, true)
+            map.get_mut(&id).is_some_and(|p| p.online() && !std::mem::replace(&mut p.shown_online, true))
         };
         if news {
             self.hub.publish(Change::Online(id, true));
@@ -370,6 +385,27 @@ mod tests {
         apply(&mut p, DiscoPublic::default(), Some(eps.clone()), None, 0);
         assert_eq!(p.endpoints.len(), MAX_ENDPOINTS);
         assert_eq!(p.endpoints[..2], [eps[0].clone(), zoned], "in order, the long one left out");
+    }
+
+    /// A stream counts from its start (an ephemeral node is not reaped
+    /// while its first map goes out), is shown online after, and a node
+    /// deleted in between is not brought back nor announced.
+    #[test]
+    fn a_stream_counts_from_its_start_and_shows_online_after_its_first_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::state::routes::tests::open(dir.path());
+        crate::state::routes::tests::with_nodes(&s, 2);
+        let watcher = s.subscribe(999);
+        s.stream_started(1);
+        assert!(s.is_online(1));
+        assert!(watcher.take().changes.is_empty());
+        assert!(s.show_online(1));
+        assert_eq!(watcher.take().changes, [Change::Online(1, true)]);
+        s.stream_started(2);
+        s.forget_presence(2);
+        assert!(!s.show_online(2));
+        assert!(watcher.take().changes.is_empty());
+        assert!(s.with_presence(|m| !m.contains_key(&2)));
     }
 
     #[test]
