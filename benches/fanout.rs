@@ -124,15 +124,16 @@ async fn bench(n: usize) -> Row {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_reg = rss_kib(pid);
 
-    // Streams: every node opens its map stream, a few at a time (opened one
-    // by one, the last connections would sit idle past the server's idle
-    // close on a busy machine); then the last ten, one by one and timed.
+    // Streams: every node opens its map stream, four at a time (as many
+    // full maps as the server's blocking pool builds at once; one by one,
+    // the last connections sat idle past the server's 90 s idle close on a
+    // busy machine); then the last ten, one by one and timed.
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
     let mut first_map = Vec::new();
     let mut first_map_floor = Vec::new();
     let mut first_map_bytes = 0;
     let total = n;
-    const OPENING: u32 = 16;
+    const OPENING: u32 = 4;
     let opening = Arc::new(tokio::sync::Semaphore::new(OPENING as usize));
     for (i, (mut c, node)) in registered.into_iter().zip(nodes.iter().copied()).enumerate() {
         if i + 10 < total {
