@@ -13,6 +13,7 @@ use super::{body, session, Body, Control};
 use crate::clock;
 use crate::mapper;
 use crate::state::pending::{LoginRefused, LoginWait};
+use crate::state::presence::Reported;
 use crate::state::register::{auth_id_of, Approval, RegisterError, Registered};
 use crate::state::{Node, Snapshot};
 use crate::tailcfg::{
@@ -237,7 +238,10 @@ impl Control {
         // A stream's session tells peers, once its first map is out; at
         // once when routes are to be stored first (hyper may drop this
         // handler at that await, and the report must not be lost).
-        let mut update = self.state.record_report(id, req.disco_key, req.endpoints, req.hostinfo, req.version);
+        let mut update = self.state.record_report(
+            id,
+            Reported { disco: req.disco_key, endpoints: req.endpoints, hostinfo: req.hostinfo, cap: req.version },
+        );
         if !req.stream || update.routes.is_some() {
             self.state.announce_report(id, &update, None);
             update.endpoints = false;

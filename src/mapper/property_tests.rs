@@ -16,6 +16,7 @@ use super::{delta, full, Delta, Sent};
 use crate::clock;
 use crate::config::{Allocation, Prefixes};
 use crate::state::events::Subscription;
+use crate::state::presence::Reported;
 use crate::state::{NewUser, PolicySource, Settings, State};
 use crate::store::Store;
 use crate::tailcfg::{DerpMap, DiscoPublic, DnsRecord, NodePublic};
@@ -197,7 +198,15 @@ fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
             6 | 7 => {
                 let id = rng.pick(&ids).unwrap();
                 let eps = (0..rng.below(3)).map(|i| format!("192.0.2.{}:{}", rng.below(250), 41641 + i)).collect();
-                s.report(id, DiscoPublic([rng.below(4) as u8 + 1; 32]), Some(eps), None, 130 + rng.below(2) as u32);
+                s.report(
+                    id,
+                    Reported {
+                        disco: DiscoPublic([rng.below(4) as u8 + 1; 32]),
+                        endpoints: Some(eps),
+                        cap: 130 + rng.below(2) as u32,
+                        ..Default::default()
+                    },
+                );
             }
             8 => {
                 let id = rng.pick(&ids).unwrap();
@@ -206,7 +215,7 @@ fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
                     rng.below(3) + 900
                 ))
                 .unwrap();
-                s.report(id, DiscoPublic::default(), None, Some(hi), 0);
+                s.report(id, Reported { hostinfo: Some(hi), ..Default::default() });
             }
             9 => {
                 let id = rng.pick(&ids).unwrap();

@@ -48,6 +48,16 @@ impl Presence {
     }
 }
 
+/// What one map request reports of its node.
+#[derive(Debug, Default)]
+pub struct Reported {
+    pub disco: DiscoPublic,
+    pub endpoints: Option<Vec<String>>,
+    pub hostinfo: Option<Box<RawValue>>,
+    /// The client's capability version.
+    pub cap: u32,
+}
+
 /// What a map request changed, so peers hear of exactly that.
 #[derive(Debug, Default, PartialEq, Eq, Clone)]
 pub struct Update {
@@ -129,15 +139,8 @@ impl State {
     /// Records what a map request reported and tells peers what changed.
     /// Routes the Hostinfo announces anew come back in `Update::routes`,
     /// for the caller to store.
-    pub fn report(
-        &self,
-        id: u64,
-        disco: crate::tailcfg::DiscoPublic,
-        endpoints: Option<Vec<String>>,
-        hostinfo: Option<Box<serde_json::value::RawValue>>,
-        cap: u32,
-    ) -> Update {
-        let u = self.record_report(id, disco, endpoints, hostinfo, cap);
+    pub fn report(&self, id: u64, r: Reported) -> Update {
+        let u = self.record_report(id, r);
         self.announce_report(id, &u, None);
         u
     }
@@ -155,14 +158,8 @@ impl State {
     /// [`State::report`] without telling peers: a map stream does that once
     /// its first map is out ([`State::announce_report`]), so the new node's
     /// map does not wait behind every peer's delta.
-    pub fn record_report(
-        &self,
-        id: u64,
-        disco: crate::tailcfg::DiscoPublic,
-        endpoints: Option<Vec<String>>,
-        hostinfo: Option<Box<serde_json::value::RawValue>>,
-        cap: u32,
-    ) -> Update {
+    pub fn record_report(&self, id: u64, r: Reported) -> Update {
+        let Reported { disco, endpoints, hostinfo, cap } = r;
         let given = hostinfo.is_some();
         let (mut u, kept) = {
             let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
@@ -184,7 +181,7 @@ impl State {
     /// callers already off the async runtime (registration). A failed
     /// write is logged; the next Hostinfo tries again.
     pub fn report_blocking(&self, id: u64, hostinfo: Option<Box<RawValue>>, cap: u32) {
-        if let Some(routes) = self.report(id, DiscoPublic::default(), None, hostinfo, cap).routes {
+        if let Some(routes) = self.report(id, Reported { hostinfo, cap, ..Default::default() }).routes {
             if let Err(e) = self.set_announced_routes(id, routes) {
                 log::warn!("node {id}: its announced routes could not be stored: {e}");
             }

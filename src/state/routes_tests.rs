@@ -40,7 +40,14 @@ fn a_hostinfo_announces_routes_stored_only_when_they_change() {
         assert_eq!(routes_of(&s, 1), ["0.0.0.0/0", "192.168.77.0/24", "::/0"]);
         assert!(events.take().changes.contains(&crate::state::events::Change::NodeChanged(1)));
         // The same announcement again (a client repeats its Hostinfo): no write.
-        let u = s.report(1, Default::default(), None, hostinfo(&["::/0", "192.168.77.0/24", "0.0.0.0/0"]), 130);
+        let u = s.report(
+            1,
+            crate::state::presence::Reported {
+                hostinfo: hostinfo(&["::/0", "192.168.77.0/24", "0.0.0.0/0"]),
+                cap: 130,
+                ..Default::default()
+            },
+        );
         assert_eq!(u.routes, None);
         assert!(!s.set_announced_routes(1, s.snapshot().nodes[&1].announced_routes.clone()).unwrap());
         // A Hostinfo without routes withdraws them; none at all changes nothing.
