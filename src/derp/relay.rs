@@ -131,11 +131,19 @@ impl Outbox {
         if p.frames.is_empty() || size >= BATCH {
             return Taken::Frames(first, size);
         }
-        let mut batch = Vec::with_capacity(BATCH.min(size + p.frames.iter().map(Bytes::len).sum::<usize>()));
-        batch.extend_from_slice(&first);
-        while size < BATCH {
-            let Some(f) = p.frames.pop_front() else { break };
+        // The frames that join it (while under BATCH, the last one whole),
+        // counted first so the write is allocated at its exact size.
+        let mut joining = 0;
+        for f in &p.frames {
+            if size >= BATCH {
+                break;
+            }
             size += f.len();
+            joining += 1;
+        }
+        let mut batch = Vec::with_capacity(size);
+        batch.extend_from_slice(&first);
+        for f in p.frames.drain(..joining) {
             batch.extend_from_slice(&f);
         }
         Taken::Frames(Bytes::from(batch), size)
