@@ -123,11 +123,18 @@ impl Outbox {
 
     /// Until the body is dropped.
     async fn closed(&self) {
+        self.until(|s| s.body_gone.then_some(())).await
+    }
+
+    /// Waits until `seen` finds what it looks for in the slot, looking
+    /// again each time the body takes a frame, asks for more or is dropped.
+    async fn until<T>(&self, mut seen: impl FnMut(&SlotState) -> Option<T>) -> T {
         loop {
-            // A permit left by an earlier take only makes it look again.
+            // Made before the look, so a wake-up in between is not missed;
+            // a permit left by an earlier one only makes it look again.
             let notified = self.0.taken.notified();
-            if self.0.state().body_gone {
-                return;
+            if let Some(found) = seen(&self.0.state()) {
+                return found;
             }
             notified.await;
         }
@@ -321,22 +328,11 @@ async fn send(tx: &Outbox, frame: Bytes) -> Result<(), bool> {
 /// frames after it see to that); `Err(true)`: the client is gone, a newer session replaces
 /// this one or the server stops.
 async fn first_out(tx: &Outbox, control: &Control, end: &Notify) -> Result<(), bool> {
-    let asked = async {
-        loop {
-            // Made before the look, so a poll in between is not missed.
-            let notified = tx.0.taken.notified();
-            {
-                let s = tx.0.state();
-                if s.body_gone {
-                    return Err(true);
-                }
-                if s.asked_again {
-                    return Ok(());
-                }
-            }
-            notified.await;
-        }
-    };
+    let asked = tx.until(|s| match (s.body_gone, s.asked_again) {
+        (true, _) => Some(Err(true)),
+        (false, true) => Some(Ok(())),
+        (false, false) => None,
+    });
     let mut shutdown = control.shutdown.clone();
     tokio::select! {
         r = asked => r,
