@@ -102,6 +102,7 @@ impl Store {
     }
 
     pub fn insert(&mut self, id: StreamId, val: Stream) -> Ptr<'_> {
+        grow_exact(&mut self.slab);
         let index = SlabIndex(self.slab.insert(val) as u32);
         assert!(self.ids.insert(id, index).is_none());
 
@@ -179,6 +180,15 @@ impl Resolve for Store {
     fn resolve(&mut self, key: Key) -> Ptr<'_> {
         Ptr { key, store: self }
     }
+}
+
+/// tinyscale: room for one more stream, and no more. A connection mostly
+/// holds a single long-lived stream, which the usual doubling would give
+/// four slots of a few hundred bytes each; the streams a connection may
+/// have at once are bounded (`max_concurrent_streams`, reset streams), so
+/// growing one slot at a time stays cheap.
+fn grow_exact(slab: &mut slab::Slab<Stream>) {
+    slab.reserve_exact(1);
 }
 
 impl ops::Index<Key> for Store {
@@ -406,6 +416,14 @@ impl<'a> Ptr<'a> {
         // Remove the stream state
         let stream = self.store.slab.remove(self.key.index.0 as usize);
         assert_eq!(stream.id, self.key.stream_id);
+        // tinyscale: a connection's slab grows with its busiest moment (a
+        // node's first requests) and then holds one long-lived stream; give
+        // back the vacant slots past the last one in use. Keys of removed
+        // streams were already dangling, so none is invalidated.
+        let slab = &mut self.store.slab;
+        if slab.capacity() > 2 * slab.len().max(1) {
+            slab.shrink_to_fit();
+        }
         stream.id
     }
 
@@ -464,6 +482,7 @@ impl<'a> VacantEntry<'a> {
     pub fn insert(self, value: Stream) -> Key {
         // Insert the value in the slab
         let stream_id = value.id;
+        grow_exact(self.slab);
         let index = SlabIndex(self.slab.insert(value) as u32);
 
         // Insert the handle in the ID map
