@@ -4,10 +4,10 @@
 //! tokio-rustls drives rustls's buffered `ServerConnection`, whose receive
 //! buffer is resized to 4 KiB before every read and never given back: every
 //! idle client parked in a read held 4 KiB, most of what a TLS relay client
-//! cost. Here the received bytes live in a buffer that is freed whenever it
-//! holds no partial record (an idle client holds none), encrypted bytes in one
-//! that is freed once the socket took them, and decrypted bytes the caller had
-//! no room for in one freed once read.
+//! cost. Here received bytes, and decrypted bytes the caller had no room
+//! for, live in buffers freed when a read parks holding no partial record
+//! (an idle client holds none); encrypted bytes in one freed by a flush.
+//! Within a burst they are reused.
 //!
 //! Every buffer is bounded: what the peer sends by rustls's own limits (a
 //! 64 KiB handshake message; after the handshake one record of the largest
@@ -125,7 +125,12 @@ impl TlsAcceptor {
             broken: false,
         };
         match poll_fn(|cx| s.poll_handshake(cx)).await {
-            Ok(()) => Ok(s),
+            Ok(()) => {
+                // The flight's room (up to 64 KiB) is not kept for the traffic.
+                s.release_idle();
+                s.outgoing = Vec::new();
+                Ok(s)
+            }
             Err(e) => Err(s.fail(e)),
         }
     }
@@ -248,11 +253,9 @@ impl TlsStream {
         }
     }
 
-    /// Drops `n` bytes rustls is done with from the front of `incoming`,
-    /// and the buffer itself once it holds nothing.
+    /// Drops `n` bytes rustls is done with from the front of `incoming`.
     fn consume(&mut self, n: usize) {
         if n >= self.received {
-            self.incoming = Vec::new();
             self.received = 0;
         } else if n > 0 {
             self.incoming.copy_within(n..self.received, 0);
@@ -275,9 +278,23 @@ impl TlsStream {
         }
     }
 
+    /// Frees the receive and plaintext buffers if they hold nothing. Done
+    /// when a read parks, not each time they empty: a busy connection reuses
+    /// them (one allocation and zeroing a burst, not one a record), and an
+    /// idle one, parked in a read, holds neither.
+    fn release_idle(&mut self) {
+        if self.received == 0 {
+            self.incoming = Vec::new();
+        }
+        if self.plain_read == self.plain.len() {
+            self.plain = Vec::new();
+            self.plain_read = 0;
+        }
+    }
+
     /// Reads more of what the peer sent into `incoming`: the rest of the
     /// record whose header is at the front, or a first [`READ_SIZE`], never
-    /// past the limit. The buffer exists only while it holds something.
+    /// past the limit.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TlsError>> {
         let limit = if self.conn.is_handshaking() { MAX_HANDSHAKE } else { MAX_RECORD };
         let have = self.received;
@@ -289,8 +306,11 @@ impl TlsStream {
         let record = self.incoming[..have].get(..5).map_or(0, |h| 5 + usize::from(u16::from_be_bytes([h[3], h[4]])));
         let want = record.max(have + READ_SIZE).min(limit);
         loop {
-            // Readiness first: a parked read holds no buffer.
-            ready!(self.tcp.poll_read_ready(cx))?;
+            // Readiness first, so that a parked read holds no buffer.
+            if self.tcp.poll_read_ready(cx)?.is_pending() {
+                self.release_idle();
+                return Poll::Pending;
+            }
             if self.incoming.len() < want {
                 // Exactly: amortized growth could double a record-sized buffer.
                 self.incoming.reserve_exact(want - self.incoming.len());
@@ -298,9 +318,6 @@ impl TlsStream {
             }
             let got = self.tcp.try_read(&mut self.incoming[have..want]);
             self.received += got.as_ref().map_or(0, |n| *n);
-            if self.received == 0 {
-                self.incoming = Vec::new();
-            }
             match got {
                 // The readiness was stale; tokio cleared it, so the next poll waits.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -312,7 +329,8 @@ impl TlsStream {
         }
     }
 
-    /// Writes `outgoing` out; the buffer is freed once the socket took it all.
+    /// Writes `outgoing` out. The buffer stays for the next record of a
+    /// burst; a flush frees it (every caller flushes after a burst).
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TlsError>> {
         while self.sent < self.outgoing.len() {
             let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing[self.sent..]))?;
@@ -321,7 +339,7 @@ impl TlsStream {
             }
             self.sent += n;
         }
-        self.outgoing = Vec::new();
+        self.outgoing.clear();
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
@@ -376,7 +394,7 @@ impl TlsStream {
                 buf.put_slice(&self.plain[self.plain_read..self.plain_read + n]);
                 self.plain_read += n;
                 if self.plain_read == self.plain.len() {
-                    self.plain = Vec::new();
+                    self.plain.clear();
                     self.plain_read = 0;
                 }
                 return Poll::Ready(Ok(()));
@@ -432,6 +450,7 @@ impl TlsStream {
         if !self.broken {
             ready!(self.poll_send(cx))?;
         }
+        self.outgoing = Vec::new();
         Pin::new(&mut self.tcp).poll_shutdown(cx).map_err(TlsError::Io)
     }
 
@@ -508,7 +527,9 @@ impl AsyncWrite for TlsStream {
         if this.broken {
             return Poll::Ready(Err(TlsError::Closed.into()));
         }
-        this.poll_send(cx).map_err(|e| this.fail(e).into())
+        ready!(this.poll_send(cx)).map_err(|e| this.fail(e))?;
+        this.outgoing = Vec::new();
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
