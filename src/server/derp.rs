@@ -15,6 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::keyfile;
+use super::tls_stream::TlsAcceptor;
 use super::ServeError;
 use crate::config::Config;
 use crate::derp::cert;
@@ -112,23 +113,11 @@ pub fn load_or_make_cert(path: &Path, host: &str) -> Result<(Vec<u8>, Vec<u8>), 
     Ok((c.cert, c.key))
 }
 
-fn tls_acceptor(cert: Vec<u8>, key: Vec<u8>) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert)], PrivateKeyDer::Pkcs8(key.into()))
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Everything the relay needs to run.
 pub struct DerpSetup {
     pub relay: Arc<Relay>,
     /// The relay's own TLS listener (plain-http `server_url` only).
-    pub tls: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    pub tls: Option<(tokio::net::TcpListener, TlsAcceptor)>,
     pub stun: Option<tokio::net::UdpSocket>,
     pub embedded: Option<crate::tailcfg::DerpRegion>,
 }
@@ -157,7 +146,8 @@ pub async fn setup(cfg: &Config, state: &Arc<State>) -> Result<DerpSetup, ServeE
     } else {
         let (c, k) = load_or_make_cert(&cert_path(cfg), &host).map_err(ServeError::Tls)?;
         let pin = cert::pin_of(&c);
-        let acceptor = tls_acceptor(c, k).map_err(ServeError::Tls)?;
+        let acceptor = super::tls::acceptor_for(vec![CertificateDer::from(c)], PrivateKeyDer::Pkcs8(k.into()))
+            .map_err(ServeError::Tls)?;
         let l = tokio::net::TcpListener::bind(s.tls_listen_addr)
             .await
             .map_err(|e| ServeError::Bind(format!("the relay's TLS listener on {}: {e}", s.tls_listen_addr)))?;

@@ -54,7 +54,7 @@ pub struct Extras {
 pub struct Http {
     pub control: Arc<Control>,
     pub extras: Extras,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<super::tls_stream::TlsAcceptor>,
     /// Shared by every listener.
     pub admission: Arc<Admission>,
 }

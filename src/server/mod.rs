@@ -14,6 +14,7 @@ pub use http::SHORT_LIFETIME;
 pub mod keyfile;
 mod socket;
 mod tls;
+mod tls_stream;
 
 use std::fmt;
 use std::sync::Arc;
