@@ -2,11 +2,14 @@
 //! zstd frame behind a u32 **little**-endian length. Current clients always
 //! run the body through a zstd decoder, so even uncompressed JSON must be
 //! wrapped. With `tuning.compress_maps` (the default) a message of at least
-//! [`COMPRESS_FROM`] bytes is compressed by ruzstd's encoder (its `Fastest`
-//! level, zstd's level 1 in kind); smaller ones, and every one with the
-//! switch off, go in zstd "raw" blocks, which need no compressor at all.
+//! [`COMPRESS_FROM`] bytes is compressed: our match finder
+//! ([`super::matcher`], zstd's level 1 in kind) and ruzstd's entropy coder;
+//! smaller ones, and every one with the switch off, go in zstd "raw"
+//! blocks, which need no compressor at all.
 
-use ruzstd::encoding::{compress, CompressionLevel};
+use ruzstd::encoding::{CompressionLevel, FrameCompressor};
+
+use super::matcher::FastMatcher;
 
 const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd's largest block.
@@ -41,9 +44,10 @@ pub fn zstd_raw(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// JSON shorter than this goes raw even when compression is on. ruzstd's
-/// encoder costs a fixed ~0.7 million instructions a call on mipsel (its
-/// 128 KiB window, hash table and entropy tables, whatever the input), and
+/// JSON shorter than this goes raw even when compression is on. The
+/// encoder costs a fixed ~0.54 million instructions a call on mipsel (its
+/// hash table and ruzstd's entropy tables, whatever the input; ~0.7 million
+/// with ruzstd's own matcher: `cross/compress-instructions.sh`), and
 /// the deltas every session gets (one peer's patch or whole node, a few
 /// hundred bytes to about 1.5 KiB) would shrink by a few dozen bytes: each
 /// change fanned out to every session would cost ~1 ms of router CPU per
@@ -52,18 +56,22 @@ pub fn zstd_raw(data: &[u8]) -> Vec<u8> {
 /// see `control::session`.)
 pub const COMPRESS_FROM: usize = 4096;
 
-/// A zstd frame of `data` as ruzstd's `Fastest` level compresses it (one
-/// that does not shrink a block stores it raw). While it runs it holds two
-/// 128 KiB windows and two hash tables of one slot per byte of a block
-/// (512 KiB each on 32-bit), about 1.4 MiB for a map past 128 KiB (read from
-/// ruzstd's code, not measured); full maps are compressed on the blocking
-/// pool, so at most 4 at once.
+/// A zstd frame of `data`: [`FastMatcher`]'s matches, coded by ruzstd's
+/// `Fastest` level (Huffman literals, FSE sequences; a block that does not
+/// shrink is stored raw). While it runs it holds the matcher's history (up
+/// to a 256 KiB window and a 128 KiB block), the 128 KiB space ruzstd reads
+/// into, a 64 KiB hash table, and ruzstd's output and per-block buffers;
+/// full maps are compressed on the blocking pool, so at most 4 at once.
 pub fn compressed(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 4 + 64);
+    let mut encoder = FrameCompressor::new_with_matcher(FastMatcher::new(data), CompressionLevel::Fastest);
     // ruzstd unwraps its reader's and writer's results, and panics only on
     // its unimplemented levels: a slice and a Vec never fail, and `Fastest`
     // is implemented.
-    compress(data, &mut out, CompressionLevel::Fastest);
+    encoder.set_source(data);
+    encoder.set_drain(&mut out);
+    encoder.compress();
+    drop(encoder);
     if sound(&out) {
         out
     } else {
@@ -306,6 +314,59 @@ mod tests {
         assert!(zstd_tool(all_frames) == all_in, "the zstd tool decodes our frames to other bytes");
     }
 
+    /// Inputs that reach our matcher's edges decode alike with ruzstd's
+    /// decoder and the reference one: a repeat at distances around its
+    /// 256 KiB window, literals of one byte value between matches into an
+    /// earlier block (ruzstd's Huffman builder panics on those), and the
+    /// sizes around two and three blocks.
+    #[test]
+    fn frames_at_the_matchers_edges_decode() {
+        use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+        let mut rng = Rng(3);
+        let mut inputs = Vec::new();
+        for d in [(256 << 10) - 1, 256 << 10, (256 << 10) + 1] {
+            let mut data: Vec<u8> = (0..d + 2048).map(|_| rng.next() as u8).collect();
+            data.copy_within(..2048, d);
+            inputs.push(data);
+        }
+        let pattern: Vec<u8> = (0..4096).map(|_| rng.below(255) as u8).collect();
+        let mut data: Vec<u8> = pattern.iter().copied().cycle().take(MAX_BLOCK).collect();
+        for i in 0..1500 {
+            data.push(0xff);
+            data.extend_from_slice(&pattern[2 * i..2 * i + 24]);
+        }
+        inputs.push(data);
+        for n in [2 * MAX_BLOCK - 1, 2 * MAX_BLOCK, 2 * MAX_BLOCK + 1, 3 * MAX_BLOCK] {
+            inputs.push(map_like(&mut rng, n));
+        }
+        let (mut all_in, mut all_frames) = (Vec::new(), Vec::new());
+        for (i, data) in inputs.iter().enumerate() {
+            let z = compressed(data);
+            let mut src = &z[..];
+            let mut d = FrameDecoder::new();
+            d.init(&mut src).unwrap_or_else(|e| panic!("input {i}: {e:?}"));
+            d.decode_blocks(&mut src, BlockDecodingStrategy::All).unwrap_or_else(|e| panic!("input {i}: {e:?}"));
+            assert!(d.collect().unwrap_or_default() == *data, "input {i} decodes to other bytes");
+            all_in.extend_from_slice(data);
+            all_frames.extend_from_slice(&z);
+        }
+        assert!(zstd_tool(all_frames) == all_in, "the zstd tool decodes our frames to other bytes");
+    }
+
+    /// Our matcher's frames of map-like JSON are no larger than ruzstd's
+    /// own matcher's (which matches only inside a block).
+    #[test]
+    fn our_matcher_compresses_maps_as_well_as_ruzstds() {
+        let mut rng = Rng(13);
+        for n in [5000, 100_000, 600_000] {
+            let json = map_like(&mut rng, n);
+            let mut theirs = Vec::new();
+            ruzstd::encoding::compress(&*json, &mut theirs, CompressionLevel::Fastest);
+            let ours = compressed(&json).len();
+            assert!(ours <= theirs.len(), "{n} B: ours {ours}, ruzstd's {}", theirs.len());
+        }
+    }
+
     /// Small messages stay raw (compression would save a few bytes for its
     /// setup cost); a map shrinks several times; the switch off means raw.
     #[test]
@@ -363,7 +424,7 @@ mod tests {
         for n in [0, 5, 4096, 131_072, 300_000] {
             assert!(sound(&zstd_raw(&map_like(&mut rng, n))), "raw {n}");
             let mut z = Vec::new();
-            compress(&*map_like(&mut rng, n), &mut z, CompressionLevel::Fastest);
+            ruzstd::encoding::compress(&*map_like(&mut rng, n), &mut z, CompressionLevel::Fastest);
             assert!(sound(&z), "ruzstd's frame of {n} B of a map");
         }
     }

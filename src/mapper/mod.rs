@@ -3,6 +3,7 @@
 //! snapshot and the volatile presence, and takes `now` as an argument.
 
 pub mod frame;
+mod matcher;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
