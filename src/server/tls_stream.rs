@@ -115,6 +115,7 @@ impl TlsAcceptor {
             tcp,
             conn,
             incoming: Vec::new(),
+            start: 0,
             received: 0,
             outgoing: Vec::new(),
             sent: 0,
@@ -167,12 +168,13 @@ enum Short {
 pub struct TlsStream {
     tcp: TcpStream,
     conn: UnbufferedServerConnection,
-    /// Received bytes rustls has not done with, in `incoming[..received]`: a
-    /// partial record, or the client's flight while rustls joins a handshake
-    /// message. The rest of `incoming` is zeroed room for the next read, kept
-    /// initialized so that a record trickled in byte by byte is zeroed once,
-    /// not once a byte.
+    /// Received bytes rustls has not done with, in
+    /// `incoming[start..received]`: a partial record, or the client's flight
+    /// while rustls joins a handshake message. What rustls is done with is
+    /// skipped (`start`) and moved out of the way once per read, not once a
+    /// record. The rest of `incoming` is room for the next read.
     incoming: Vec<u8>,
+    start: usize,
     received: usize,
     /// Encrypted bytes for the peer; `sent` of them already went out.
     outgoing: Vec<u8>,
@@ -195,7 +197,7 @@ impl TlsStream {
     fn advance(&mut self, op: Op<'_>) -> Result<Turn, TlsError> {
         loop {
             let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut self.incoming[..self.received]);
+                self.conn.process_tls_records(&mut self.incoming[self.start..self.received]);
             let next = match state {
                 Err(e) => Err(TlsError::Tls(e)),
                 Ok(ConnectionState::ReadTraffic(mut r)) => {
@@ -255,11 +257,10 @@ impl TlsStream {
 
     /// Drops `n` bytes rustls is done with from the front of `incoming`.
     fn consume(&mut self, n: usize) {
-        if n >= self.received {
+        self.start += n.min(self.received - self.start);
+        if self.start == self.received {
+            self.start = 0;
             self.received = 0;
-        } else if n > 0 {
-            self.incoming.copy_within(n..self.received, 0);
-            self.received -= n;
         }
     }
 
@@ -292,31 +293,41 @@ impl TlsStream {
         }
     }
 
-    /// Reads more of what the peer sent into `incoming`: the rest of the
-    /// record whose header is at the front, or a first [`READ_SIZE`], never
-    /// past the limit.
+    /// Reads more of what the peer sent into `incoming`, never past the
+    /// limit. The buffer grows [`READ_SIZE`] at a time and only once full,
+    /// so it follows what arrived, not what a record header claims (five
+    /// bytes would otherwise hold a record's worth), and a trickled flight
+    /// grows it at most 16 times.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TlsError>> {
         let limit = if self.conn.is_handshaking() { MAX_HANDSHAKE } else { MAX_RECORD };
+        if self.start > 0 {
+            self.incoming.copy_within(self.start..self.received, 0);
+            self.received -= self.start;
+            self.start = 0;
+        }
         let have = self.received;
         if have >= limit {
             return Poll::Ready(Err(TlsError::TooLarge { limit }));
         }
-        // During the handshake the front may be a joined fragment rather than
-        // a header: then this only sizes the read, which the limit still caps.
-        let record = self.incoming[..have].get(..5).map_or(0, |h| 5 + usize::from(u16::from_be_bytes([h[3], h[4]])));
-        let want = record.max(have + READ_SIZE).min(limit);
+        if self.incoming.len() > limit {
+            // Room grown for the handshake's flight is not kept for the
+            // traffic, even when a partial record keeps the buffer alive.
+            self.incoming.truncate(have);
+            self.incoming.shrink_to_fit();
+        }
         loop {
             // Readiness first, so that a parked read holds no buffer.
             if self.tcp.poll_read_ready(cx)?.is_pending() {
                 self.release_idle();
                 return Poll::Pending;
             }
-            if self.incoming.len() < want {
-                // Exactly: amortized growth could double a record-sized buffer.
-                self.incoming.reserve_exact(want - self.incoming.len());
+            if self.incoming.len() == have {
+                // `have < limit`, so this always makes room.
+                let want = (have + READ_SIZE).next_multiple_of(READ_SIZE).min(limit);
+                self.incoming.reserve_exact(want - have);
                 self.incoming.resize(want, 0);
             }
-            let got = self.tcp.try_read(&mut self.incoming[have..want]);
+            let got = self.tcp.try_read(&mut self.incoming[have..]);
             self.received += got.as_ref().map_or(0, |n| *n);
             match got {
                 // The readiness was stale; tokio cleared it, so the next poll waits.
@@ -349,6 +360,10 @@ impl TlsStream {
     /// direction) and the writer could sleep forever. What stays is sent
     /// by the next write or flush.
     fn try_send(&mut self) -> Result<(), TlsError> {
+        if self.outgoing.is_empty() {
+            // Nothing queued: the buffer stays for the writer's burst.
+            return Ok(());
+        }
         while self.sent < self.outgoing.len() {
             match self.tcp.try_write(&self.outgoing[self.sent..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
@@ -374,7 +389,8 @@ impl TlsStream {
             // it looks at the input again. One call only: a second would read
             // the bad input again (and trip rustls's debug assertion on a
             // second fatal alert).
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming[..self.received]);
+            let UnbufferedStatus { state, .. } =
+                self.conn.process_tls_records(&mut self.incoming[self.start..self.received]);
             if let Ok(ConnectionState::EncodeTlsData(mut a)) = state {
                 if encode(&mut self.outgoing, &mut a).is_ok() {
                     let _ = self.try_send();
