@@ -17,8 +17,12 @@
 //! this reports goes in the frame header, and no offset may reach past it.
 //! And one thing it does not say: a block's literals of more than 1024
 //! bytes are Huffman-coded, and its Huffman table builder panics on a
-//! single byte value (`distribute_weights` asserts two), which with
-//! `panic = "abort"` would take the router's server down. See [`Literals`].
+//! single byte value (`distribute_weights` asserts two), and its FSE table
+//! builder panics when every sequence of a block has no literals (a single
+//! literal-length symbol, 0); with `panic = "abort"` either would take the
+//! router's server down, and a node shapes much of its peers' maps. See
+//! [`Literals`]: a block's first match always leaves its first byte to the
+//! literals, and no match grows back over bytes counted as literals.
 
 use ruzstd::encoding::{CompressionLevel, Matcher, Sequence};
 
@@ -213,6 +217,10 @@ impl Matcher for FastMatcher<'_> {
         let (h, window, start, end) = (*h, *window, *start, *end);
         let mut lits = Literals::default();
         let mut anchor = start; // the first byte not yet in a sequence
+                                // No match grows back before this: bytes `lits` counted as literals
+                                // (a dropped match's among them) stay literals, or what it counted
+                                // would no longer be what ruzstd is handed.
+        let mut floor = start;
         let mut ip = start;
         // `ip + 8 <= end` keeps every load inside the block.
         while ip + 8 <= end {
@@ -230,7 +238,7 @@ impl Matcher for FastMatcher<'_> {
             let mut len = common(h, cand, ip, end);
             // Grow it backwards over literals that match too.
             let (mut at, mut from) = (ip, cand);
-            while at > anchor && from > 0 && h[at - 1] == h[from - 1] {
+            while at > floor && from > 0 && h[at - 1] == h[from - 1] {
                 (at, from, len) = (at - 1, from - 1, len + 1);
             }
             lits.note(&h[anchor..at]);
@@ -243,6 +251,7 @@ impl Matcher for FastMatcher<'_> {
                 handle_sequence(Sequence::Triple { literals: &h[anchor..at], offset, match_len: len });
                 anchor = next;
             }
+            floor = next;
             // Index two positions inside the match (as zstd does), so what
             // follows it can be found again.
             for p in [ip + 2, next.saturating_sub(2)] {
@@ -345,6 +354,7 @@ mod tests {
                 m.skip_matching();
                 out.extend_from_slice(m.get_last_space());
             } else {
+                let mut first = true;
                 m.start_matching(|seq| match seq {
                     Sequence::Literals { literals } => {
                         lits.extend_from_slice(literals);
@@ -352,6 +362,8 @@ mod tests {
                     }
                     Sequence::Triple { literals, offset, match_len } => {
                         assert!(literals.len() < BLOCK && match_len >= MIN_MATCH);
+                        assert!(!first || !literals.is_empty(), "a block's first match has no literal before it");
+                        first = false;
                         lits.extend_from_slice(literals);
                         out.extend_from_slice(literals);
                         assert!(offset >= 1 && offset < window, "offset {offset}, window {window}");
@@ -457,5 +469,63 @@ mod tests {
         // Blocks of 1001 bytes (for 1000), none of them the input's.
         assert_eq!(lits.len(), data.len().div_ceil(1001));
         assert!(lits.concat() == data);
+    }
+
+    /// Block 1 of the reproductions below: a cycled random pattern, then
+    /// `T W` and later `Q T R`, so that at block 2's start the table holds
+    /// the later `T` (a match too short to keep) and `W` finds the earlier
+    /// one, whose backward growth once swallowed the dropped match's bytes.
+    fn swallowing_setup(rng: &mut Rng) -> (Vec<u8>, Vec<u8>, [u8; 8], [u8; 8]) {
+        let pattern: Vec<u8> = (0..32_768).map(|_| (rng.next() % 255) as u8).collect();
+        let (t, w) = (*b"Tq7#k2Lx", *b"W9!zP0@m");
+        let mut tail = b"U1u2U3u4".to_vec();
+        tail.extend_from_slice(&t);
+        tail.extend_from_slice(&w);
+        tail.push(b'Q');
+        tail.extend_from_slice(&t);
+        tail.push(b'R');
+        tail.extend_from_slice(b"fillerxyz0123456789");
+        let mut data: Vec<u8> = pattern.iter().copied().cycle().take(BLOCK - tail.len()).collect();
+        data.extend_from_slice(&tail);
+        (data, pattern, t, w)
+    }
+
+    /// Crafted maps that made ruzstd panic (an attacker review): a block
+    /// whose every match had no literals (its literal-length table of one
+    /// symbol, 0), and a block whose literals were 1,100 bytes of one
+    /// value. Both must compress, decode, and hand ruzstd sound blocks.
+    #[test]
+    fn a_dropped_match_stays_literals_however_later_matches_grow() {
+        let mut rng = Rng(9);
+        let (mut no_literals, pattern, t, w) = swallowing_setup(&mut rng);
+        let mut one_value = no_literals.clone();
+        no_literals.extend_from_slice(&t);
+        no_literals.extend_from_slice(&w);
+        no_literals.extend_from_slice(b"\"}}}");
+        one_value.extend_from_slice(&t);
+        one_value.extend_from_slice(&w);
+        for i in 0..1100 {
+            one_value.push(0xff);
+            one_value.extend_from_slice(&pattern[24 * i..24 * i + 24]);
+        }
+        let run_across: Vec<u8> = {
+            let pattern: Vec<u8> = (0..4096).map(|_| (rng.next() % 255) as u8).collect();
+            let mut tail = b"Y".to_vec();
+            tail.extend_from_slice(&[b'v'; 8]);
+            tail.extend_from_slice(b"X0123456789Zvv");
+            let mut data: Vec<u8> = pattern.iter().copied().cycle().take(BLOCK - tail.len()).collect();
+            data.extend_from_slice(&tail);
+            data.extend_from_slice(&[b'v'; 20]);
+            data.push(b'Q');
+            data
+        };
+        for data in [&no_literals, &one_value, &run_across] {
+            drive(data);
+            let frame = super::super::frame::compressed(data);
+            // The decoder writes into room that is already there.
+            let mut out = Vec::with_capacity(data.len());
+            ruzstd::decoding::FrameDecoder::new().decode_all_to_vec(&frame, &mut out).unwrap();
+            assert!(out == *data);
+        }
     }
 }
