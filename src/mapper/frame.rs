@@ -226,21 +226,7 @@ mod tests {
         }
     }
 
-    /// xorshift64: the same inputs on every run and every target.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::mapper::matcher::tests::Rng;
 
     /// `n` bytes of map-like JSON: peers with random keys and addresses,
     /// the same field names over and over, as the maps we send.

@@ -277,24 +277,25 @@ impl Matcher for FastMatcher<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Blocks whose literals are longer than this get Huffman-coded by ruzstd.
     const HUFFMAN_FROM: usize = 1024;
 
-    /// xorshift64: the same inputs on every run and every target.
-    struct Rng(u64);
+    /// xorshift64: the same inputs on every run and every target (the
+    /// frame tests use it too).
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0
         }
 
-        fn below(&mut self, n: u64) -> u64 {
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
     }

@@ -67,8 +67,7 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(m, c, d, &algs)
+        rustls::crypto::verify_tls12_signature(m, c, d, &algs())
     }
     fn verify_tls13_signature(
         &self,
@@ -76,12 +75,16 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(m, c, d, &algs)
+        rustls::crypto::verify_tls13_signature(m, c, d, &algs())
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        algs().supported_schemes()
     }
+}
+
+/// The signature algorithms ring offers rustls.
+fn algs() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
 fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
@@ -171,38 +174,38 @@ async fn writes_larger_than_a_record_go_both_ways() {
     assert!(got == big && back == big);
 }
 
+/// Writes `msgs` one by one on `w` (flushing each when `flush_each`, else
+/// once at the end) while `r` reads them all; what `r` got.
+async fn one_by_one(
+    w: &mut (impl AsyncWrite + Unpin),
+    r: &mut (impl AsyncRead + Unpin),
+    msgs: &[Vec<u8>],
+    flush_each: bool,
+) -> Vec<u8> {
+    let up = async {
+        for m in msgs {
+            w.write_all(m).await.unwrap();
+            if flush_each {
+                w.flush().await.unwrap();
+            }
+        }
+        w.flush().await.unwrap();
+    };
+    let down = async {
+        let mut got = vec![0u8; msgs.iter().map(Vec::len).sum()];
+        r.read_exact(&mut got).await.unwrap();
+        got
+    };
+    tokio::join!(up, down).1
+}
+
 #[tokio::test]
 async fn many_small_writes_arrive_whole_and_in_order() {
     let (mut s, mut c) = pair().await;
     let msgs: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_be_bytes().repeat(2)).collect();
     let all: Vec<u8> = msgs.concat();
-    let up = async {
-        for m in &msgs {
-            c.write_all(m).await.unwrap();
-            c.flush().await.unwrap();
-        }
-    };
-    let down = async {
-        let mut got = vec![0u8; all.len()];
-        s.read_exact(&mut got).await.unwrap();
-        got
-    };
-    let ((), got) = tokio::join!(up, down);
-    assert_eq!(got, all);
-
-    let up = async {
-        for m in &msgs {
-            s.write_all(m).await.unwrap();
-        }
-        s.flush().await.unwrap();
-    };
-    let down = async {
-        let mut got = vec![0u8; all.len()];
-        c.read_exact(&mut got).await.unwrap();
-        got
-    };
-    let ((), got) = tokio::join!(up, down);
-    assert_eq!(got, all);
+    assert_eq!(one_by_one(&mut c, &mut s, &msgs, true).await, all);
+    assert_eq!(one_by_one(&mut s, &mut c, &msgs, false).await, all);
 }
 
 #[tokio::test]
