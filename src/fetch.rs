@@ -156,25 +156,35 @@ struct Timed<S> {
     by: Instant,
 }
 
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "timed out")
+}
+
 fn left(by: Instant) -> io::Result<Duration> {
     let d = by.saturating_duration_since(Instant::now());
     if d.is_zero() {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        return Err(timed_out());
     }
     Ok(d)
+}
+
+/// A socket timeout shows as EAGAIN ("resource temporarily unavailable"),
+/// which would puzzle whoever reads the log: it is the deadline.
+fn deadline_as_timeout<T>(r: io::Result<T>) -> io::Result<T> {
+    r.map_err(|e| if e.kind() == io::ErrorKind::WouldBlock { timed_out() } else { e })
 }
 
 impl Read for Timed<TcpStream> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.set_read_timeout(Some(left(self.by)?))?;
-        self.inner.read(buf)
+        deadline_as_timeout(self.inner.read(buf))
     }
 }
 
 impl Write for Timed<TcpStream> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.inner.set_write_timeout(Some(left(self.by)?))?;
-        self.inner.write(buf)
+        deadline_as_timeout(self.inner.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {

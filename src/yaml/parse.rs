@@ -47,6 +47,19 @@ pub fn parse(text: &str) -> Result<Value, Error> {
     p.document()
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Bytes the parser has looked at on this thread: what the linear-time
+    /// test counts instead of timing (a timed test fails on a slow machine).
+    pub(super) static EXAMINED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[inline(always)]
+fn examined(_n: usize) {
+    #[cfg(test)]
+    EXAMINED.with(|c| c.set(c.get() + _n));
+}
+
 fn is_blank(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
@@ -62,7 +75,15 @@ impl<'a> Parser<'a> {
 
     /// The byte at `i`, or 0 past the end (the text has no NUL: `document` refuses it).
     pub(super) fn at(&self, i: usize) -> u8 {
+        examined(1);
         self.b.get(i).copied().unwrap_or(0)
+    }
+
+    /// How many spaces start at `i`.
+    fn spaces_at(&self, i: usize) -> usize {
+        let n = self.b.get(i..).unwrap_or_default().iter().take_while(|&&c| c == b' ').count();
+        examined(n + 1);
+        n
     }
 
     pub(super) fn eof(&self) -> bool {
@@ -81,7 +102,10 @@ impl<'a> Parser<'a> {
     }
 
     pub(super) fn line_start(&self, i: usize) -> usize {
-        self.b[..i.min(self.b.len())].iter().rposition(|&c| c == b'\n').map_or(0, |n| n + 1)
+        let i = i.min(self.b.len());
+        let start = self.b[..i].iter().rposition(|&c| c == b'\n').map_or(0, |n| n + 1);
+        examined(i - start + 1);
+        start
     }
 
     /// `---` or `...` at the start of the line at `i`.
@@ -119,7 +143,7 @@ impl<'a> Parser<'a> {
 
     /// The indentation of the (non-blank) line starting at `pos`.
     fn indent(&self) -> Result<usize, Error> {
-        let n = self.b[self.pos..].iter().take_while(|&&c| c == b' ').count();
+        let n = self.spaces_at(self.pos);
         if self.at(self.pos + n) == b'\t' {
             return self.err(self.pos + n, "a tab in the indentation (YAML indents with spaces)");
         }
@@ -411,7 +435,7 @@ impl<'a> Parser<'a> {
                 breaks += 1;
                 p += 1;
                 let line = p;
-                let spaces = self.b[p..].iter().take_while(|&&c| c == b' ').count();
+                let spaces = self.spaces_at(p);
                 p += spaces;
                 while is_blank(self.at(p)) {
                     p += 1;
