@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use client::{Client, MapStream};
 use serde_json::{json, Value};
+use tinyscale::tailcfg::MachinePublic;
 use tokio::sync::mpsc;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -53,6 +54,11 @@ struct Row {
     first_map_bytes: usize,
     fanout_p50_ms: f64,
     fanout_p99_ms: f64,
+    /// The bench's own CPU per round (1,000 receivers on one thread).
+    round_cpu_ms: f64,
+    client_cpu_ms: f64,
+    /// The size of one fan-out frame on the wire, as a stream received it.
+    patch_bytes: usize,
 }
 
 async fn bench(n: usize) -> Row {
@@ -128,7 +134,7 @@ async fn bench(n: usize) -> Row {
     // full maps as the server's blocking pool builds at once; one by one,
     // the last connections sat idle past the server's 90 s idle close on a
     // busy machine); then the last ten, one by one and timed.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant, usize)>();
     let mut first_map = Vec::new();
     let mut first_map_floor = Vec::new();
     let mut first_map_bytes = 0;
@@ -139,8 +145,9 @@ async fn bench(n: usize) -> Row {
         if i + 10 < total {
             let permit = opening.clone().acquire_owned().await.unwrap();
             let tx = tx.clone();
+            let addr = addr.clone();
             tokio::spawn(async move {
-                let mut s: MapStream = c.map_stream(&Client::map_request(&node, true)).await.unwrap();
+                let mut s = open_stream(&mut c, &node, &addr, server_key, i).await;
                 s.next_frame().await.unwrap();
                 drop(permit);
                 hear_patches(i, c, s, tx).await;
@@ -154,7 +161,7 @@ async fn bench(n: usize) -> Row {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         // From sending the request to the last byte of the first frame.
         let t = Instant::now();
-        let mut s: MapStream = c.map_stream(&Client::map_request(&node, true)).await.unwrap();
+        let mut s = open_stream(&mut c, &node, &addr, server_key, i).await;
         let frame = s.next_frame().await.unwrap();
         let took = t.elapsed();
         first_map.push(took.as_secs_f64() * 1000.0);
@@ -180,39 +187,35 @@ async fn bench(n: usize) -> Row {
     let mut c0 = Client::connect_from(&addr, server_key, machines[0], source(0)).await.unwrap();
     let mut lat = Vec::new();
     let mut round_cpu_us = 0;
+    let mut client_cpu_us = 0;
+    let mut patch_bytes = 0;
+    let me = std::process::id();
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     for round in 0..rounds {
         let mut req = Client::map_request(&nodes[0], false);
         req["Endpoints"] = json!([format!("203.0.113.{}:41641", round % 250 + 1)]);
         let t = Instant::now();
         let cpu0 = cpu_us(pid);
+        let client0 = cpu_us(me);
         let status = c0.lite(&req).await;
         assert_eq!(status, 200, "lite update refused");
         let mut got = 0;
         while got < n - 1 {
             match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                Ok(Some((_, at))) => {
+                Ok(Some((_, at, bytes))) => {
                     lat.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                    patch_bytes = bytes;
                     got += 1;
                 }
                 _ => break,
             }
         }
         round_cpu_us += cpu_us(pid) - cpu0;
+        client_cpu_us += cpu_us(me) - client0;
         if got < n - 1 {
             eprintln!("round {round}: only {got} of {} streams heard the change", n - 1);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    if std::env::var("BENCH_VERBOSE").is_ok() {
-        // The server's share of a round: what bounds its fan-out on one core.
-        // /proc counts CPU in clock ticks (10 ms): a small tailnet's rounds may read 0.
-        let per_round = round_cpu_us as f64 / rounds as f64;
-        eprintln!(
-            "n={n}: server CPU per fan-out round {:.1} ms, {per_round_stream:.1} µs a stream",
-            per_round / 1000.0,
-            per_round_stream = per_round / (n - 1) as f64
-        );
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     first_map.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -230,6 +233,23 @@ async fn bench(n: usize) -> Row {
         first_map_bytes,
         fanout_p50_ms: percentile(&lat, 0.5),
         fanout_p99_ms: percentile(&lat, 0.99),
+        round_cpu_ms: round_cpu_us as f64 / rounds as f64 / 1000.0,
+        client_cpu_ms: client_cpu_us as f64 / rounds as f64 / 1000.0,
+        patch_bytes,
+    }
+}
+
+/// Node `i`'s map stream. On a busy machine, a node registered early may
+/// wait for its turn longer than the server keeps a connection with nothing
+/// in flight (`control::IDLE`, 90 s); it then reconnects, as a real client does.
+async fn open_stream(c: &mut Client, node: &[u8; 32], addr: &str, server_key: MachinePublic, i: usize) -> MapStream {
+    let req = Client::map_request(node, true);
+    match c.map_stream(&req).await {
+        Ok(s) => s,
+        Err(_) => {
+            *c = Client::connect_from(addr, server_key, c.machine_private, source(i)).await.unwrap();
+            c.map_stream(&req).await.unwrap()
+        }
     }
 }
 
@@ -241,16 +261,18 @@ fn source(i: usize) -> std::net::IpAddr {
 
 /// Reads stream `i` until it ends, telling `tx` when it hears the fan-out's
 /// change (node 0's endpoints in 203.0.113.0/24).
-async fn hear_patches(i: usize, c: Client, mut s: MapStream, tx: mpsc::UnboundedSender<(usize, Instant)>) {
+async fn hear_patches(i: usize, c: Client, mut s: MapStream, tx: mpsc::UnboundedSender<(usize, Instant, usize)>) {
     let _keep = c;
-    while let Some(m) = s.next().await {
+    while let Some(frame) = s.next_frame().await {
+        let bytes = frame.len();
+        let m: Value = serde_json::from_slice(&client::unzstd(&frame)).unwrap();
         let hit = m["PeersChangedPatch"].as_array().into_iter().flatten().any(|p| {
             p["Endpoints"]
                 .as_array()
                 .is_some_and(|e| e.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with("203.0.113."))))
         });
         if hit {
-            let _ = tx.send((i, Instant::now()));
+            let _ = tx.send((i, Instant::now(), bytes));
         }
     }
 }
@@ -265,6 +287,69 @@ fn to_vec_ms(map: &Value) -> f64 {
             t.elapsed().as_secs_f64() * 1000.0
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+/// What the kernel alone costs a fan-out on one core: one thread writing a
+/// `bytes`-long record to each of `n` loopback TCP sockets, as the server's
+/// one thread does for a change, the best of 20 rounds in milliseconds.
+/// Without readers (the writes alone), then with every socket's reader
+/// waiting in another thread's epoll, as the bench's streams wait (on
+/// loopback, a write runs the receiving side's TCP and wakes its reader).
+fn write_floor_ms(n: usize, bytes: usize) -> (f64, f64) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (mut writers, mut readers): (Vec<TcpStream>, Vec<TcpStream>) = (0..n)
+        .map(|_| {
+            let w = TcpStream::connect(addr).unwrap();
+            w.set_nodelay(true).unwrap();
+            (w, l.accept().unwrap().0)
+        })
+        .unzip();
+    let record = vec![0x5a; bytes];
+    let best_of_20 = |writers: &mut [TcpStream]| {
+        (0..20)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                let t = Instant::now();
+                for w in writers.iter_mut() {
+                    w.write_all(&record).unwrap();
+                }
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let alone = best_of_20(&mut writers);
+    let mut sink = vec![0; bytes * 20];
+    for r in &mut readers {
+        r.read_exact(&mut sink).unwrap();
+    }
+    // The readers, parked in another thread's epoll until the writers close.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reading = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for r in readers {
+                r.set_nonblocking(true).unwrap();
+                let mut r = tokio::net::TcpStream::from_std(r).unwrap();
+                tasks.spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0; 4096];
+                    while r.read(&mut buf).await.is_ok_and(|k| k > 0) {}
+                });
+            }
+            ready_tx.send(()).unwrap();
+            while tasks.join_next().await.is_some() {}
+        })
+    });
+    ready_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let woken = best_of_20(&mut writers);
+    drop(writers);
+    reading.join().unwrap();
+    (alone, woken)
 }
 
 /// The floor of a handshake's CPU: four X25519 agreements and one key
@@ -316,6 +401,17 @@ fn main() {
     let n = r.n;
     figure(&format!("first_map_{n}"), r.first_map_ms, "ms", r.first_map_floor_ms);
     figure(&format!("fanout_p99_{n}"), r.fanout_p99_ms, "ms", 0.0);
+    // What bounds the fan-out: the server's CPU per round against the
+    // kernel's share of it, measured here, and the bench's own receiving.
+    let record = r.patch_bytes + 32; // length prefix, HTTP/2 and Noise framing
+    let (alone, woken) = write_floor_ms(n - 1, record);
+    println!(
+        "fan-out of {n}: server CPU {:.1} ms a round ({:.1} µs a stream); one thread writing {record} B to {} loopback sockets: {alone:.1} ms, {woken:.1} ms with their readers waiting; the bench's receivers: {:.1} ms of CPU a round",
+        r.round_cpu_ms,
+        r.round_cpu_ms * 1000.0 / (n - 1) as f64,
+        n - 1,
+        r.client_cpu_ms
+    );
     figure("handshake_cpu", r.handshake_cpu_us, "µs", x25519_floor_us());
     figure(&format!("rss_{n}"), r.rss_n as f64 / 1024.0, "MiB", r.rss_idle as f64 / 1024.0);
 }

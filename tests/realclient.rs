@@ -12,6 +12,13 @@ use common::*;
 
 const CONTROL: &str = "http://127.0.0.1:18080";
 
+/// DNS records enough to put every first map past the size from which the
+/// server compresses it (4 KiB of JSON): every test here then has the real
+/// client decode our own zstd encoder's frames.
+fn extra_records() -> String {
+    (1..=120).map(|i| format!("    - {{name: host{i}.records.example, type: A, value: 192.0.2.{i}}}\n")).collect()
+}
+
 fn config(dir: &Path) {
     std::fs::write(
         dir.join("derp.yaml"),
@@ -21,7 +28,8 @@ fn config(dir: &Path) {
     std::fs::write(
         dir.join("config.yaml"),
         format!(
-            "server_url: {CONTROL}\nlisten_addr: 127.0.0.1:18080\nlog:\n  level: debug\nprefixes:\n  v4: 100.70.0.0/16\n  v6: fd7a:115c:a1e0:77::/64\nderp:\n  paths: [derp.yaml]\n"
+            "server_url: {CONTROL}\nlisten_addr: 127.0.0.1:18080\nlog:\n  level: debug\nprefixes:\n  v4: 100.70.0.0/16\n  v6: fd7a:115c:a1e0:77::/64\nderp:\n  paths: [derp.yaml]\ndns:\n  extra_records:\n{}",
+            extra_records()
         ),
     )
     .unwrap();
@@ -102,6 +110,9 @@ fn two_clients_join_see_each_other_and_survive_a_server_restart_and_a_deletion()
     }
     // Each netmap holds the other, as each client logs it and as traffic shows.
     assert!(a.wait_peers(1, 20) && b.wait_peers(1, 20), "a: {:?}, b: {:?}", a.peers(), b.peers());
+    // Those first maps were compressed frames (so the clients decoded them).
+    let firsts = first_maps(&s.log());
+    assert!(!firsts.is_empty() && firsts.iter().all(|&(z, json)| json > 4096 && z * 3 < json), "{firsts:?}");
     let ip_a = ip_of(&list, "nodea");
     let ip_b = ip_of(&list, "nodeb");
     through(&ns, &a, &ip_b, "/", "hello from nodeb");
@@ -123,6 +134,18 @@ fn two_clients_join_see_each_other_and_survive_a_server_restart_and_a_deletion()
     assert!(b.wait_log(20, |l| l.contains("initial fetch failed 404: node not found")), "{}", tail(&b.log()));
     a.stop();
     b.stop();
+}
+
+/// Each first map's frame and JSON sizes, from the server's debug log.
+fn first_maps(log: &str) -> Vec<(usize, usize)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("first map of ")? + "first map of ".len()..];
+            let (z, rest) = rest.split_once(" B (")?;
+            let (json, _) = rest.split_once(" B of JSON)")?;
+            Some((z.parse().ok()?, json.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The auth id of the login URL a client without a key shows.

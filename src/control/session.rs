@@ -198,16 +198,22 @@ impl Drop for MapBody {
 /// One frame of `resp`: a zstd frame if the client asked for one
 /// (`Compress: "zstd"`), compressed if `compress` (`tuning.compress_maps`).
 fn encode(resp: &MapResponse, zstd: bool, compress: bool) -> Bytes {
+    encode_json(resp, zstd, compress).0
+}
+
+/// The frame of `resp` and its JSON's length.
+fn encode_json(resp: &MapResponse, zstd: bool, compress: bool) -> (Bytes, usize) {
     // MapResponse holds only strings, numbers and raw JSON: it always serializes.
     let json = serde_json::to_vec(resp).unwrap_or_default();
-    if zstd {
-        Bytes::from(frame::map_frame(&json, compress))
+    let frame = if zstd {
+        frame::map_frame(&json, compress)
     } else {
         let mut v = Vec::with_capacity(4 + json.len());
         v.extend_from_slice(&(json.len() as u32).to_le_bytes());
         v.extend_from_slice(&json);
-        Bytes::from(v)
-    }
+        v
+    };
+    (Bytes::from(frame), json.len())
 }
 
 /// A full map for `node_id`, built off the async runtime (it is O(peers)).
@@ -217,6 +223,8 @@ pub async fn full_frame(control: &Arc<Control>, node_id: u64, zstd: bool) -> Opt
 
 struct FullFrame {
     bytes: Bytes,
+    /// The JSON's length, before the frame's compression.
+    json_len: usize,
     sent: mapper::Sent,
     /// Whether it lists peers: a full map without `Peers` does not clear
     /// the peers a client holds (Tailscale reads an empty list as "no news").
@@ -232,8 +240,10 @@ async fn full_frame_sent(control: &Arc<Control>, node_id: u64, zstd: bool) -> Op
         let snap = state.snapshot();
         let now = clock::now_unix();
         let resp = state.with_presence(|p| mapper::full(&ctx, &snap, p, node_id, now))?;
+        let (bytes, json_len) = encode_json(&resp, zstd, compress);
         Some(FullFrame {
-            bytes: encode(&resp, zstd, compress),
+            bytes,
+            json_len,
             sent: mapper::Sent::after_full(&snap, node_id, now),
             has_peers: resp.peers.is_some(),
         })
@@ -379,7 +389,12 @@ async fn serve(
     let began = Instant::now();
     let first = match full_frame_sent(control, node_id, zstd).await {
         Some(f) => {
-            log::debug!("node {node_id}: first map of {} B built in {:?}", f.bytes.len(), began.elapsed());
+            log::debug!(
+                "node {node_id}: first map of {} B ({} B of JSON) built in {:?}",
+                f.bytes.len(),
+                f.json_len,
+                began.elapsed()
+            );
             send(tx, f.bytes).await.map(|()| f.sent)
         }
         None => Err(true),
