@@ -54,7 +54,8 @@ struct Row {
     first_map_bytes: usize,
     fanout_p50_ms: f64,
     fanout_p99_ms: f64,
-    /// The bench's own CPU per round (1,000 receivers on one thread).
+    /// The server's CPU per fan-out round, and the bench's own (its
+    /// receivers, all on one thread).
     round_cpu_ms: f64,
     client_cpu_ms: f64,
     /// The size of one fan-out frame on the wire, as a stream received it.
@@ -166,7 +167,7 @@ async fn bench(n: usize) -> Row {
         let took = t.elapsed();
         first_map.push(took.as_secs_f64() * 1000.0);
         first_map_bytes = frame.len();
-        let first: Value = serde_json::from_slice(&client::unzstd(&frame)).unwrap();
+        let first = client::map_json(&frame);
         first_map_floor.push(to_vec_ms(&first));
         if let Ok(path) = std::env::var("BENCH_DUMP") {
             let _ = std::fs::write(format!("{path}.{n}.json"), first.to_string());
@@ -265,7 +266,7 @@ async fn hear_patches(i: usize, c: Client, mut s: MapStream, tx: mpsc::Unbounded
     let _keep = c;
     while let Some(frame) = s.next_frame().await {
         let bytes = frame.len();
-        let m: Value = serde_json::from_slice(&client::unzstd(&frame)).unwrap();
+        let m = client::map_json(&frame);
         let hit = m["PeersChangedPatch"].as_array().into_iter().flatten().any(|p| {
             p["Endpoints"]
                 .as_array()

@@ -322,6 +322,11 @@ pub struct MapStream {
 
 /// Decodes one whole zstd frame (tinyscale sends raw blocks or, with
 /// `tuning.compress_maps`, compressed ones) with ruzstd's decoder.
+/// The map message a frame of the map stream carries.
+pub fn map_json(frame: &[u8]) -> Value {
+    serde_json::from_slice(&unzstd(frame)).expect("frame is JSON")
+}
+
 pub fn unzstd(z: &[u8]) -> Vec<u8> {
     use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
     assert_eq!(&z[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
@@ -337,7 +342,7 @@ impl MapStream {
     /// The next MapResponse, or `None` when the stream ended.
     pub async fn next(&mut self) -> Option<Value> {
         let frame = self.next_frame().await?;
-        Some(serde_json::from_slice(&unzstd(&frame)).expect("frame is JSON"))
+        Some(map_json(&frame))
     }
 
     /// The next frame as it came (zstd), without its length prefix.
